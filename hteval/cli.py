@@ -1,0 +1,134 @@
+"""The `hteval` command line: one function per sub-command, all sharing build_parser() and main().
+
+Only this module configures logging and turns on JAX float64. Errors print one line, `hteval: error: ...`,
+and exit 2 for input errors (1 for other hteval errors); --debug shows the traceback as well.
+"""
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from hteval import __version__, names
+from hteval.errors import HtevalError, InputError
+from hteval.io import bundled_checkpoint
+from hteval.spectra import LayerSpectrum, SkippedLayer, iter_spectra
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_INPUT = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.debug)
+    if getattr(args, "uses_jax", True):
+        _enable_float64()
+    try:
+        return args.run(args)
+    except HtevalError as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"hteval: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return EXIT_INPUT if isinstance(err, InputError) else EXIT_FAILED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every sub-command; each `_add_*` function adds one and sets `run` to its command."""
+    parser = argparse.ArgumentParser(prog="hteval", description="Bayesian random-matrix analysis of the "
+                                     "spectra of neural-network weights.")
+    parser.add_argument("--version", action="version", version=f"hteval {__version__}")
+    parser.add_argument("--debug", action="store_true", help="debug logging, and tracebacks on errors")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    _add_esd(commands)
+    return parser
+
+
+def _add_esd(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("esd", help="eigenvalue spectrum of each layer of a checkpoint",
+                                 description="Print one record per layer of a checkpoint (shape, N, M, "
+                                 "gamma, floor, censored count, eigenvalue min/max/mean); skipped tensors "
+                                 "follow.")
+    parser.add_argument("path", nargs="?", type=Path, metavar="PATH",
+                        help="checkpoint: .safetensors, shard directory, .npy, .npz, .pt/.bin")
+    parser.add_argument("--bundled", action="store_true",
+                        help="use the installed all-MiniLM-L6-v2 checkpoint instead of PATH")
+    _add_layer_options(parser)
+    parser.add_argument("--json", action="store_true", help="print a JSON list of records instead of a table")
+    # Commands that fit models need JAX in float64 (the default); esd does not, so it skips the JAX import.
+    parser.set_defaults(run=cmd_esd, uses_jax=False)
+
+
+def _add_layer_options(parser: argparse.ArgumentParser) -> None:
+    """Options of every command that reads a checkpoint; names match load_spectra's keyword arguments."""
+    parser.add_argument("--layers", metavar="PATTERN", help="glob pattern of tensor names, e.g. 'encoder.*'")
+    parser.add_argument("--min-eigs", type=int, default=16, metavar="N",
+                        help="skip layers with fewer eigenvalues (default: %(default)s)")
+    parser.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                        help="stop at the first bad layer, or list it and go on (default: %(default)s)")
+
+
+def cmd_esd(args: argparse.Namespace) -> int:
+    """`hteval esd`: print the layer records of a checkpoint, as a table or as JSON."""
+    path = _checkpoint_path(args)
+    results = list(iter_spectra(path, layers=args.layers, min_eigs=args.min_eigs, on_error=args.on_error))
+    print(_as_json(results) if args.json else _as_table(results))
+    return EXIT_OK
+
+
+def _checkpoint_path(args: argparse.Namespace) -> Path:
+    if args.bundled and args.path is not None:
+        raise InputError("give PATH or --bundled, not both")
+    if args.bundled:
+        return bundled_checkpoint()
+    if args.path is None:
+        raise InputError("a checkpoint PATH (or --bundled) is required")
+    return args.path
+
+
+def _record(result: LayerSpectrum | SkippedLayer) -> dict:
+    if isinstance(result, SkippedLayer):
+        return result.to_record()
+    return {**result.to_record(), names.STATUS: names.STATUS_OK, names.REASON: None}
+
+
+def _as_json(results: list[LayerSpectrum | SkippedLayer]) -> str:
+    # One record per line: a valid JSON list that still reads (and greps) line by line.
+    return "[\n" + ",\n".join(json.dumps(_record(result)) for result in results) + "\n]"
+
+
+def _as_table(results: list[LayerSpectrum | SkippedLayer]) -> str:
+    import pandas as pd  # only the table needs pandas; keep it out of the JSON path
+
+    rows = [r.to_record() for r in results if isinstance(r, LayerSpectrum)]
+    columns = [*names.RECORD_FIELDS, *names.EIG_SUMMARY_FIELDS]
+    table = pd.DataFrame(rows, columns=columns)
+    table[names.SHAPE] = table[names.SHAPE].map(lambda shape: "x".join(map(str, shape)))
+    text = table.to_string(index=False, float_format="{:.4g}".format) if rows else "(no layers)"
+    return text + _skipped_lines([r for r in results if isinstance(r, SkippedLayer)])
+
+
+def _skipped_lines(skipped: list[SkippedLayer]) -> str:
+    if not skipped:
+        return ""
+    lines = [f"  {s.name} [{'x'.join(map(str, s.shape))}] {s.status}: {s.reason}" for s in skipped]
+    return f"\n\n{len(skipped)} tensors skipped:\n" + "\n".join(lines)
+
+
+def _configure_logging(debug: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def _enable_float64() -> None:
+    import jax  # imported here: importing hteval must not change JAX's global configuration
+
+    jax.config.update("jax_enable_x64", True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""The Marchenko-Pastur law (SPEC section 2) in jax.numpy: log-density, CDF, quantile and Distribution.
+
+Everything here is jit-safe and differentiable: points outside the support get a harmless stand-in argument
+before any sqrt or log and are then selected away with ``jnp.where``, so values and gradients stay finite.
+Float64 needs ``jax_enable_x64``; as a library this module does not switch it on (the CLI and tests do).
+The three functions are jitted: eager calls would otherwise compile each of their ~50 primitives per shape.
+
+Notation: s = x / sigma2, edges u_pm = (1 pm sqrt(gamma))^2 in s, l_pm = sigma2 u_pm in x, and
+R(s) = sqrt((u_+ - s)(s - u_-)). From the antiderivative
+int R/s ds = R + (u_- + u_+)/2 int ds/R - u_- u_+ int ds/(s R), for s in [u_-, u_+],
+
+    F(s) = 1/2 + [R + (1+gamma) arcsin(p) - (1-gamma) arcsin(q)] / (2 pi gamma),
+    p = (s - 1 - gamma) / (2 sqrt(gamma)),   q = ((1+gamma) s - (1-gamma)^2) / (2 sqrt(gamma) s).
+
+Since 1 - p^2 = R^2 / (4 gamma) and 1 - q^2 = (1-gamma)^2 R^2 / (4 gamma s^2), the angles measured from the
+lower edge, arcsin(.) + pi/2, are atan2's with R on the sine side, and the constants cancel:
+
+    F(s) = [R + (1+gamma) phi_p - (1-gamma) phi_q] / (2 pi gamma),
+    phi_p = atan2(R, 1 + gamma - s),   phi_q = atan2((1-gamma) R, (1-gamma)^2 - (1+gamma) s).
+
+Every term vanishes at u_-: no O(1) cancellation in the lower tail (full relative accuracy at gamma = 1,
+where F ~ 2 sqrt(s) / pi), and no clipping of arcsin arguments near the edges. At gamma = 1 the phi_q term is
+0 * pi; its atan2 would see (0, -2s) and a 0/0 derivative for tiny s, so the constant pi replaces it there.
+"""
+
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.typing import ArrayLike
+from numpyro.distributions import constraints
+from numpyro.distributions.distribution import Distribution
+from numpyro.distributions.transforms import biject_to
+from numpyro.distributions.util import promote_shapes, validate_sample
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MarchenkoPastur", "half_open_unit_interval", "mp_cdf", "mp_icdf", "mp_logpdf", "mp_support"]
+
+# Bisection halves an interval of unit length in sqrt-space; 64 steps reach float64 resolution, and one
+# Newton step afterwards makes the result differentiable (implicit function theorem).
+_BISECTION_STEPS = 64
+
+
+class _HalfOpenInterval(constraints._Interval):
+    """lower < x <= upper: numpyro 0.22 offers closed and open intervals but not gamma's (0, 1]."""
+
+    def __call__(self, x: ArrayLike) -> ArrayLike:
+        xp = jnp if isinstance(x, jax.Array) else np
+        return xp.greater(x, self.lower_bound) & xp.less_equal(x, self.upper_bound)
+
+
+half_open_unit_interval = _HalfOpenInterval(0.0, 1.0)
+# gamma is normally fixed by the layer shape; registering keeps it usable as a latent all the same
+biject_to.register(_HalfOpenInterval, lambda c: biject_to(constraints.interval(c.lower_bound, c.upper_bound)))
+
+
+def mp_support(gamma: ArrayLike, sigma2: ArrayLike = 1.0) -> tuple[jax.Array, jax.Array]:
+    """Edges (l_-, l_+) = sigma2 (1 -+ sqrt(gamma))^2 of the Marchenko-Pastur support.
+
+    Parameters
+    ----------
+    gamma : array_like
+        Aspect ratio M / N in (0, 1].
+    sigma2 : array_like, optional
+        Variance of the matrix entries (the mean eigenvalue).
+
+    Returns
+    -------
+    tuple of jax.Array
+        Lower and upper edge, broadcast against each other.
+    """
+    root = jnp.sqrt(gamma)
+    return sigma2 * (1.0 - root) ** 2, sigma2 * (1.0 + root) ** 2
+
+
+def _standardised(x: ArrayLike, gamma: ArrayLike, sigma2: ArrayLike):
+    """Broadcast arguments, s-edges, masks of the open support and of s >= u_+, and a safe s = x / sigma2.
+
+    The stand-in replaces x before the division, so even x = inf leaves no inf * 0 in the sigma2 gradient;
+    the masks come from the same quotient x / sigma2 as the kept values, so rounding cannot put a kept s on
+    an edge. The stand-in s = 1 + gamma is interior for every gamma in (0, 1].
+    """
+    x, gamma, sigma2 = jnp.broadcast_arrays(*promote_shapes(x, gamma, sigma2))
+    lo, hi = mp_support(gamma)
+    s = x / sigma2
+    inside = (s > lo) & (s < hi)
+    s_safe = jnp.where(inside, x, sigma2 * (1.0 + gamma)) / sigma2
+    return s_safe, gamma, sigma2, lo, hi, inside, s >= hi
+
+
+@jax.jit
+def mp_logpdf(x: ArrayLike, gamma: ArrayLike, sigma2: ArrayLike = 1.0) -> jax.Array:
+    """Log-density of the Marchenko-Pastur law with ratio ``gamma`` and mean ``sigma2``.
+
+    log f(x) = (log(l_+ - x) + log(x - l_-)) / 2 - log(2 pi gamma sigma2 x); -inf outside the open support
+    (l_-, l_+), the edges included (also x = 0 at gamma = 1, where f diverges like x^-1/2). Never NaN, and the
+    gradient is finite everywhere.
+
+    Parameters
+    ----------
+    x : array_like
+        Eigenvalues.
+    gamma : array_like
+        Aspect ratio in (0, 1].
+    sigma2 : array_like, optional
+        Mean eigenvalue (entry variance), > 0.
+
+    Returns
+    -------
+    jax.Array
+        log f(x), with the broadcast shape of the arguments.
+    """
+    s_safe, gamma, sigma2, lo, hi, inside, _ = _standardised(x, gamma, sigma2)
+    # two logs rather than the log of a product: the product underflows for x near 0 at gamma = 1
+    log_root = 0.5 * (jnp.log(hi - s_safe) + jnp.log(s_safe - lo))
+    value = log_root - jnp.log(2.0 * jnp.pi * gamma * sigma2 * s_safe)
+    return jnp.where(inside, value, -jnp.inf)
+
+
+def _cdf_inside(s: jax.Array, gamma: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array:
+    """F(s) by the atan2 form of the module docstring, for s strictly inside (lo, hi)."""
+    r = jnp.sqrt(hi - s) * jnp.sqrt(s - lo)
+    phi_p = jnp.arctan2(r, 1.0 + gamma - s)
+    square = gamma == 1.0
+    # harmless stand-in (1, -1) for the atan2 at gamma = 1, whose limit value pi is then selected
+    y_q = jnp.where(square, 1.0, (1.0 - gamma) * r)
+    x_q = jnp.where(square, -1.0, (1.0 - gamma) ** 2 - (1.0 + gamma) * s)
+    phi_q = jnp.where(square, jnp.pi, jnp.arctan2(y_q, x_q))
+    return (r + (1.0 + gamma) * phi_p - (1.0 - gamma) * phi_q) / (2.0 * jnp.pi * gamma)
+
+
+@jax.jit
+def mp_cdf(x: ArrayLike, gamma: ArrayLike, sigma2: ArrayLike = 1.0) -> jax.Array:
+    """Closed-form CDF of the Marchenko-Pastur law (formula in the module docstring).
+
+    Continuous and differentiable, 0 at and below l_-, 1 at and above l_+, valid for gamma = 1. The lower tail
+    keeps relative accuracy (about eps / t for F ~ t^(3/2), t = (x - l_-)/(l_+ - l_-); fully relative at
+    gamma = 1, where F ~ 2 sqrt(x / sigma2) / pi); near l_+ only 1 - F's absolute accuracy eps is possible.
+
+    Parameters
+    ----------
+    x : array_like
+        Points.
+    gamma : array_like
+        Aspect ratio in (0, 1].
+    sigma2 : array_like, optional
+        Mean eigenvalue, > 0.
+
+    Returns
+    -------
+    jax.Array
+        F(x), with the broadcast shape of the arguments.
+    """
+    s_safe, gamma, _, lo, hi, inside, above = _standardised(x, gamma, sigma2)
+    value = _cdf_inside(s_safe, gamma, lo, hi)
+    return jnp.where(inside, value, jnp.where(above, 1.0, 0.0))
+
+
+def _bisect_sqrt(q: jax.Array, gamma: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array:
+    """Root of F(s) = q by bisection in t = sqrt((s - lo) / (hi - lo)), which resolves the lower edge."""
+    width = hi - lo
+
+    def step(_, bracket):
+        t_lo, t_hi = bracket
+        t_mid = 0.5 * (t_lo + t_hi)
+        s_mid = lo + width * t_mid**2
+        below = mp_cdf(s_mid, gamma) < q
+        return jnp.where(below, t_mid, t_lo), jnp.where(below, t_hi, t_mid)
+
+    t_lo, t_hi = lax.fori_loop(0, _BISECTION_STEPS, step, (jnp.zeros_like(q), jnp.ones_like(q)))
+    return lo + width * (0.5 * (t_lo + t_hi)) ** 2
+
+
+@jax.jit
+def mp_icdf(q: ArrayLike, gamma: ArrayLike, sigma2: ArrayLike = 1.0) -> jax.Array:
+    """Inverse CDF (quantile function) of the Marchenko-Pastur law, by fixed-step bisection: jit-safe.
+
+    The bisection result is held constant for autodiff and refined by one Newton step, whose derivative is the
+    implicit-function one (dx/dq = 1/f(x)). q = 0 gives l_-, q = 1 gives l_+, q outside [0, 1] gives NaN.
+
+    Parameters
+    ----------
+    q : array_like
+        Probabilities.
+    gamma : array_like
+        Aspect ratio in (0, 1].
+    sigma2 : array_like, optional
+        Mean eigenvalue, > 0.
+
+    Returns
+    -------
+    jax.Array
+        x with F(x) = q, with the broadcast shape of the arguments.
+    """
+    q, gamma, sigma2 = jnp.broadcast_arrays(*promote_shapes(q, gamma, sigma2))
+    lo, hi = mp_support(gamma)
+    q_safe = jnp.clip(q, 0.0, 1.0)
+    s0 = lax.stop_gradient(_bisect_sqrt(q_safe, lax.stop_gradient(gamma), lo, hi))
+    log_f = mp_logpdf(s0, gamma)
+    interior = jnp.isfinite(log_f)
+    newton = (mp_cdf(s0, gamma) - q_safe) * jnp.exp(-jnp.where(interior, log_f, 0.0))
+    s = jnp.clip(s0 - jnp.where(interior, newton, 0.0), lo, hi)
+    # exact edges for q = 0 and 1, which the bisection midpoint and F's rounding near l_+ only approach
+    s = jnp.where(q_safe == 0.0, lo, jnp.where(q_safe == 1.0, hi, s))
+    return jnp.where((q >= 0.0) & (q <= 1.0), sigma2 * s, jnp.nan)
+
+
+class MarchenkoPastur(Distribution):
+    """Marchenko-Pastur law of one eigenvalue of W^T W / N (ratio gamma = M / N, entry variance sigma2).
+
+    Parameters
+    ----------
+    gamma : array_like
+        Aspect ratio in (0, 1] (constraint: lower < gamma <= upper, a half-open interval).
+    sigma2 : array_like, optional
+        Entry variance = mean eigenvalue, > 0.
+    validate_args : bool, optional
+        Check the arguments against ``arg_constraints`` (numpyro's switch).
+
+    Notes
+    -----
+    ``support`` is declared as the positive reals, the space eigenvalues live in; the density is 0
+    (log_prob -inf) outside [l_-, l_+]. ``sample`` draws iid values from the limiting law by inverting the CDF
+    at uniforms; it is not a finite-size Wishart spectrum (see ``hteval.sampling.sample_mp_spectrum``).
+    """
+
+    arg_constraints = {"gamma": half_open_unit_interval, "sigma2": constraints.positive}
+    support = constraints.positive
+    reparametrized_params = ["gamma", "sigma2"]
+    pytree_data_fields = ("gamma", "sigma2")
+
+    def __init__(self, gamma: ArrayLike, sigma2: ArrayLike = 1.0, *, validate_args: bool | None = None):
+        self.gamma, self.sigma2 = promote_shapes(gamma, sigma2)
+        batch_shape = lax.broadcast_shapes(jnp.shape(gamma), jnp.shape(sigma2))
+        super().__init__(batch_shape=batch_shape, validate_args=validate_args)
+
+    @validate_sample
+    def log_prob(self, value: ArrayLike) -> jax.Array:
+        return mp_logpdf(value, self.gamma, self.sigma2)
+
+    def cdf(self, value: ArrayLike) -> jax.Array:
+        return mp_cdf(value, self.gamma, self.sigma2)
+
+    def icdf(self, q: ArrayLike) -> jax.Array:
+        return mp_icdf(q, self.gamma, self.sigma2)
+
+    def sample(self, key: jax.Array, sample_shape: tuple[int, ...] = ()) -> jax.Array:
+        shape = sample_shape + self.batch_shape
+        # tiny rather than 0 keeps draws off the lower edge, where log_prob is -inf
+        u = jax.random.uniform(key, shape, minval=jnp.finfo(jnp.result_type(float)).tiny, maxval=1.0)
+        return self.icdf(u)
+
+    @property
+    def mean(self) -> jax.Array:
+        return jnp.broadcast_to(self.sigma2, self.batch_shape)
+
+    @property
+    def variance(self) -> jax.Array:
+        return jnp.broadcast_to(self.sigma2**2 * self.gamma, self.batch_shape)

@@ -1,0 +1,115 @@
+"""Choose a reader from the file's suffix and its first bytes; an unknown file is an InputError naming both.
+
+Rules: a recognised suffix whose format the header bytes confirm (or do not contradict) picks its reader,
+which then reports any corruption precisely; header bytes that clearly belong to another format win over a
+misleading suffix; a zip archive with an unknown suffix is told apart by its member names (.npy members vs
+torch's data.pkl).
+"""
+
+import logging
+import string
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from hteval.errors import InputError
+from hteval.io import numpy_reader, safetensors_reader, torch_reader
+from hteval.io.base import NamedTensor
+
+logger = logging.getLogger(__name__)
+
+NPY, NPZ, SAFETENSORS, SAFETENSORS_DIR, SAFETENSORS_INDEX, TORCH = (
+    "npy", "npz", "safetensors", "safetensors-dir", "safetensors-index", "torch")
+
+_READERS: dict[str, Callable[[Path], Iterator[NamedTensor]]] = {
+    NPY: numpy_reader.iter_npy,
+    NPZ: numpy_reader.iter_npz,
+    SAFETENSORS: safetensors_reader.iter_file,
+    SAFETENSORS_DIR: safetensors_reader.iter_directory,
+    SAFETENSORS_INDEX: safetensors_reader.iter_index,
+    TORCH: torch_reader.iter_tensors,
+}
+_SUFFIXES = {".npy": NPY, ".npz": NPZ, ".safetensors": SAFETENSORS,
+             ".pt": TORCH, ".pth": TORCH, ".bin": TORCH, ".ckpt": TORCH}
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+SUPPORTED = ".safetensors, a directory of .safetensors shards (with or without *.safetensors.index.json), " \
+            ".npy, .npz, .pt/.pth/.bin/.ckpt (torch)"
+
+
+def iter_tensors(path: str | Path) -> Iterator[NamedTensor]:
+    """Yield (name, array, dtype) for each tensor of a checkpoint, in checkpoint order, one at a time."""
+    path = Path(path)
+    return _READERS[detect_format(path)](path)
+
+
+def detect_format(path: Path) -> str:
+    """The format of a checkpoint file or directory (one of this module's format constants)."""
+    if not path.exists():
+        raise InputError("no such file or directory", source=str(path))
+    if path.is_dir():
+        return _directory_format(path)
+    if path.name.endswith(safetensors_reader.INDEX_SUFFIX):
+        return SAFETENSORS_INDEX
+    by_suffix = _SUFFIXES.get(path.suffix.lower())
+    by_bytes = _sniff(path)
+    if by_suffix in by_bytes or (by_suffix and not by_bytes):
+        return by_suffix
+    if len(by_bytes) == 1:
+        logger.info("%s: reading as %s (its header bytes), not as its suffix suggests", path, by_bytes[0])
+        return by_bytes[0]
+    if by_bytes == (NPZ, TORCH):
+        return _zip_format(path)
+    raise InputError(_unknown_message(path), source=str(path))
+
+
+def _directory_format(path: Path) -> str:
+    if any(path.glob("*.safetensors")) or any(path.glob("*" + safetensors_reader.INDEX_SUFFIX)):
+        return SAFETENSORS_DIR
+    found = sorted({p.suffix or p.name for p in path.iterdir()})
+    raise InputError(f"directory holds no .safetensors shards (found: {', '.join(found) or 'nothing'}); "
+                     f"hteval reads {SUPPORTED}", source=str(path))
+
+
+def _sniff(path: Path) -> tuple[str, ...]:
+    """The formats the first bytes are consistent with; empty when they match none."""
+    head = _head(path, 9)
+    if head.startswith(b"\x93NUMPY"):
+        return (NPY,)
+    if head.startswith(_ZIP_MAGICS):
+        return (NPZ, TORCH)
+    if head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05":  # pickle protocols 2-5: legacy torch.save
+        return (TORCH,)
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= path.stat().st_size - 8:
+        return (SAFETENSORS,)
+    return ()
+
+
+def _zip_format(path: Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise InputError(f"corrupt zip archive: {err}", source=str(path)) from err
+    if members and all(m.endswith(".npy") for m in members):
+        return NPZ
+    if any(m == "data.pkl" or m.endswith("/data.pkl") for m in members):
+        return TORCH
+    raise InputError(f"zip archive that is neither .npz nor a torch file (members: {members[:5]}); "
+                     f"hteval reads {SUPPORTED}", source=str(path))
+
+
+def _head(path: Path, n: int) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(n)
+    except OSError as err:
+        raise InputError(f"cannot read file: {err.strerror}", source=str(path)) from err
+
+
+def _unknown_message(path: Path) -> str:
+    head = _head(path, 16)
+    message = (f"unrecognised checkpoint format (suffix {path.suffix or '(none)'!r}, first bytes {head!r}); "
+               f"hteval reads {SUPPORTED}")
+    if head and all(chr(b) in string.printable for b in head):
+        message += "; a text file of eigenvalues is read with hteval.io.read_eigenvalues"
+    return message

@@ -1,0 +1,44 @@
+"""One vocabulary for the whole product: record fields = JSON keys = table columns = CLI flags.
+
+Every module that writes or reads a layer record, a JSON key or a table column takes the name from here, so
+the API, the JSON files, the CSV tables and the command line cannot drift apart.
+"""
+
+# Layer record (SPEC section 1), in the order they appear in tables and JSON.
+NAME = "name"
+SHAPE = "shape"
+N = "N"
+M = "M"
+GAMMA = "gamma"
+N_SLICES = "n_slices"
+N_EIGS = "n_eigs"
+N_CENSORED = "n_censored"
+FLOOR = "floor"
+NORMALISATION = "normalisation"
+DTYPE = "dtype"
+RECORD_FIELDS = (NAME, SHAPE, N, M, GAMMA, N_SLICES, N_EIGS, N_CENSORED, FLOOR, NORMALISATION, DTYPE)
+
+# Summary statistics that replace the eigenvalues in JSON output.
+EIG_MIN = "min"
+EIG_MAX = "max"
+EIG_MEAN = "mean"
+EIG_SUMMARY_FIELDS = (EIG_MIN, EIG_MAX, EIG_MEAN)
+
+# The arrays a record carries when asked for them (LayerSpectrum.to_record(with_eigenvalues=True)).
+EIGENVALUES = "eigenvalues"
+SLICE_IDS = "slice_ids"
+
+# Status of a layer in whole-model runs: never a sentinel number.
+STATUS = "status"
+REASON = "reason"
+STATUS_OK = "ok"
+STATUS_SKIPPED = "skipped"
+STATUS_ERROR = "error"
+
+# The one normalisation hteval uses (SPEC section 1): X = W^T W / N with N >= M.
+NORMALISATION_GRAM_OVER_N = "svd(W)^2/N"
+
+# Parameters of the ensemble models.
+KAPPA = "kappa"
+SCALE = "scale"
+TEMPERATURE = "T"

@@ -1,0 +1,1 @@
+"""Probabilistic ensemble models (numpyro model functions), one per module."""

@@ -1,0 +1,210 @@
+"""Tensor -> LayerSpectrum (SPEC section 1): conventions, conv slices, floor and censoring, bad input."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hteval
+from hteval import names
+from hteval.errors import InputError, LayerSkipped
+
+EPS = {"float64": 2.0**-52, "float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
+
+
+def gaussian(*shape: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def test_eigenvalues_are_squared_singular_values_over_n():
+    W = gaussian(200, 50)
+    spec = hteval.spectrum(W, "w")
+    np.testing.assert_allclose(spec.eigenvalues, np.linalg.eigvalsh(W.T @ W / 200), rtol=1e-10)
+    assert (spec.N, spec.M, spec.gamma, spec.n_slices) == (200, 50, 0.25, 1)
+    assert (spec.n_eigs, spec.n_censored) == (50, 0)
+    assert spec.normalisation == names.NORMALISATION_GRAM_OVER_N
+    assert spec.dtype == "float64" and spec.shape == (200, 50)
+    assert spec.eigenvalues.dtype == np.float64 and np.all(np.diff(spec.eigenvalues) >= 0)
+    assert spec.slice_ids.shape == (50,) and not spec.slice_ids.any()
+
+
+def test_small_eigenvalues_keep_their_digits():
+    """Ill-conditioned W: the Gram would lose the smallest eigenvalues entirely, the SVD keeps them."""
+    q1, _ = np.linalg.qr(gaussian(300, 40, seed=1))
+    q2, _ = np.linalg.qr(gaussian(40, 40, seed=2))
+    singular = np.logspace(0, -7, 40)
+    spec = hteval.spectrum(q1 * singular @ q2.T, "ill")
+    np.testing.assert_allclose(spec.eigenvalues, np.sort(singular**2 / 300), rtol=1e-5)
+
+
+def test_wide_matrix_is_transposed():
+    W = gaussian(50, 200)
+    wide, tall = hteval.spectrum(W, "wide"), hteval.spectrum(W.T, "tall")
+    assert (wide.N, wide.M, wide.gamma, wide.shape) == (200, 50, 0.25, (50, 200))
+    np.testing.assert_array_equal(wide.eigenvalues, tall.eigenvalues)
+
+
+def test_conv2d_slices_are_pooled_with_their_ids():
+    W = gaussian(8, 20, 3, 3)
+    spec = hteval.spectrum(W, "conv")
+    assert (spec.N, spec.M, spec.n_slices, spec.n_eigs, spec.gamma) == (20, 8, 9, 72, 8 / 20)
+    assert np.all(np.diff(spec.eigenvalues) >= 0)
+    for k in range(9):
+        i, j = divmod(k, 3)
+        expected = np.linalg.eigvalsh(W[:, :, i, j] @ W[:, :, i, j].T / 20)
+        np.testing.assert_allclose(spec.eigenvalues[spec.slice_ids == k], expected, rtol=1e-10)
+
+
+def test_conv1d_kernel():
+    spec = hteval.spectrum(gaussian(16, 4, 5), "conv1d")
+    assert (spec.N, spec.M, spec.n_slices, spec.n_eigs) == (16, 4, 5, 20)
+    assert np.bincount(spec.slice_ids).tolist() == [4] * 5
+
+
+def test_keep_slices_gives_one_spectrum_per_slice():
+    W = gaussian(8, 20, 3, 3)
+    pooled = hteval.spectrum(W, "conv")
+    slices = hteval.spectrum(W, "conv", keep_slices=True, min_eigs=4)
+    assert [s.name for s in slices] == [f"conv[{i},{j}]" for i in range(3) for j in range(3)]
+    for k, s in enumerate(slices):
+        assert (s.n_slices, s.n_eigs, s.shape) == (1, 8, (8, 20, 3, 3))
+        np.testing.assert_array_equal(s.eigenvalues, pooled.eigenvalues[pooled.slice_ids == k])
+        assert np.all(s.slice_ids == k)
+
+
+def test_min_eigs_counts_pooled_or_per_slice_eigenvalues():
+    W = gaussian(4, 4, 3, 3)
+    assert hteval.spectrum(W, "small").n_eigs == 36
+    with pytest.raises(LayerSkipped, match="4 eigenvalues < min_eigs=16"):
+        hteval.spectrum(W, "small", keep_slices=True)
+    with pytest.raises(LayerSkipped, match="5 eigenvalues < min_eigs=16"):
+        hteval.spectrum(gaussian(10, 5), "tiny")
+    assert hteval.spectrum(gaussian(10, 5), "tiny", min_eigs=5).n_eigs == 5
+
+
+def test_rank_deficient_float32_is_censored():
+    W = gaussian(100, 20).astype(np.float32)
+    W[:, 17:] = 0
+    spec = hteval.spectrum(W, "deficient")
+    expected_floor = (EPS["float32"] * np.linalg.norm(W.astype(np.float64))) ** 2 / 100
+    assert spec.floor == pytest.approx(expected_floor, rel=1e-12)
+    assert spec.n_censored >= 3 and spec.n_eigs + spec.n_censored == 20
+    assert spec.eigenvalues.size == spec.n_eigs == spec.slice_ids.size
+    assert np.all(spec.eigenvalues > spec.floor)
+
+
+def test_censoring_cuts_exactly_at_the_floor():
+    """Two eigenvalues placed at half and twice the float32 floor: only the first is censored."""
+    n, m = 100, 20
+    floor = EPS["float32"] ** 2 * (m - 2) / n  # ||W||_F^2 = sum of s^2, dominated by the 18 unit values
+    singular = np.ones(m)
+    singular[:2] = np.sqrt(np.array([0.5, 2.0]) * floor * n)
+    q1, _ = np.linalg.qr(gaussian(n, m, seed=5))
+    q2, _ = np.linalg.qr(gaussian(m, m, seed=6))
+    spec = hteval.spectrum(q1 * singular @ q2.T, "straddle", dtype="float32")
+    assert spec.floor == pytest.approx(floor, rel=1e-9)
+    assert (spec.n_censored, spec.n_eigs) == (1, 19)
+    assert spec.eigenvalues[0] == pytest.approx(2 * floor, rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+def test_floor_follows_the_stored_dtype(dtype):
+    W = gaussian(120, 30).astype(np.dtype(dtype))
+    spec = hteval.spectrum(W, "w")
+    norm = np.linalg.norm(W.astype(np.float64))
+    assert spec.dtype == dtype
+    assert spec.floor == pytest.approx((EPS[dtype] * norm) ** 2 / 120, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_rounding_noise_of_a_low_rank_matrix_is_censored(dtype):
+    """Rank 5 rounded to a half-precision dtype: the 35 noise eigenvalues sit below the floor, 5 above."""
+    W = (gaussian(100, 5, seed=3) @ gaussian(5, 40, seed=4)).astype(np.dtype(dtype))
+    spec = hteval.spectrum(W, "low_rank")
+    assert (spec.n_eigs, spec.n_censored) == (5, 35)
+
+
+def test_dtype_argument_sets_the_floor_of_an_upcast_tensor():
+    W = gaussian(120, 30)
+    spec = hteval.spectrum(W, "upcast", dtype="bfloat16")
+    assert spec.dtype == "bfloat16"
+    assert spec.floor == pytest.approx((EPS["bfloat16"] * np.linalg.norm(W)) ** 2 / 120, rel=1e-12)
+    with pytest.raises(InputError, match="integer"):
+        hteval.spectrum(W, "upcast", dtype="int8")
+
+
+def test_jax_arrays_are_accepted():
+    W = gaussian(64, 32)
+    spec = hteval.spectrum(jnp.asarray(W, dtype=jnp.bfloat16), "jax")
+    assert spec.dtype == "bfloat16" and spec.n_eigs + spec.n_censored == 32
+
+
+@pytest.mark.parametrize("shape", [(), (7,)])
+def test_scalars_and_vectors_are_not_layers(shape):
+    with pytest.raises(LayerSkipped, match=f"{len(shape)}-D tensor"):
+        hteval.spectrum(np.ones(shape), "bias")
+
+
+def test_all_zero_tensor_is_skipped():
+    with pytest.raises(LayerSkipped, match="all-zero"):
+        hteval.spectrum(np.zeros((32, 32), dtype=np.float32), "zero")
+
+
+def _with(value: float) -> np.ndarray:
+    W = gaussian(32, 32)
+    W[3, 4] = value
+    return W
+
+
+@pytest.mark.parametrize(("array", "problem"), [
+    (_with(np.nan), "1 non-finite"),
+    (_with(np.inf), "1 non-finite"),
+    (np.ones((32, 32), dtype=np.int32), "integer tensor"),
+    (np.ones((32, 32), dtype=bool), "boolean tensor"),
+    (np.ones((32, 32), dtype=np.complex64), "complex tensor"),
+    (np.ones((0, 32), dtype=np.float32), "empty tensor"),
+    (np.array([["a", "b"]]), "not a floating-point weight"),
+])
+def test_bad_tensors_raise_input_error_naming_the_layer(array, problem):
+    with pytest.raises(InputError, match=problem) as info:
+        hteval.spectrum(array, "encoder.bad")
+    assert info.value.layer == "encoder.bad" and str(info.value).startswith("encoder.bad: ")
+    assert "\n" not in str(info.value)
+
+
+def test_to_record_is_json_safe_and_ordered():
+    spec = hteval.spectrum(gaussian(64, 32).astype(np.float32), "w")
+    record = spec.to_record()
+    assert tuple(record) == names.RECORD_FIELDS + names.EIG_SUMMARY_FIELDS
+    assert json.loads(json.dumps(record)) == record
+    assert record[names.SHAPE] == [64, 32] and isinstance(record[names.FLOOR], float)
+    assert record[names.EIG_MIN] == spec.eigenvalues[0] and record[names.EIG_MAX] == spec.eigenvalues[-1]
+    assert record[names.EIG_MEAN] == pytest.approx(spec.eigenvalues.mean())
+    full = spec.to_record(with_eigenvalues=True)
+    assert tuple(full) == names.RECORD_FIELDS + (names.EIGENVALUES, names.SLICE_IDS)
+    assert json.loads(json.dumps(full))[names.EIGENVALUES] == spec.eigenvalues.tolist()
+
+
+def test_layer_spectrum_is_frozen():
+    spec = hteval.spectrum(gaussian(32, 16), "w")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.N = 3
+    with pytest.raises(ValueError, match="read-only"):
+        spec.eigenvalues[0] = 0.0
+
+
+def test_public_api_and_no_import_side_effects():
+    # Third-party imports first: numpy and scipy add warning filters of their own.
+    code = ("import logging, warnings, ml_dtypes, numpy, scipy.linalg; before = list(warnings.filters); "
+            "import hteval; "
+            "assert not logging.getLogger().handlers; assert warnings.filters == before; "
+            "print(sorted(hteval.__all__))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "LayerSpectrum" in out and "load_spectra" in out and "spectrum" in out and "InputError" in out
+    assert hteval.__version__ == "0.1.0"
+    assert {"HtevalError", "InputError", "LayerSkipped", "LayerSpectrum", "__version__", "load_spectra",
+            "spectrum"} <= set(hteval.__all__)
