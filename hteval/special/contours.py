@@ -54,8 +54,9 @@ def _h(w, s, g):
 
 
 def _dh(w, s, g):
+    # 1 + t / (g (1 - t)) combined into one fraction: at |t| >> 1 (gamma near 1, s -> 0) the two terms cancel.
     t = np.exp(w)
-    return 1.0 - (s / g) * t + t / (g * (1.0 - t))
+    return (g + (1.0 - g) * t) / (g * (1.0 - t)) - (s / g) * t
 
 
 def _d2h(w, s, g):
@@ -75,7 +76,7 @@ def _panels(start: float, stop: float, first: float, ratio: float = 2.0) -> tupl
     return x.ravel(), wts.ravel()
 
 
-def _rk4_trace(w0, sigma_nodes, s, g, substeps=8):
+def _rk4_trace(w0, sigma_nodes, s, g, substeps=4):
     """Trace the steepest-descent path at unit speed from w0 (vectorised over rows); positions at sigma_nodes."""
 
     def f(w):
@@ -97,8 +98,11 @@ def _rk4_trace(w0, sigma_nodes, s, g, substeps=8):
     return out_w
 
 
-def _newton_on_level(w_start, u_nodes, h_ref, s, g, substeps=4, iters=5):
-    """Points of the steepest-descent path where h = h_ref - u^2, by continuation in u from w_start."""
+def _newton_on_level(w_start, u_nodes, h_ref, s, g, substeps=3, iters=3):
+    """Points of the steepest-descent path where h = h_ref - u^2, by continuation in u from w_start.
+
+    Each substep predicts with the path's tangent dw/du = -2u / h'(w), then corrects with Newton.
+    """
     out_w = np.empty((w_start.size, u_nodes.shape[1]), complex)
     w = w_start.copy()
     u_prev = np.sqrt(np.maximum(np.real(h_ref - _h(w, s, g)), 0.0))
@@ -106,6 +110,8 @@ def _newton_on_level(w_start, u_nodes, h_ref, s, g, substeps=4, iters=5):
         u_target = u_nodes[:, j]
         for k in range(1, substeps + 1):
             u = u_prev + (u_target - u_prev) * k / substeps
+            u_last = u_prev + (u_target - u_prev) * (k - 1) / substeps
+            w = w - 2 * u_last * (u - u_last) / _dh(w, s, g)
             target = h_ref - u**2
             for _ in range(iters):
                 w = w - (_h(w, s, g) - target) / _dh(w, s, g)
@@ -140,7 +146,7 @@ def _far(w_start, h_ref, s, g, r_max):
     """
     u0 = np.sqrt(np.maximum(np.real(h_ref - _h(w_start, s, g)), 1e-300))
     u_max = np.sqrt(r_max)
-    rows = [_panels(u, max(u_max, 2 * u), max(u, 0.05)) for u in u0]
+    rows = [_panels(u, max(u_max, 2 * u), max(u, 1e-4)) for u in u0]
     n = max(len(x) for x, _ in rows)
     u_nodes = np.array([np.pad(x, (0, n - len(x)), mode="edge") for x, _ in rows])
     u_w = np.array([np.pad(wt, (0, n - len(wt))) for _, wt in rows])
@@ -190,7 +196,9 @@ def _outside(s, g):
     """
     b_ = 1 - g - s
     root = np.sqrt(np.maximum(b_**2 - 4 * s * g, 0.0))
-    t1, t2 = (-b_ - root) / (2 * s), (-b_ + root) / (2 * s)
+    # Stable quadratic roots: s -> 0 would otherwise give 0/0 for the small root.
+    q = -(b_ + np.copysign(root, b_)) / 2
+    t1, t2 = q / s, g / q
     above = t1 > 0
     t_p = np.where(above, np.minimum(t1, t2), np.maximum(t1, t2))
     t_q = np.where(above, np.maximum(t1, t2), np.minimum(t1, t2))

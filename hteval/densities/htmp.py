@@ -1,0 +1,145 @@
+"""The high-temperature Marchenko-Pastur (HTMP) law of SPEC section 2, in JAX float64.
+
+    log f(x) = log(kappa/(2 gamma scale)) - lgamma(b+1) - lgamma(kappa/(2 gamma)) + a log y - y
+               - 2 log|U(b, -a, -y)|,   b = kappa/2,  a = b (1/gamma - 1) - 1,  y = kappa x / (2 gamma scale).
+
+gamma is fixed by a layer's shape, so it must be a concrete Python float: the steepest-descent table of
+`hteval.special.htmp_table` is built once per gamma (about a second) and cached. kappa and scale may be traced,
+batched and differentiated.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import gammaln
+from numpyro.distributions import constraints
+from numpyro.distributions.distribution import Distribution
+from numpyro.distributions.util import promote_shapes, validate_sample
+
+from hteval.special.htmp_table import htmp_table, log_abs_i
+
+KAPPA_MIN = 1e-3
+KAPPA_MAX = 1e3
+
+
+def _check_gamma(gamma) -> float:
+    try:
+        g = float(gamma)
+    except (TypeError, jax.errors.ConcretizationTypeError) as err:
+        raise TypeError("gamma must be a concrete number (fixed by the layer's shape), not a traced value") from err
+    if not 0.0 < g <= 1.0:
+        raise ValueError(f"gamma = M/N must lie in (0, 1]; got {g} (use the smaller Gram, SPEC section 1)")
+    return g
+
+
+def _log_abs_i(table, log_s, b, with_phase=False):
+    """log|I| (and G) for b of any shape broadcastable against log s (the table's node sums need a scalar b)."""
+    b = jnp.asarray(b)
+    if b.ndim == 0:
+        return log_abs_i(table, log_s, b, with_phase=with_phase)
+    s_b, b_b = jnp.broadcast_arrays(log_s, b)
+    out = jax.vmap(lambda si, bi: log_abs_i(table, si, bi, with_phase=with_phase))(s_b.reshape(-1), b_b.reshape(-1))
+    return jax.tree.map(lambda v: v.reshape(s_b.shape), out)
+
+
+def _log_s(x, scale):
+    positive = x > 0
+    return positive, jnp.log(jnp.where(positive, x, 1.0)) - jnp.log(scale)
+
+
+def htmp_logpdf(x, gamma, kappa, scale=1.0):
+    """Log-density of one HTMP eigenvalue; -inf for x <= 0. kappa in [1e-3, 1e3] (float64 throughout)."""
+    g = _check_gamma(gamma)
+    table = htmp_table(g)
+    x, kappa, scale = (jnp.asarray(v, dtype=jnp.float64) for v in (x, kappa, scale))
+    b = kappa / 2
+    n_ = b / g
+    positive, log_s = _log_s(x, scale)
+    log_y = jnp.log(n_) + log_s
+    log_i = _log_abs_i(table, log_s, b)
+    # -lgamma(b+1) + 2 lgamma(b) = lgamma(b) - log(b); the |U| of the formula is |I| / Gamma(b).
+    logf = (jnp.log(n_ / scale) + gammaln(b) - jnp.log(b) - gammaln(n_) + (n_ - b - 1) * log_y - jnp.exp(log_y)
+            - 2 * log_i)
+    return jnp.where(positive, logf, -jnp.inf)
+
+
+def htmp_cdf(x, gamma, kappa, scale=1.0):
+    """CDF of one HTMP eigenvalue: the continuous phase of U over pi b (SPEC section 2)."""
+    g = _check_gamma(gamma)
+    table = htmp_table(g)
+    x, kappa, scale = (jnp.asarray(v, dtype=jnp.float64) for v in (x, kappa, scale))
+    b = kappa / 2
+    positive, log_s = _log_s(x, scale)
+    _, phase = _log_abs_i(table, log_s, b, with_phase=True)
+    return jnp.where(positive, jnp.clip(phase / (jnp.pi * b), 0.0, 1.0), 0.0)
+
+
+def htmp_icdf(q, gamma, kappa, scale=1.0, *, iterations: int = 80):
+    """Quantile function by bisection in log x on the CDF (fixed iteration count, jit-safe)."""
+    q = jnp.asarray(q, dtype=jnp.float64)
+    lo = jnp.full(q.shape, np.log(1e-300))
+    hi = jnp.full(q.shape, np.log(1e6))
+
+    def body(_, bounds):
+        lo, hi = bounds
+        mid = (lo + hi) / 2
+        below = htmp_cdf(jnp.exp(mid), gamma, kappa, 1.0) < q
+        return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
+
+    lo, hi = jax.lax.fori_loop(0, iterations, body, (lo, hi))
+    return scale * jnp.exp((lo + hi) / 2)
+
+
+def htmp_mean(kappa, scale=1.0):
+    """E[x] = scale (SPEC section 2)."""
+    return jnp.asarray(scale, dtype=jnp.float64) * jnp.ones_like(jnp.asarray(kappa, dtype=jnp.float64))
+
+
+def htmp_variance(gamma, kappa, scale=1.0):
+    """Var[x] = scale^2 gamma (1 + 2/kappa) (SPEC section 2)."""
+    kappa = jnp.asarray(kappa, dtype=jnp.float64)
+    return jnp.asarray(scale, dtype=jnp.float64) ** 2 * gamma * (1 + 2 / kappa)
+
+
+class HTMP(Distribution):
+    """One HTMP eigenvalue as a numpyro Distribution (iid likelihood of a layer's ESD).
+
+    gamma is a concrete float fixed by the layer shape; kappa (repulsion) and scale (the mean eigenvalue) may be
+    latent. Sampling draws iid values through the quantile function; the exact finite-size (correlated) spectrum
+    is `hteval.sample_htmp_spectrum`.
+    """
+
+    arg_constraints = {"kappa": constraints.interval(KAPPA_MIN, KAPPA_MAX), "scale": constraints.positive}
+    support = constraints.positive
+    reparametrized_params = ["scale"]
+
+    def __init__(self, gamma: float, kappa, scale=1.0, *, validate_args=None):
+        self.gamma = _check_gamma(gamma)
+        self.kappa, self.scale = promote_shapes(jnp.asarray(kappa, dtype=jnp.float64),
+                                                jnp.asarray(scale, dtype=jnp.float64))
+        batch_shape = jax.lax.broadcast_shapes(jnp.shape(self.kappa), jnp.shape(self.scale))
+        super().__init__(batch_shape=batch_shape, validate_args=validate_args)
+
+    @validate_sample
+    def log_prob(self, value):
+        return htmp_logpdf(value, self.gamma, self.kappa, self.scale)
+
+    def cdf(self, value):
+        return htmp_cdf(value, self.gamma, self.kappa, self.scale)
+
+    def icdf(self, q):
+        return htmp_icdf(q, self.gamma, self.kappa, self.scale)
+
+    def sample(self, key, sample_shape=()):
+        u = jax.random.uniform(key, sample_shape + self.batch_shape, minval=1e-12, maxval=1 - 1e-12)
+        return self.icdf(u)
+
+    @property
+    def mean(self):
+        return jnp.broadcast_to(self.scale, self.batch_shape)
+
+    @property
+    def variance(self):
+        return htmp_variance(self.gamma, self.kappa, self.scale)

@@ -1,0 +1,88 @@
+"""Closed forms of I(s) = Gamma(b) exp(i pi b) U(b, -a, -y + i0) far below and far above the bulk (pure jax.numpy).
+
+Notation of SPEC section 7: b = kappa/2, eps = 1 + a = kappa (1 - gamma) / (2 gamma) >= 0, n_ = b + eps,
+y = n_ s. Both return (log|I|, G) with G = pi b - arg I, so that the CDF is F = G / (pi b).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jax.scipy.special import digamma, gammaln, polygamma
+
+#: odd zeta values for lgamma(1 + e) - lgamma(1 - e) = -2 euler e - 2 sum_k zeta(2k+1) e^(2k+1) / (2k+1)
+_EULER = 0.5772156649015329
+_ZETA_ODD = (1.2020569031595942, 1.0369277551433699, 1.0083492773819228, 1.0020083928260822,
+             1.0004941886041195, 1.0001227133475785, 1.0000305882363070)
+
+
+def _lgamma_odd_difference(e):
+    """lgamma(1 + e) - lgamma(1 - e) without cancellation for small e (the series is used for |e| < 0.25)."""
+    e2 = e * e
+    series = -2 * _EULER * e
+    power = e
+    for k, z in enumerate(_ZETA_ODD, start=1):
+        power = power * e2
+        series = series - 2 * z * power / (2 * k + 1)
+    small = jnp.abs(e) < 0.25
+    safe = jnp.where(small, 0.5, e)
+    direct = gammaln(1 + safe) - gammaln(1 - safe)
+    return jnp.where(small, series, direct)
+
+
+def small_s(log_s, b, eps):
+    """Two leading terms of U at y -> 0: Gamma(b) U = Gamma(b) Gamma(eps) / Gamma(b + eps) + Gamma(-eps) (-y)^eps.
+
+    Takes log s (x may be far below where y = n_ s is representable). Valid to O(y^min(1, 1/2 + eps)) relative:
+    the y^eps term enters the real part only for eps < 1/2, where it is not cancelled by the O(y) term (which has
+    a pole at eps = 1). There its real part has a removable 0/0 at eps = 0 (gamma = 1, the log singularity),
+    evaluated as a difference quotient with expm1. For eps >= 1/2 the real part is kept as a logarithm, since
+    Gamma(b) Gamma(eps) / Gamma(b + eps) underflows for large kappa.
+    """
+    log_y = jnp.log(b + eps) + log_s
+    # Im part: -pi y^eps / Gamma(1 + eps), entire in eps; kept as its logarithm.
+    log_im = jnp.log(jnp.pi) + eps * log_y - gammaln(1 + eps)
+    # Re part (eps < 1/2): [Gamma(b) Gamma(1+eps)/Gamma(b+eps) - Gamma(1-eps) cos(pi eps) y^eps] / eps
+    e = jnp.where(eps < 0.5, eps, 0.25)
+    ratio_log = _lgamma_odd_difference(e) - _lgamma_shift(b, e)  # log of G1/G2
+    y_e = jnp.exp(e * log_y)
+    # G1 - G2 cos y^e = G2 [expm1(ratio_log) - expm1(e log y) + (1 - cos) y^e] (each piece O(e))
+    bracket = jnp.expm1(ratio_log) - jnp.expm1(e * log_y) + (1 - jnp.cos(jnp.pi * e)) * y_e
+    e_safe = jnp.where(e == 0, 1.0, e)
+    quotient = jnp.where(e == 0, -2 * _EULER - digamma(b) - log_y, bracket / e_safe)
+    re_small = jnp.exp(gammaln(1 - e)) * quotient
+    im_small = jnp.exp(jnp.where(eps < 0.5, log_im, 0.0))
+    log_abs_small = 0.5 * jnp.log(re_small**2 + im_small**2)
+    g_small = jnp.arctan2(im_small, re_small)
+    # eps >= 1/2: Re > 0 dominates; |I| = Re sqrt(1 + (Im/Re)^2) in logs.
+    small = eps < 0.5
+    eps_large = jnp.where(small, 1.0, eps)  # keeps gammaln(0)'s NaN gradient out of the unselected branch
+    log_re = gammaln(b) + gammaln(eps_large) - gammaln(b + eps_large)
+    ratio = jnp.exp(jnp.minimum(log_im - log_re, 0.0))
+    log_abs_large = log_re + 0.5 * jnp.log1p(ratio**2)
+    g_large = jnp.arctan(ratio)
+    # G = pi b - arg I = -arg U(-y + i0), small and positive near y = 0.
+    return jnp.where(small, log_abs_small, log_abs_large), jnp.where(small, g_small, g_large)
+
+
+def _lgamma_shift(b, e):
+    """lgamma(b + e) - lgamma(b); a Taylor series for e < 1e-3, where the difference would lose digits."""
+    series = digamma(b) * e + polygamma(1, b) * e**2 / 2 + polygamma(2, b) * e**3 / 6
+    return jnp.where(e < 1e-3, series, gammaln(b + e) - gammaln(b))
+
+
+def large_s(log_s, b, eps, terms: int = 16):
+    """Poincare series on the cut, all terms positive: |U| = y^-b sum_k (b)_k (n_)_k / (k! y^k); arg I = 0.
+
+    Used where s >= S_HIGH = 50 max(b): the first term ratio is b/s, so 16 terms reach 1e-16. Takes log s so that
+    y may overflow without producing inf - inf downstream.
+    """
+    n_ = b + eps
+    log_y = jnp.log(n_) + log_s
+    inv_y = jnp.exp(-log_y)
+    term = jnp.ones_like(log_y)
+    total = jnp.ones_like(log_y)
+    for k in range(terms):
+        term = term * (b + k) * (n_ + k) / (k + 1) * inv_y
+        total = total + term
+    log_abs = gammaln(b) - b * log_y + jnp.log(total)
+    return log_abs, jnp.pi * b * jnp.ones_like(log_y)

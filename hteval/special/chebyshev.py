@@ -1,0 +1,38 @@
+"""Piecewise Chebyshev interpolation in jax.numpy: node values in, values anywhere on the pieces out."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def chebyshev_nodes(n: int) -> np.ndarray:
+    """Chebyshev points of the first kind on [-1, 1] (no endpoints: the pieces meet at the bulk edges, where a
+    contour would sit on a degenerate saddle)."""
+    return np.cos(np.pi * (np.arange(n) + 0.5) / n)
+
+
+def coefficient_matrix(n: int) -> np.ndarray:
+    """Matrix taking values at chebyshev_nodes(n) to Chebyshev coefficients (a discrete cosine transform)."""
+    k = np.arange(n)[:, None]
+    j = np.arange(n)[None, :]
+    mat = 2.0 / n * np.cos(np.pi * k * (j + 0.5) / n)
+    mat[0] /= 2
+    return mat
+
+
+def clenshaw(coef, piece, x):
+    """sum_k coef[piece, k] T_k(x) for points x in pieces `piece` (coef: (P, n), zero-padded per piece).
+
+    The coefficients are gathered one order at a time, so memory stays O(len(x)) whatever n is.
+    """
+    coef_t = jnp.transpose(coef)  # (n, P)
+
+    def step(carry, ck):
+        b1, b2 = carry
+        return (ck[piece] + 2 * x * b1 - b2, b1), None
+
+    zero = jnp.zeros_like(x)
+    (b1, b2), _ = jax.lax.scan(step, (zero, zero), coef_t[:0:-1])
+    return coef_t[0][piece] + x * b1 - b2

@@ -1,0 +1,209 @@
+"""HTMP density, CDF and quantiles against mpmath references, analytic moments and finite differences.
+
+The reference values (../shared/reference/*.npz) were computed with mpmath at 40 digits by the project's
+steering session (SPEC section 5); tests/data/htmp_cdf_g0.5_k2.npz was made by tests/data/make_htmp_cdf.py
+(mpmath 1.4.1, 2026-11-25).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.integrate import simpson
+from scipy.special import gammaln
+
+import hteval
+from hteval.densities.htmp import HTMP, htmp_cdf, htmp_icdf, htmp_logpdf
+from hteval.densities.inverse_htmp import InverseHTMP, inverse_htmp_cdf, inverse_htmp_logpdf
+from hteval.special.htmp_table import htmp_table
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+DATA = Path(__file__).parent / "data"
+
+
+def _reference(name):
+    path = REFERENCE / name
+    if not path.exists():  # CI lays shared/ beside the clone, as here
+        pytest.fail(f"reference file {path} missing")
+    d = np.load(path)
+    return {k: d[k] for k in ("gamma", "kappa", "scale", "x", "logpdf")}
+
+
+def _max_error(ref):
+    worst = 0.0
+    keys = np.stack([ref["gamma"], ref["kappa"], ref["scale"]], 1)
+    for g, k, sc in np.unique(keys, axis=0):
+        m = np.all(keys == (g, k, sc), axis=1)
+        got = np.asarray(htmp_logpdf(jnp.asarray(ref["x"][m]), g, k, sc))
+        worst = max(worst, float(np.max(np.abs(got - ref["logpdf"][m]))))
+    return worst
+
+
+@pytest.mark.parametrize("name", ["htmp_logpdf_reference.npz", "htmp_logpdf_reference_square.npz"])
+def test_logpdf_matches_mpmath_reference(name):
+    """Every point, integer and near-integer a included, to 1e-8 absolute in log f."""
+    assert _max_error(_reference(name)) <= 1e-8
+
+
+def test_cdf_matches_mpmath_table():
+    d = np.load(DATA / "htmp_cdf_g0.5_k2.npz")
+    x, cdf = d["x"][d["x"] > 0], d["cdf"][d["x"] > 0]
+    got = np.asarray(htmp_cdf(jnp.asarray(x), float(d["gamma"]), float(d["kappa"]), float(d["scale"])))
+    assert np.max(np.abs(got - cdf)) < 1e-9
+
+
+def _quadrature(gamma, kappa, cut=1e-10):
+    """Integrals of f, x f, x^2 f and log(y) f over x > cut (trapezoid-free Simpson in log x), plus F(cut)."""
+    t = np.linspace(np.log(cut), np.log(60 * (1 + 2 / kappa) + 50), 40001)
+    x = np.exp(t)
+    fx = np.exp(np.asarray(htmp_logpdf(jnp.asarray(x), gamma, kappa))) * x
+    y = kappa * x / (2 * gamma)
+    moments = [simpson(fx * w, x=t) for w in (1.0, x, x * x, np.log(y))]
+    return moments, float(htmp_cdf(cut, gamma, kappa))
+
+
+@pytest.mark.parametrize("gamma", [0.1, 0.5, 1.0])
+@pytest.mark.parametrize("kappa", [0.05, 0.5, 5.0, 50.0])
+def test_normalisation_and_moments(gamma, kappa):
+    (mass, m1, m2, _), below = _quadrature(gamma, kappa)
+    assert abs(mass + below - 1) < 1e-8
+    assert abs(m1 - 1) < 1e-8  # E x = scale; the mass below the cut carries x < 1e-10
+    assert abs((m2 - m1**2) / (gamma * (1 + 2 / kappa)) - 1) < 1e-8
+
+
+@pytest.mark.parametrize("gamma,kappa", [(0.1, 0.5), (0.5, 5.0), (0.3, 50.0)])
+def test_mean_log(gamma, kappa):
+    """E log y = -(2/kappa) [lgamma(kappa(1-gamma)/(2gamma)) - lgamma(kappa/(2gamma))] for gamma < 1."""
+    (_, _, _, mlog), below = _quadrature(gamma, kappa, cut=1e-30)
+    expected = -(2 / kappa) * (gammaln(kappa * (1 - gamma) / (2 * gamma)) - gammaln(kappa / (2 * gamma)))
+    assert below < 1e-15
+    assert abs(mlog - expected) < 1e-7
+
+
+@pytest.mark.parametrize("gamma", [0.01, 0.3, 0.77, 0.9999, 1.0])
+def test_finite_everywhere_in_domain(gamma):
+    # XLA flushes subnormals to zero, so the float64 range starts at the smallest normal number here
+    x = np.concatenate([[np.finfo(float).tiny], np.geomspace(1e-300, 1e300, 121)])
+    for kappa in [1e-3, 1e-2, 0.3, 3.0, 30.0, 300.0, 1e3]:
+        for scale in [1e-6, 1.0, 1e4]:
+            lp = np.asarray(htmp_logpdf(jnp.asarray(x), gamma, kappa, scale))
+            cdf = np.asarray(htmp_cdf(jnp.asarray(x), gamma, kappa, scale))
+            # far above the bulk log f may reach -inf only through exp underflow of y (x/scale > 1e300)
+            ok = np.isfinite(lp) | (np.isneginf(lp) & (x / scale > 1e290))
+            assert ok.all(), (gamma, kappa, scale, x[~ok])
+            assert np.all((cdf >= 0) & (cdf <= 1)) and not np.isnan(cdf).any()
+            assert np.all(np.diff(cdf) >= -1e-12)
+
+
+@pytest.mark.parametrize("gamma", [0.05, 0.5, 1.0])
+def test_continuous_across_table_pieces_and_handovers(gamma):
+    """No jumps where one Chebyshev piece or closed form hands over to the next."""
+    table = htmp_table(gamma)
+    t_edges = np.asarray(table.t_edges)
+    x = np.exp(np.concatenate([t_edges * (1 - 1e-12) - 1e-12, t_edges * (1 + 1e-12) + 1e-12]))
+    # accuracy is 1e-8 up to kappa ~ 150 (the reference range) and degrades to ~1e-6 at kappa ~ 1e3
+    for kappa, tol in [(0.01, 1e-7), (1.0, 1e-7), (30.0, 1e-7), (150.0, 1e-7), (900.0, 1e-5)]:
+        lp = np.asarray(htmp_logpdf(jnp.asarray(x), gamma, kappa)).reshape(2, -1)
+        assert np.all(np.abs(lp[0] - lp[1]) < tol * (1 + np.abs(lp[0]))), kappa
+
+
+@pytest.mark.parametrize("gamma", [0.2, 0.5])
+def test_smooth_through_integer_a(gamma):
+    """a = kappa (1/gamma - 1)/2 - 1 crosses 1 and 4: second differences in kappa stay tiny."""
+    x = jnp.asarray([0.05, 0.4, 1.0, 2.5])
+    for a in (1, 4):
+        k0 = 2 * (a + 1) * gamma / (1 - gamma)
+        ks = k0 + np.array([-2e-4, -1e-4, 0.0, 1e-4, 2e-4])
+        vals = np.stack([np.asarray(htmp_logpdf(x, gamma, k)) for k in ks])
+        second = vals[:-2] - 2 * vals[1:-1] + vals[2:]
+        assert np.max(np.abs(second)) < 1e-8
+
+
+@pytest.mark.parametrize("gamma,kappa,scale", [(0.25, 0.3, 2.0), (0.5, 3.0, 1.0), (1.0, 10.0, 0.5),
+                                               (0.7, 120.0, 3.0), (0.9, 0.05, 1.0)])
+def test_gradients_match_finite_differences(gamma, kappa, scale):
+    x = jnp.asarray(scale * np.array([0.01, 0.3, 0.9, 1.7, 4.0]))
+
+    def total(k, sc):
+        return jnp.sum(htmp_logpdf(x, gamma, k, sc))
+
+    gk, gs = jax.grad(total, argnums=(0, 1))(kappa, scale)
+    hk, hs = 1e-5 * kappa, 1e-5 * scale
+    fd_k = (total(kappa + hk, scale) - total(kappa - hk, scale)) / (2 * hk)
+    fd_s = (total(kappa, scale + hs) - total(kappa, scale - hs)) / (2 * hs)
+    for grad, fd in ((gk, fd_k), (gs, fd_s)):
+        assert abs(float(grad) - float(fd)) <= 1e-6 * max(1.0, abs(float(fd)))
+
+
+def test_gradient_is_finite_in_the_tails():
+    x = jnp.asarray([1e-200, 1e-20, 1e-9, 1e3, 1e5])
+    for gamma in (0.3, 1.0):
+        g = jax.grad(lambda k, g_=gamma: jnp.sum(htmp_logpdf(x, g_, k, 1.0)))(2.0)
+        assert np.isfinite(float(g))
+
+
+def test_large_kappa_tends_to_marchenko_pastur():
+    """SPEC: L1 distance to MP is 0.11 / 0.034 at kappa = 10 / 40."""
+    from hteval.densities.mp import mp_logpdf
+
+    gamma = 0.5
+    x = np.linspace(1e-4, 4, 40001)
+    mp = np.exp(np.asarray(mp_logpdf(jnp.asarray(x), gamma)))
+    for kappa, l1 in ((10.0, 0.11), (40.0, 0.034)):
+        f = np.exp(np.asarray(htmp_logpdf(jnp.asarray(x), gamma, kappa)))
+        assert abs(np.trapezoid(np.abs(f - mp), x) - l1) < 0.005
+
+
+def test_icdf_inverts_cdf():
+    # at gamma = 1 the mass below x = 1e-300 is F ~ 1/|log x| (about 6e-4 at kappa = 5): no quantile 1e-6 there
+    for gamma, kappa, low in ((0.5, 2.0, 1e-6), (1.0, 5.0, 1e-2), (0.1, 40.0, 1e-6)):
+        q = jnp.asarray([low, 0.01, 0.3, 0.5, 0.9, 0.999])
+        x = htmp_icdf(q, gamma, kappa, 3.0)
+        assert np.allclose(np.asarray(htmp_cdf(x, gamma, kappa, 3.0)), np.asarray(q), rtol=1e-7, atol=1e-12)
+
+
+def test_distribution_and_batch_shapes():
+    d = HTMP(0.5, jnp.asarray([[1.0], [3.0]]), jnp.asarray([1.0, 2.0, 4.0]))
+    assert d.batch_shape == (2, 3)
+    lp = d.log_prob(jnp.full((2, 3), 1.5))
+    assert lp.shape == (2, 3) and np.isfinite(np.asarray(lp)).all()
+    single = htmp_logpdf(1.5, 0.5, 3.0, 4.0)
+    assert abs(float(lp[1, 2]) - float(single)) < 1e-12
+    draws = HTMP(0.5, 2.0, 1.0).sample(jax.random.PRNGKey(0), (4000,))
+    assert abs(float(jnp.mean(draws)) - 1.0) < 0.05
+
+
+def test_inverse_htmp_is_the_law_of_scale_over_s():
+    gamma, kappa, scale = 0.5, 6.0, 2.0
+    lam = jnp.asarray([0.5, 1.0, 3.0, 30.0])
+    s = scale / lam
+    expected = htmp_logpdf(s, gamma, kappa) + jnp.log(scale) - 2 * jnp.log(lam)
+    assert np.allclose(np.asarray(inverse_htmp_logpdf(lam, gamma, kappa, scale)), np.asarray(expected))
+    assert np.allclose(np.asarray(inverse_htmp_cdf(lam, gamma, kappa, scale)),
+                       1 - np.asarray(htmp_cdf(s, gamma, kappa)))
+    # E[1/lambda] = 1/scale
+    draws = InverseHTMP(gamma, kappa, scale).sample(jax.random.PRNGKey(1), (4000,))
+    assert abs(float(jnp.mean(1 / draws)) * scale - 1) < 0.05
+
+
+def test_power_law_upper_tail_of_inverse_htmp():
+    gamma, kappa = 0.5, 3.0
+    lam = jnp.asarray([1e6, 1e7])
+    lp = np.asarray(inverse_htmp_logpdf(lam, gamma, kappa))
+    slope = (lp[1] - lp[0]) / np.log(10)
+    assert abs(slope + (1 + kappa * (1 - gamma) / (2 * gamma))) < 1e-3
+
+
+def test_gamma_must_be_concrete_and_in_range():
+    with pytest.raises(ValueError, match="gamma"):
+        htmp_logpdf(1.0, 1.5, 1.0)
+    with pytest.raises(TypeError, match="concrete"):
+        jax.jit(lambda g: htmp_logpdf(1.0, g, 1.0))(0.5)
+
+
+def test_public_exports():
+    assert hteval.htmp_logpdf is htmp_logpdf
