@@ -4,8 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 find_python() {
-    for candidate in python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3.12; do
-        if command -v "$candidate" >/dev/null 2>&1; then echo "$candidate"; return 0; fi
+    # a pyenv shim may be on PATH without a 3.12 selected, so each candidate must actually run
+    for candidate in "$HOME"/.pyenv/versions/3.12*/bin/python3.12 python3.12; do
+        if "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1; then
+            echo "$candidate"; return 0
+        fi
     done
     echo "hteval needs Python 3.12 (JAX 0.12 and ArviZ 1.x require it); none found on PATH or in ~/.pyenv" >&2
     return 1
