@@ -198,8 +198,9 @@ def test_layer_spectrum_is_frozen():
 
 
 def test_public_api_and_no_import_side_effects():
-    # Third-party imports first: numpy and scipy add warning filters of their own.
-    code = ("import logging, warnings, ml_dtypes, numpy, scipy.linalg; before = list(warnings.filters); "
+    # Third-party imports first: numpy, scipy, jax and numpyro add warning filters of their own.
+    code = ("import logging, warnings, ml_dtypes, numpy, scipy.linalg, jax, numpyro.distributions; "
+            "before = list(warnings.filters); "
             "import hteval; "
             "assert not logging.getLogger().handlers; assert warnings.filters == before; "
             "print(sorted(hteval.__all__))")
