@@ -103,12 +103,11 @@ def htmp_variance(gamma, kappa, scale=1.0):
     return jnp.asarray(scale, dtype=jnp.float64) ** 2 * gamma * (1 + 2 / kappa)
 
 
-class HTMP(Distribution):
-    """One HTMP eigenvalue as a numpyro Distribution (iid likelihood of a layer's ESD).
+class FixedGammaLaw(Distribution):
+    """Base of the one-eigenvalue laws with gamma fixed by the layer shape and latent (kappa, scale).
 
-    gamma is a concrete float fixed by the layer shape; kappa (repulsion) and scale (the mean eigenvalue) may be
-    latent. Sampling draws iid values through the quantile function; the exact finite-size (correlated) spectrum
-    is `hteval.sample_htmp_spectrum`.
+    Subclasses give log_prob, cdf and icdf; sampling draws iid values through icdf (the exact finite-size,
+    correlated spectrum is `hteval.sample_htmp_spectrum`).
     """
 
     arg_constraints = {"kappa": constraints.interval(KAPPA_MIN, KAPPA_MAX), "scale": constraints.positive}
@@ -122,6 +121,14 @@ class HTMP(Distribution):
         batch_shape = jax.lax.broadcast_shapes(jnp.shape(self.kappa), jnp.shape(self.scale))
         super().__init__(batch_shape=batch_shape, validate_args=validate_args)
 
+    def sample(self, key, sample_shape=()):
+        u = jax.random.uniform(key, sample_shape + self.batch_shape, minval=1e-12, maxval=1 - 1e-12)
+        return self.icdf(u)
+
+
+class HTMP(FixedGammaLaw):
+    """One HTMP eigenvalue as a numpyro Distribution (iid likelihood of a layer's ESD); E[x] = scale."""
+
     @validate_sample
     def log_prob(self, value):
         return htmp_logpdf(value, self.gamma, self.kappa, self.scale)
@@ -131,10 +138,6 @@ class HTMP(Distribution):
 
     def icdf(self, q):
         return htmp_icdf(q, self.gamma, self.kappa, self.scale)
-
-    def sample(self, key, sample_shape=()):
-        u = jax.random.uniform(key, sample_shape + self.batch_shape, minval=1e-12, maxval=1 - 1e-12)
-        return self.icdf(u)
 
     @property
     def mean(self):

@@ -6,13 +6,10 @@ lambda is infinite when kappa (1 - gamma) / (2 gamma) <= 1. This is how heavy up
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
-from numpyro.distributions import constraints
-from numpyro.distributions.distribution import Distribution
-from numpyro.distributions.util import promote_shapes, validate_sample
+from numpyro.distributions.util import validate_sample
 
-from hteval.densities.htmp import KAPPA_MAX, KAPPA_MIN, _check_gamma, htmp_cdf, htmp_icdf, htmp_logpdf
+from hteval.densities.htmp import FixedGammaLaw, htmp_cdf, htmp_icdf, htmp_logpdf
 
 
 def inverse_htmp_logpdf(x, gamma, kappa, scale=1.0):
@@ -42,19 +39,8 @@ def tail_exponent(gamma, kappa):
     return 1.0 + kappa * (1.0 - gamma) / (2.0 * gamma)
 
 
-class InverseHTMP(Distribution):
+class InverseHTMP(FixedGammaLaw):
     """Eigenvalue of the inverse of an HTMP matrix, scaled so that E[1/lambda] = 1/scale."""
-
-    arg_constraints = {"kappa": constraints.interval(KAPPA_MIN, KAPPA_MAX), "scale": constraints.positive}
-    support = constraints.positive
-    reparametrized_params = ["scale"]
-
-    def __init__(self, gamma: float, kappa, scale=1.0, *, validate_args=None):
-        self.gamma = _check_gamma(gamma)
-        self.kappa, self.scale = promote_shapes(jnp.asarray(kappa, dtype=jnp.float64),
-                                                jnp.asarray(scale, dtype=jnp.float64))
-        batch_shape = jax.lax.broadcast_shapes(jnp.shape(self.kappa), jnp.shape(self.scale))
-        super().__init__(batch_shape=batch_shape, validate_args=validate_args)
 
     @validate_sample
     def log_prob(self, value):
@@ -65,7 +51,3 @@ class InverseHTMP(Distribution):
 
     def icdf(self, q):
         return inverse_htmp_icdf(q, self.gamma, self.kappa, self.scale)
-
-    def sample(self, key, sample_shape=()):
-        u = jax.random.uniform(key, sample_shape + self.batch_shape, minval=1e-12, maxval=1 - 1e-12)
-        return self.icdf(u)
