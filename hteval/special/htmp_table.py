@@ -100,8 +100,8 @@ def _pieces(gamma: float) -> list[tuple[float, float, int]]:
 
 #: Each piece of _pieces is cut into n / _SUB_PER sub-pieces of _SUB_NODES Chebyshev nodes: the per-eigenvalue
 #: cost is a Clenshaw sum of _SUB_NODES terms, while the resolution stays that of the n-node piece.
-_SUB_PER = 16
-_SUB_NODES = 24
+_SUB_PER = 10
+_SUB_NODES = 16
 
 
 def _sub_pieces(pieces: list[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
