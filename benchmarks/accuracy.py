@@ -1,0 +1,38 @@
+"""Max absolute error of htmp_logpdf against the mpmath reference values of ../shared/reference.
+
+Run: python benchmarks/accuracy.py   (about 4 minutes: one contour table per distinct gamma)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from hteval.densities.htmp import htmp_logpdf  # noqa: E402
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+def main() -> None:
+    for name in ("htmp_logpdf_reference.npz", "htmp_logpdf_reference_square.npz"):
+        d = np.load(REFERENCE / name)
+        start = time.perf_counter()
+        worst = 0.0
+        keys = np.stack([d["gamma"], d["kappa"], d["scale"]], 1)
+        for g, k, sc in np.unique(keys, axis=0):
+            m = np.all(keys == (g, k, sc), axis=1)
+            got = np.asarray(htmp_logpdf(jnp.asarray(d["x"][m]), g, k, sc))
+            worst = max(worst, float(np.max(np.abs(got - d["logpdf"][m]))))
+        print(f"{name}: {len(d['x'])} points, max |error of log f| = {worst:.2e} "
+              f"({time.perf_counter() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
