@@ -205,5 +205,17 @@ def test_gamma_must_be_concrete_and_in_range():
         jax.jit(lambda g: htmp_logpdf(1.0, g, 1.0))(0.5)
 
 
+@pytest.mark.parametrize("gamma", [0.05, 0.5, 1.0])
+def test_traced_kappa_path_matches_exact_contour_sums(gamma):
+    """Under jit the contour sums come from their log-b interpolation; they must agree with the exact sums."""
+    from hteval.special.htmp_table import htmp_table, node_values
+
+    table = htmp_table(gamma)
+    traced = jax.jit(lambda b: node_values(table, b))
+    for b in np.geomspace(6e-4, 490, 23):
+        for fast, exact in zip(traced(b), node_values(table, b), strict=True):
+            assert float(jnp.max(jnp.abs(fast - exact))) < 1e-10
+
+
 def test_public_exports():
     assert hteval.htmp_logpdf is htmp_logpdf

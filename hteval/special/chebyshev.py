@@ -36,3 +36,15 @@ def clenshaw(coef, piece, x):
     zero = jnp.zeros_like(x)
     (b1, b2), _ = jax.lax.scan(step, (zero, zero), coef_t[:0:-1])
     return coef_t[0][piece] + x * b1 - b2
+
+
+def clenshaw_scalar(coef, x):
+    """sum_k coef[k] T_k(x) for one scalar x and coefficient rows coef of shape (n, ...): a vector per order."""
+
+    def step(carry, ck):
+        b1, b2 = carry
+        return (ck + 2 * x * b1 - b2, b1), None
+
+    zero = jnp.zeros_like(coef[0])
+    (b1, b2), _ = jax.lax.scan(step, (zero, zero), coef[:0:-1])
+    return coef[0] + x * b1 - b2
