@@ -45,7 +45,51 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="debug logging, and tracebacks on errors")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_esd(commands)
+    _add_fit(commands)
     return parser
+
+
+def _add_fit(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("fit", help="posterior of one ensemble model for one layer (NUTS)",
+                                 description="Fit HTMP (or inverse HTMP, MP) to one layer of a checkpoint, or to a "
+                                 "file of eigenvalues, and write summary.json and posterior.nc to --out.")
+    parser.add_argument("path", nargs="?", type=Path, help="checkpoint file or directory")
+    parser.add_argument("--layer", help="layer name (required when the checkpoint has several)")
+    parser.add_argument("--eigenvalues", type=Path, help="file of eigenvalues instead of a checkpoint")
+    parser.add_argument("--gamma", type=float, help="aspect ratio M/N of raw eigenvalues")
+    parser.add_argument("--floor", type=float, help="censoring floor of raw eigenvalues (default: float64's)")
+    parser.add_argument("--model", default="htmp", choices=["htmp", "inverse-htmp", "mp"])
+    parser.add_argument("--prob", type=float, default=0.9, help="credible interval probability")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=1000)
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.set_defaults(run=cmd_fit)
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    """Fit, then write summary.json (written last, so its presence means the fit finished) and posterior.nc."""
+    from hteval.infer import fit
+    from hteval.io import read_eigenvalues
+
+    if args.eigenvalues is not None:
+        source, layer = read_eigenvalues(args.eigenvalues), args.layer or args.eigenvalues.stem
+    elif args.path is not None:
+        source, layer = args.path, args.layer
+    else:
+        raise InputError("give a checkpoint PATH or --eigenvalues FILE")
+    result = fit(source, layer=layer, model=args.model, gamma=args.gamma, prob=args.prob, seed=args.seed,
+                 chains=args.chains, draws=args.draws, warmup=args.warmup, floor=args.floor, progress_bar=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    result.data.to_netcdf(args.out / "posterior.nc", engine="h5netcdf")
+    document = result.to_json()
+    (args.out / "summary.json").write_text(json.dumps(document, indent=2))
+    if not result.converged:
+        print(f"NOT CONVERGED ({'; '.join(result.diagnostics['reasons'])}): intervals below are unreliable")
+    print(result.summary[["median", "ci_low", "ci_high", "r_hat", "ess_bulk"]].to_string())
+    print(f"wrote {args.out / 'summary.json'} and {args.out / 'posterior.nc'}")
+    return EXIT_OK
 
 
 def _add_esd(commands: argparse._SubParsersAction) -> None:

@@ -1,0 +1,80 @@
+"""NUTS fits: result shape, JSON schema, reproducibility, convergence reporting, the fit command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hteval.cli import main
+from hteval.infer import eigenvalue_spectrum, fit, layer_key
+from hteval.sampling import sample_htmp_spectrum
+
+PARAMETER_KEYS = {"mean", "median", "sd", "ci_low", "ci_high", "hdi_low", "hdi_high", "r_hat", "ess_bulk"}
+
+
+@pytest.fixture(scope="module")
+def spectrum_and_fit():
+    x = sample_htmp_spectrum(3, 300, 0.5, 2.0, 1.0)
+    return x, fit(x, gamma=0.5, chains=2, draws=500, warmup=500, seed=1)
+
+
+def test_fit_reports_intervals_and_diagnostics(spectrum_and_fit):
+    _, result = spectrum_and_fit
+    doc = result.to_json()
+    assert doc["model"] == "htmp" and doc["gamma"] == 0.5 and doc["n_eigs"] == 300 and doc["prob"] == 0.9
+    assert PARAMETER_KEYS <= set(doc["parameters"]["kappa"]) and PARAMETER_KEYS <= set(doc["parameters"]["scale"])
+    for p in doc["parameters"].values():
+        assert p["ci_low"] < p["median"] < p["ci_high"] and p["hdi_low"] < p["hdi_high"]
+    assert {"converged", "divergences", "reasons"} <= set(doc["diagnostics"])
+    assert doc["settings"]["seed"] == 1 and doc["version"]
+    json.dumps(doc)  # JSON-safe
+    # the truth (kappa 2, scale 1) within 3 posterior sd
+    for name, truth in (("kappa", 2.0), ("scale", 1.0)):
+        row = result.summary.loc[name]
+        assert abs(row["median"] - truth) < 3 * row["sd"]
+
+
+def test_same_seed_same_draws(spectrum_and_fit):
+    x, result = spectrum_and_fit
+    again = fit(x, gamma=0.5, chains=2, draws=500, warmup=500, seed=1)
+    a = result.data["posterior"]["kappa"].values
+    b = again.data["posterior"]["kappa"].values
+    assert np.array_equal(a, b)
+
+
+def test_unconverged_fit_says_so():
+    x = sample_htmp_spectrum(4, 100, 0.5, 1.0)
+    result = fit(x, gamma=0.5, chains=1, draws=50, warmup=50)
+    assert not result.converged and result.diagnostics["reasons"]
+
+
+def test_layer_key_depends_on_seed_and_name_only():
+    assert np.array_equal(layer_key(0, "a"), layer_key(0, "a"))
+    assert not np.array_equal(layer_key(0, "a"), layer_key(0, "b"))
+    assert not np.array_equal(layer_key(0, "a"), layer_key(1, "a"))
+
+
+def test_raw_eigenvalues_are_censored_below_float64_floor():
+    rec = eigenvalue_spectrum(np.array([0.0, -1e-20, 1e-18, 0.5, 1.0, 2.0]), gamma=0.5)
+    assert rec.n_censored == 3 and rec.n_eigs == 3
+
+
+def test_fit_command_writes_summary_and_posterior(tmp_path, capsys):
+    path = tmp_path / "eigs.npy"
+    np.save(path, sample_htmp_spectrum(5, 150, 0.25, 3.0))
+    out = tmp_path / "out"
+    code = main(["fit", "--eigenvalues", str(path), "--gamma", "0.25", "--chains", "1", "--draws", "200",
+                 "--warmup", "200", "--out", str(out)])
+    assert code == 0
+    doc = json.loads((out / "summary.json").read_text())
+    assert doc["layer"] == "eigs" and doc["model"] == "htmp" and (out / "posterior.nc").stat().st_size > 0
+    assert "kappa" in capsys.readouterr().out
+
+
+def test_fit_command_needs_gamma_for_raw_eigenvalues(tmp_path, capsys):
+    path = tmp_path / "eigs.npy"
+    np.save(path, np.linspace(0.1, 2, 50))
+    assert main(["fit", "--eigenvalues", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert "gamma" in capsys.readouterr().err
