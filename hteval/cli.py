@@ -72,6 +72,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     """Fit, then write summary.json (written last, so its presence means the fit finished) and posterior.nc."""
     from hteval.infer import fit
     from hteval.io import read_eigenvalues
+    from hteval.predictive import add_posterior_predictive
+    from hteval.report.figures import plot_esd, plot_rank, plot_trace_pair
 
     if args.eigenvalues is not None:
         source, layer = read_eigenvalues(args.eigenvalues), args.layer or args.eigenvalues.stem
@@ -82,13 +84,17 @@ def cmd_fit(args: argparse.Namespace) -> int:
     result = fit(source, layer=layer, model=args.model, gamma=args.gamma, prob=args.prob, seed=args.seed,
                  chains=args.chains, draws=args.draws, warmup=args.warmup, floor=args.floor, progress_bar=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    add_posterior_predictive(result, seed=args.seed)
     result.data.to_netcdf(args.out / "posterior.nc", engine="h5netcdf")
+    figures = [plot_esd(result, args.out / "esd.png", args.prob), plot_rank(result, args.out / "rank.png", args.prob),
+               plot_trace_pair(result, args.out / "trace.png")]
     document = result.to_json()
+    document["figures"] = [f.name for f in figures]
     (args.out / "summary.json").write_text(json.dumps(document, indent=2))
     if not result.converged:
         print(f"NOT CONVERGED ({'; '.join(result.diagnostics['reasons'])}): intervals below are unreliable")
     print(result.summary[["median", "ci_low", "ci_high", "r_hat", "ess_bulk"]].to_string())
-    print(f"wrote {args.out / 'summary.json'} and {args.out / 'posterior.nc'}")
+    print(f"wrote summary.json, posterior.nc, {', '.join(f.name for f in figures)} to {args.out}")
     return EXIT_OK
 
 

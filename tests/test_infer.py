@@ -70,6 +70,8 @@ def test_fit_command_writes_summary_and_posterior(tmp_path, capsys):
     assert code == 0
     doc = json.loads((out / "summary.json").read_text())
     assert doc["layer"] == "eigs" and doc["model"] == "htmp" and (out / "posterior.nc").stat().st_size > 0
+    for name in ("esd.png", "rank.png", "trace.png"):
+        assert (out / name).stat().st_size > 10_000 and name in doc["figures"]
     assert "kappa" in capsys.readouterr().out
 
 

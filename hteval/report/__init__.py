@@ -1,0 +1,1 @@
+"""Reports: tables and figures made from fit results (they read results, never fit)."""
