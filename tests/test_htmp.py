@@ -17,6 +17,7 @@ from scipy.integrate import simpson
 from scipy.special import gammaln
 
 import hteval
+from benchmarks.accuracy import max_error
 from hteval.densities.htmp import HTMP, htmp_cdf, htmp_icdf, htmp_logpdf
 from hteval.densities.inverse_htmp import InverseHTMP, inverse_htmp_cdf, inverse_htmp_logpdf
 from hteval.special.htmp_table import htmp_table
@@ -33,20 +34,10 @@ def _reference(name):
     return {k: d[k] for k in ("gamma", "kappa", "scale", "x", "logpdf")}
 
 
-def _max_error(ref):
-    worst = 0.0
-    keys = np.stack([ref["gamma"], ref["kappa"], ref["scale"]], 1)
-    for g, k, sc in np.unique(keys, axis=0):
-        m = np.all(keys == (g, k, sc), axis=1)
-        got = np.asarray(htmp_logpdf(jnp.asarray(ref["x"][m]), g, k, sc))
-        worst = max(worst, float(np.max(np.abs(got - ref["logpdf"][m]))))
-    return worst
-
-
 @pytest.mark.parametrize("name", ["htmp_logpdf_reference.npz", "htmp_logpdf_reference_square.npz"])
 def test_logpdf_matches_mpmath_reference(name):
     """Every point, integer and near-integer a included, to 1e-8 absolute in log f."""
-    assert _max_error(_reference(name)) <= 1e-8
+    assert max_error(_reference(name)) <= 1e-8
 
 
 def test_cdf_matches_mpmath_table():

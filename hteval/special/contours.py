@@ -240,10 +240,3 @@ def contours(s: np.ndarray, gamma: float) -> Contours:
     dh = _h(w, s[:, None], g) - h_star[:, None]
     dh = np.where(c == 0, -np.inf, dh)
     return Contours(s=s, gamma=g, h_star=h_star, dh=dh, c=c, tail=tail)
-
-
-def log_abs_integral(cont: Contours, b: float) -> np.ndarray:
-    """log |I(s)| for one b (numpy reference evaluation of what the JAX code computes)."""
-    with np.errstate(under="ignore"):
-        total = np.sum(cont.c * np.exp(b * cont.dh), 1) + np.exp(b * cont.tail) / b
-    return b * np.real(cont.h_star) + np.log(np.abs(total))

@@ -143,11 +143,14 @@ _B_PIECE_WIDTH = 2.0
 _B_NODES = 20
 
 
-def _contour_sum(table: HTMPTable, b):
-    """J = sum_j c_j exp(b dh_j) + exp(b tail) / b at every node: I = exp(b h*) J (real, imaginary parts)."""
-    e = jnp.exp(b * table.dh)
-    tail = jnp.exp(b * table.tail) / b
-    return jnp.sum(table.c_re * e, axis=1) + jnp.real(tail), jnp.sum(table.c_im * e, axis=1) + jnp.imag(tail)
+def _contour_sum(table: HTMPTable, b, xp=jnp):
+    """J = sum_j c_j exp(b dh_j) + exp(b tail) / b at every node: I = exp(b h*) J (real, imaginary parts).
+
+    xp=np serves the table build, which must stay float64 whatever JAX's x64 setting is.
+    """
+    e = xp.exp(b * table.dh)
+    tail = xp.exp(b * table.tail) / b
+    return xp.sum(table.c_re * e, axis=1) + xp.real(tail), xp.sum(table.c_im * e, axis=1) + xp.imag(tail)
 
 
 @dataclass(frozen=True)
@@ -167,12 +170,11 @@ def kappa_table(gamma: float) -> KappaTable:
     edges = np.linspace(lo, hi, int(np.ceil((hi - lo) / _B_PIECE_WIDTH)) + 1)
     x = chebyshev.chebyshev_nodes(_B_NODES)
     to_coef = chebyshev.coefficient_matrix(_B_NODES)
-    c = table.c_re + 1j * table.c_im
     log_abs, arg = [], []
     for a, z in zip(edges[:-1], edges[1:], strict=True):
         b = np.exp((a + z) / 2 + (z - a) / 2 * x)
         with np.errstate(under="ignore"):
-            j = np.array([np.sum(c * np.exp(bi * table.dh), 1) + np.exp(bi * table.tail) / bi for bi in b])
+            j = np.array([re + 1j * im for re, im in (_contour_sum(table, bi, np) for bi in b)])
         log_abs.append(to_coef @ np.log(np.abs(j)))
         arg.append(to_coef @ np.unwrap(np.angle(j), axis=0))
     return KappaTable(log_b_edges=edges, log_abs=np.array(log_abs), arg=np.array(arg))
