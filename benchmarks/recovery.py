@@ -12,6 +12,7 @@ import argparse
 import time
 
 import jax
+import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
@@ -35,10 +36,19 @@ def run_case(kappa: float, gamma: float, m: int, seed: int, chains: int, draws: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 chains x 500 draws")
+    parser.add_argument("--gammas", type=float, nargs="+", default=GAMMAS)
+    parser.add_argument("--kappas", type=float, nargs="+", default=KAPPAS)
+    parser.add_argument("--replicates", type=int, default=0,
+                        help="instead of the grid, R fresh spectra per case: bias and calibration of the iid fit")
     args = parser.parse_args()
+    if args.replicates:
+        replicates(args)
+        return
     chains, draws = (2, 500) if args.quick else (4, 1000)
     rows = []
     for i, (gamma, kappa) in enumerate((g, k) for g in GAMMAS for k in KAPPAS):
+        if gamma not in args.gammas or kappa not in args.kappas:
+            continue  # the seed stays that of the case's place in the full grid
         start = time.perf_counter()
         row = run_case(kappa, gamma, 2000 if kappa == 10 else 500, seed=100 + i, chains=chains, draws=draws)
         rows.append(row)
@@ -47,6 +57,24 @@ def main() -> None:
               f"{row['covered']} converged {row['converged']} ({time.perf_counter() - start:.0f} s)", flush=True)
     print(f"within 2 sd: {sum(r['within_2sd'] for r in rows)}/{len(rows)}; "
           f"90% intervals covering the truth: {sum(r['covered'] for r in rows)}/{len(rows)}")
+
+
+def replicates(args) -> None:
+    """z = (median - truth) / sd over R independent spectra per case: mean z is the bias in posterior sds, and the
+    sd of the medians against the mean posterior sd says whether the iid posterior width is honest."""
+    chains, draws = (2, 500) if args.quick else (4, 1000)
+    for gamma in args.gammas:
+        for kappa in args.kappas:
+            m = 2000 if kappa == 10 else 500
+            rows = [run_case(kappa, gamma, m, seed=1000 + r, chains=chains, draws=draws)
+                    for r in range(args.replicates)]
+            med = np.array([r["median"] for r in rows])
+            sd = np.array([r["sd"] for r in rows])
+            z = (med - kappa) / sd
+            print(f"kappa {kappa:5.2f} gamma {gamma:4.2f} m {m:4d} R {len(rows)}: mean median {med.mean():.4f} "
+                  f"(bias {med.mean() / kappa - 1:+.1%}), sd of medians {med.std(ddof=1):.4f} vs mean posterior sd "
+                  f"{sd.mean():.4f}, mean z {z.mean():+.2f}, |z| > 2 in {np.sum(np.abs(z) > 2)}, 90% covered "
+                  f"{sum(r['covered'] for r in rows)}/{len(rows)}", flush=True)
 
 
 if __name__ == "__main__":

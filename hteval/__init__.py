@@ -4,8 +4,8 @@ Importing hteval has no side effects (no logging or warnings configuration); onl
 those.
 """
 
-from hteval.densities.htmp import HTMP, htmp_cdf, htmp_icdf, htmp_logpdf
-from hteval.densities.inverse_htmp import InverseHTMP, inverse_htmp_cdf, inverse_htmp_logpdf
+from hteval.densities.htmp import HTMP, htmp_cdf, htmp_icdf, htmp_log_cdf, htmp_log_sf, htmp_logpdf
+from hteval.densities.inverse_htmp import InverseHTMP, inverse_htmp_cdf, inverse_htmp_log_cdf, inverse_htmp_logpdf
 from hteval.densities.mp import MarchenkoPastur, mp_cdf, mp_icdf, mp_logpdf
 from hteval.errors import HtevalError, InputError, LayerSkipped
 from hteval.sampling import sample_htmp_spectra, sample_htmp_spectrum, sample_mp_spectrum
@@ -23,9 +23,12 @@ __all__ = [
     "LayerSpectrum",
     "__version__",
     "htmp_cdf",
+    "htmp_log_cdf",
+    "htmp_log_sf",
     "htmp_icdf",
     "htmp_logpdf",
     "inverse_htmp_cdf",
+    "inverse_htmp_log_cdf",
     "inverse_htmp_logpdf",
     "load_spectra",
     "mp_cdf",

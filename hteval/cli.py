@@ -72,8 +72,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     """Fit, then write summary.json (written last, so its presence means the fit finished) and posterior.nc."""
     from hteval.infer import fit
     from hteval.io import read_eigenvalues
-    from hteval.predictive import add_posterior_predictive
-    from hteval.report.figures import plot_esd, plot_rank, plot_trace_pair
+    from hteval.predictive import add_posterior_predictive, add_prior_predictive
+    from hteval.report.figures import plot_esd, plot_prior_predictive, plot_rank, plot_trace_pair
 
     if args.eigenvalues is not None:
         source, layer = read_eigenvalues(args.eigenvalues), args.layer or args.eigenvalues.stem
@@ -85,9 +85,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
                  chains=args.chains, draws=args.draws, warmup=args.warmup, floor=args.floor, progress_bar=True)
     args.out.mkdir(parents=True, exist_ok=True)
     add_posterior_predictive(result, seed=args.seed)
+    add_prior_predictive(result, seed=args.seed)
     result.data.to_netcdf(args.out / "posterior.nc", engine="h5netcdf")
     figures = [plot_esd(result, args.out / "esd.png", args.prob), plot_rank(result, args.out / "rank.png", args.prob),
-               plot_trace_pair(result, args.out / "trace.png")]
+               plot_trace_pair(result, args.out / "trace.png"),
+               plot_prior_predictive(result, args.out / "prior_predictive.png", args.prob)]
     document = result.to_json()
     document["figures"] = [f.name for f in figures]
     (args.out / "summary.json").write_text(json.dumps(document, indent=2))

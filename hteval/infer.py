@@ -6,6 +6,7 @@ no divergent transitions; a FitResult that fails any of these says which, and it
 
 from __future__ import annotations
 
+import functools
 import logging
 import zlib
 from dataclasses import dataclass, field
@@ -15,13 +16,12 @@ import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro.infer.initialization  # noqa: F401  (arviz_base's from_numpyro reaches for it)
 import pandas as pd
-from numpyro.infer import MCMC, NUTS
 
 from hteval import names
 from hteval.errors import InputError
 from hteval.models import MODELS
+from hteval.nuts import run_chains, to_datatree
 from hteval.spectra import LayerSpectrum, load_spectra, spectrum
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class FitResult:
     diagnostics: dict[str, Any]
     settings: dict[str, Any]
     version: str = field(default="")
+    layer: LayerSpectrum | None = field(default=None, repr=False)  # the fitted spectrum (for predictive checks)
 
     @property
     def converged(self) -> bool:
@@ -126,6 +127,29 @@ def _diagnose(data, summary) -> dict[str, Any]:
             "max_r_hat": float(summary["r_hat"].max()), "min_ess_bulk": float(summary["ess_bulk"].min())}
 
 
+def layer_model(module, rec: LayerSpectrum):
+    """The model with what fixes its shape bound in: gamma (the density's table) and whether anything is censored.
+
+    Everything else about the layer goes in as data (`model_data`), traced under jit, so that the compiled sampler
+    is reused by every chain and by every layer of the same gamma and eigenvalue count instead of being rebuilt.
+    """
+    return _bound_model(module, rec.gamma, bool(rec.n_censored))
+
+
+@functools.lru_cache(maxsize=64)
+def _bound_model(module, gamma: float, censored: bool):
+    # cached so that the same (model, gamma, censoring) is the same function object: the compiled sampler's key
+    static = {"gamma": gamma} if censored else {"gamma": gamma, "n_censored": 0}  # a concrete 0: no censoring term
+    return functools.partial(module.model, **static)
+
+
+def model_data(rec: LayerSpectrum) -> dict[str, Any]:
+    data = {"m": rec.M, "floor": rec.floor, "scale_ref": float(np.mean(rec.eigenvalues))}
+    if rec.n_censored:
+        data["n_censored"] = rec.n_censored
+    return data
+
+
 def fit(source, layer=None, model="htmp", gamma=None, prob=0.9, seed=0, chains=4, draws=1000, warmup=1000, *,
         floor=None, progress_bar=False) -> FitResult:
     """Fit one ensemble model to one layer by NUTS (float64). source: matrix, checkpoint path or eigenvalues."""
@@ -137,18 +161,16 @@ def fit(source, layer=None, model="htmp", gamma=None, prob=0.9, seed=0, chains=4
         raise RuntimeError("hteval needs float64: call jax.config.update('jax_enable_x64', True) first")
     rec = _layer_from_source(source, layer, gamma, floor)
     module = MODELS[model]
-    x = jnp.asarray(rec.eigenvalues)
-    kwargs = {"gamma": rec.gamma, "m": rec.M, "n_censored": rec.n_censored, "floor": rec.floor,
-              "scale_ref": float(np.mean(rec.eigenvalues))}
-    mcmc = MCMC(NUTS(module.model), num_warmup=warmup, num_samples=draws, num_chains=chains,
-                chain_method="sequential", progress_bar=progress_bar)
-    mcmc.run(layer_key(seed, rec.name), x, **kwargs)
-    data = az.from_numpyro(mcmc, log_likelihood=True)
+    model_fn, args, kwargs = layer_model(module, rec), (jnp.asarray(rec.eigenvalues),), model_data(rec)
+    z, stats, kernel = run_chains(model_fn, args, kwargs, key=layer_key(seed, rec.name), chains=chains,
+                                  warmup=warmup, draws=draws, progress_bar=progress_bar)
+    data = to_datatree(model_fn, args, kwargs, kernel, z, stats, observed=rec.eigenvalues,
+                       attrs={"hteval_version": __version__, "model": model, "layer": rec.name, "seed": seed})
     summary = _summarise(data, module.PARAMETERS, prob)
     diagnostics = _diagnose(data, summary)
     if not diagnostics["converged"]:
         logger.warning("%s / %s did not converge: %s", rec.name, model, "; ".join(diagnostics["reasons"]))
     settings = {"seed": seed, "chains": chains, "draws": draws, "warmup": warmup, "sampler": "NUTS",
-                "chain_method": "sequential", "backend": jax.default_backend()}
+                "chain_method": "sequential, one compiled program", "backend": jax.default_backend()}
     return FitResult(model=model, record=rec.to_record(), prob=prob, summary=summary, data=data,
-                     diagnostics=diagnostics, settings=settings, version=__version__)
+                     diagnostics=diagnostics, settings=settings, version=__version__, layer=rec)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpyro
 
 from hteval.densities.htmp import HTMP
@@ -17,4 +16,4 @@ def model(eigenvalues, *, gamma: float, m: int, n_censored: int = 0, floor: floa
     scale = scale_prior("scale", scale_ref)
     numpyro.deterministic("T", m / kappa)  # log-gas temperature (SPEC section 3)
     law = HTMP(gamma, kappa, scale)
-    observe(law, lambda: jnp.log(law.cdf(floor)), eigenvalues, n_censored)
+    observe(law, lambda: law.log_cdf(floor), eigenvalues, n_censored)

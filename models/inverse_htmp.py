@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpyro
 
 from hteval.densities.inverse_htmp import InverseHTMP, tail_exponent
@@ -18,4 +17,4 @@ def model(eigenvalues, *, gamma: float, m: int, n_censored: int = 0, floor: floa
     numpyro.deterministic("T", m / kappa)
     numpyro.deterministic("tail_exponent", tail_exponent(gamma, kappa))
     law = InverseHTMP(gamma, kappa, scale)
-    observe(law, lambda: jnp.log(law.cdf(floor)), eigenvalues, n_censored)
+    observe(law, lambda: law.log_cdf(floor), eigenvalues, n_censored)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpyro.distributions as dist
+from jax.scipy.special import log_ndtr
 
 from hteval.densities.mp import mp_cdf, mp_logpdf
 from hteval.models.observe import PointwiseDensity, observe
@@ -27,6 +28,10 @@ def model(eigenvalues, *, gamma: float, m: int, n_censored: int = 0, floor: floa
         return jnp.logaddexp(jnp.log1p(-w) + mp_logpdf(x, gamma, sigma2), jnp.log(w) + outlier.log_prob(x))
 
     def log_cdf_floor():
-        return jnp.log((1 - w) * mp_cdf(floor, gamma, sigma2) + w * outlier.cdf(floor))
+        # in logs: MP's CDF is exactly 0 below its lower edge, the outlier's underflows far below the ESD's mean
+        cdf = mp_cdf(floor, gamma, sigma2)
+        log_mp = jnp.where(cdf > 0, jnp.log(jnp.where(cdf > 0, cdf, 1.0)), -jnp.inf)
+        log_outlier = log_ndtr((jnp.log(floor) - jnp.log(scale_ref)) / OUTLIER_LOG_SD)
+        return jnp.logaddexp(jnp.log1p(-w) + log_mp, jnp.log(w) + log_outlier)
 
     observe(PointwiseDensity(log_density), log_cdf_floor, eigenvalues, n_censored)

@@ -25,5 +25,6 @@ def observe(law, log_cdf_floor, eigenvalues, n_censored: int):
     the n_censored below it contribute n_censored * log F(floor) (SPEC section 1)."""
     with numpyro.plate("eigenvalues", eigenvalues.shape[-1]):
         numpyro.sample("obs", law, obs=eigenvalues)
-    if n_censored:
-        numpyro.factor("censored", n_censored * log_cdf_floor())
+    if isinstance(n_censored, int) and n_censored == 0:
+        return  # known to be zero when the model is built: no censoring term in the compiled graph
+    numpyro.factor("censored", n_censored * log_cdf_floor())

@@ -2,7 +2,7 @@
 
 The reference values (../shared/reference/*.npz) were computed with mpmath at 40 digits by the project's
 steering session (SPEC section 5); tests/data/htmp_cdf_g0.5_k2.npz was made by tests/data/make_htmp_cdf.py
-(mpmath 1.4.1, 2026-11-25).
+(mpmath 1.4.1, 2026-11-25), tests/data/htmp_tails.npz by tests/data/make_htmp_tails.py.
 """
 
 from __future__ import annotations
@@ -18,8 +18,13 @@ from scipy.special import gammaln
 
 import hteval
 from benchmarks.accuracy import max_error
-from hteval.densities.htmp import HTMP, htmp_cdf, htmp_icdf, htmp_logpdf
-from hteval.densities.inverse_htmp import InverseHTMP, inverse_htmp_cdf, inverse_htmp_logpdf
+from hteval.densities.htmp import HTMP, htmp_cdf, htmp_icdf, htmp_log_cdf, htmp_log_sf, htmp_logpdf
+from hteval.densities.inverse_htmp import (
+    InverseHTMP,
+    inverse_htmp_cdf,
+    inverse_htmp_log_cdf,
+    inverse_htmp_logpdf,
+)
 from hteval.special.htmp_table import htmp_table
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
@@ -45,6 +50,47 @@ def test_cdf_matches_mpmath_table():
     x, cdf = d["x"][d["x"] > 0], d["cdf"][d["x"] > 0]
     got = np.asarray(htmp_cdf(jnp.asarray(x), float(d["gamma"]), float(d["kappa"]), float(d["scale"])))
     assert np.max(np.abs(got - cdf)) < 1e-9
+
+
+def test_log_tail_masses_match_mpmath():
+    """log F far below the bulk and log(1 - F) far above it, down to masses of exp(-20000), where the phase
+    formula returns 0 or rounding noise: 1e-6 absolute in the logarithm at every reference point."""
+    d = np.load(DATA / "htmp_tails.npz")
+    errors = []
+    for gamma in np.unique(d["gamma"]):
+        for direction, fn in ((-1, htmp_log_cdf), (1, htmp_log_sf)):
+            rows = (d["gamma"] == gamma) & (d["direction"] == direction)
+            got = jax.jit(lambda k, s, fn=fn, g=float(gamma): fn(s, g, k))(d["kappa"][rows], d["s"][rows])
+            errors += list(np.abs(np.asarray(got) - d["log_mass"][rows]))
+    assert len(errors) > 150 and max(errors) < 1e-6, max(errors)
+
+
+@pytest.mark.parametrize("gamma", [0.25, 0.9, 1.0])
+def test_log_cdf_and_sf_agree_with_phase_where_it_is_exact(gamma):
+    """log F and log(1 - F) are the phase's where it is exact (masses down to 1e-5, across the switch at 1e-4 to
+    the tail integral) and monotone everywhere, so the switch leaves no visible step in a censored likelihood."""
+    functions = jax.jit(lambda x, k: [f(x, gamma, k) for f in (htmp_cdf, htmp_log_cdf, htmp_log_sf)])
+    for kappa in (0.05, 2.0, 40.0):
+        x = np.exp(np.linspace(-30, 6, 400))
+        cdf, log_cdf, log_sf = (np.asarray(v) for v in functions(x, kappa))
+        # the phase is exact to ~1e-12 absolute, so ~1e-7 relative at a mass of 1e-5
+        assert np.allclose(log_cdf[cdf > 1e-5], np.log(cdf[cdf > 1e-5]), atol=1e-6)
+        assert np.all(np.diff(log_cdf) >= -1e-9) and np.all(np.diff(log_sf) <= 1e-9)
+        sf = 1 - cdf
+        assert np.allclose(log_sf[sf > 1e-5], np.log(sf[sf > 1e-5]), atol=1e-6)
+
+
+def test_log_tail_masses_are_finite_with_finite_gradients():
+    """Censoring terms anywhere in the domain: floors far below and far above the bulk, every kappa and scale."""
+    k, sc, x = (v.ravel() for v in np.meshgrid([1e-3, 0.3, 30.0, 1e3], [1e-6, 1.0, 1e4], [1e-300, 1e-12, 1.0, 1e12]))
+    for gamma in (0.05, 0.5, 1.0):
+        for fn in (htmp_log_cdf, inverse_htmp_log_cdf):
+            value_and_grad = jax.jit(jax.vmap(jax.value_and_grad(lambda k, sc, x, fn=fn, g=gamma: fn(x, g, k, sc),
+                                                                 argnums=(0, 1))))
+            value, grads = value_and_grad(k, sc, x)
+            value = np.asarray(value)
+            assert np.all(value <= 0) and not np.any(np.isnan(value)), (fn.__name__, gamma)
+            assert all(np.all(np.isfinite(np.asarray(g))) for g in grads), (fn.__name__, gamma)
 
 
 def _quadrature(gamma, kappa, cut=1e-10):

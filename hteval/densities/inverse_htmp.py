@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from numpyro.distributions.util import validate_sample
 
-from hteval.densities.htmp import FixedGammaLaw, htmp_cdf, htmp_icdf, htmp_logpdf
+from hteval.densities.htmp import FixedGammaLaw, htmp_cdf, htmp_icdf, htmp_log_sf, htmp_logpdf
 
 
 def inverse_htmp_logpdf(x, gamma, kappa, scale=1.0):
@@ -30,6 +30,14 @@ def inverse_htmp_cdf(x, gamma, kappa, scale=1.0):
     return jnp.where(positive, 1.0 - htmp_cdf(scale / safe, gamma, kappa, 1.0), 0.0)
 
 
+def inverse_htmp_log_cdf(x, gamma, kappa, scale=1.0):
+    """log P(lambda <= x) = log P(s >= scale / x), accurate however small (censoring at the floor)."""
+    x = jnp.asarray(x, dtype=jnp.float64)
+    positive = x > 0
+    safe = jnp.where(positive, x, 1.0)
+    return jnp.where(positive, htmp_log_sf(scale / safe, gamma, kappa, 1.0), -jnp.inf)
+
+
 def inverse_htmp_icdf(q, gamma, kappa, scale=1.0):
     return scale / htmp_icdf(1.0 - jnp.asarray(q, dtype=jnp.float64), gamma, kappa, 1.0)
 
@@ -48,6 +56,9 @@ class InverseHTMP(FixedGammaLaw):
 
     def cdf(self, value):
         return inverse_htmp_cdf(value, self.gamma, self.kappa, self.scale)
+
+    def log_cdf(self, value):
+        return inverse_htmp_log_cdf(value, self.gamma, self.kappa, self.scale)
 
     def icdf(self, q):
         return inverse_htmp_icdf(q, self.gamma, self.kappa, self.scale)

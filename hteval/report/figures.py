@@ -45,19 +45,32 @@ def plot_esd(result, path: Path, prob: float = 0.9) -> Path:
 
 def plot_rank(result, path: Path, prob: float = 0.9, n: int = 100) -> Path:
     """Rank-ordered spectrum (log-log) against posterior predictive spectra: tail misfit shows at low ranks."""
-    x = _eigenvalues(result)[::-1]
-    pred = predictive_spectra(result, n)[:, ::-1]
+    title = f"{result.record['name']}: {_LABELS[result.model]}"
+    return _rank_figure(_eigenvalues(result), predictive_spectra(result, n), prob, "posterior predictive", title,
+                        path)
+
+
+def plot_prior_predictive(result, path: Path, prob: float = 0.9) -> Path:
+    """Rank-ordered spectrum against the prior predictive spectra (`hteval.predictive.add_prior_predictive`): the
+    priors should cover the observed spectrum comfortably, far wider than the posterior band."""
+    spectra = np.asarray(result.data["prior_predictive"]["obs"].values)[0]
+    title = f"{result.record['name']}: {_LABELS[result.model]}, prior predictive check"
+    return _rank_figure(_eigenvalues(result), spectra, prob, "prior predictive", title, path)
+
+
+def _rank_figure(x, spectra, prob, what, title, path):
+    x, spectra = x[::-1], spectra[:, ::-1]
     rank = np.arange(1, x.size + 1)
-    lo, mid, hi = np.quantile(pred, [(1 - prob) / 2, 0.5, (1 + prob) / 2], axis=0)
+    lo, mid, hi = np.quantile(spectra, [(1 - prob) / 2, 0.5, (1 + prob) / 2], axis=0)
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    ax.fill_between(rank, lo, hi, color="C0", alpha=0.3, label=f"posterior predictive {prob:.0%}")
-    ax.plot(rank, mid, color="C0", lw=1, label="posterior predictive median")
+    ax.fill_between(rank, lo, hi, color="C0", alpha=0.3, label=f"{what} {prob:.0%}")
+    ax.plot(rank, mid, color="C0", lw=1, label=f"{what} median")
     ax.plot(rank, x, "k.", ms=3, label="observed")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("rank")
     ax.set_ylabel("eigenvalue")
-    ax.set_title(f"{result.record['name']}: {_LABELS[result.model]}")
+    ax.set_title(title, fontsize=10)
     ax.legend(frameon=False, fontsize=8)
     return _save(fig, path)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -23,28 +22,22 @@ def coefficient_matrix(n: int) -> np.ndarray:
 
 
 def clenshaw(coef, piece, x):
-    """sum_k coef[piece, k] T_k(x) for points x in pieces `piece` (coef: (P, n), zero-padded per piece).
+    """sum_k coef[piece, k] T_k(x) for points x in pieces `piece` (coef: (P, n) with a small n).
 
-    The coefficients are gathered one order at a time, so memory stays O(len(x)) whatever n is.
+    The recurrence is unrolled rather than scanned: compiling the gradient of a scan with a gather inside takes
+    seconds, which a fit pays on every new layer, while n is only _SUB_NODES = 16.
     """
-    coef_t = jnp.transpose(coef)  # (n, P)
-
-    def step(carry, ck):
-        b1, b2 = carry
-        return (ck[piece] + 2 * x * b1 - b2, b1), None
-
-    zero = jnp.zeros_like(x)
-    (b1, b2), _ = jax.lax.scan(step, (zero, zero), coef_t[:0:-1])
-    return coef_t[0][piece] + x * b1 - b2
+    rows = coef[piece]  # (..., n)
+    b1 = b2 = jnp.zeros_like(x)
+    for k in range(coef.shape[1] - 1, 0, -1):
+        b1, b2 = rows[..., k] + 2 * x * b1 - b2, b1
+    return rows[..., 0] + x * b1 - b2
 
 
 def clenshaw_scalar(coef, x):
-    """sum_k coef[k] T_k(x) for one scalar x and coefficient rows coef of shape (n, ...): a vector per order."""
-
-    def step(carry, ck):
-        b1, b2 = carry
-        return (ck + 2 * x * b1 - b2, b1), None
-
-    zero = jnp.zeros_like(coef[0])
-    (b1, b2), _ = jax.lax.scan(step, (zero, zero), coef[:0:-1])
+    """sum_k coef[k] T_k(x) for one scalar x and coefficient rows coef of shape (n, ...): a vector per order
+    (unrolled, as in `clenshaw`)."""
+    b1 = b2 = jnp.zeros_like(coef[0])
+    for k in range(coef.shape[0] - 1, 0, -1):
+        b1, b2 = coef[k] + 2 * x * b1 - b2, b1
     return coef[0] + x * b1 - b2

@@ -185,7 +185,7 @@ def _interpolated_sum(table: HTMPTable, b):
     kt = kappa_table(table.gamma)
     log_b = jnp.clip(jnp.log(b), kt.log_b_edges[0], kt.log_b_edges[-1])
     edges = jnp.asarray(kt.log_b_edges)
-    piece = jnp.clip(jnp.searchsorted(edges[1:-1], log_b), 0, len(kt.log_b_edges) - 2)
+    piece = jnp.clip(jnp.searchsorted(edges[1:-1], log_b, method="compare_all"), 0, len(kt.log_b_edges) - 2)
     x = (2 * log_b - edges[piece] - edges[piece + 1]) / (edges[piece + 1] - edges[piece])
     return (chebyshev.clenshaw_scalar(jnp.asarray(kt.log_abs)[piece], x),
             chebyshev.clenshaw_scalar(jnp.asarray(kt.arg)[piece], x))
@@ -205,33 +205,52 @@ def node_values(table: HTMPTable, b):
     return b * table.h_re + log_j, jnp.pi * b - b * table.h_im - arg_j
 
 
-def _interpolate(table: HTMPTable, values, t):
+def _coefficients(table: HTMPTable, values):
     n = table.sizes[0]  # every piece has the same number of nodes: the transform is block diagonal
-    coef = values.reshape(-1, n) @ jnp.asarray(chebyshev.coefficient_matrix(n)).T
+    return values.reshape(-1, n) @ jnp.asarray(chebyshev.coefficient_matrix(n)).T
+
+
+def _interpolate(table: HTMPTable, coef, t):
     edges = jnp.asarray(table.t_edges)
-    piece = jnp.clip(jnp.searchsorted(edges[1:-1], t), 0, len(table.sizes) - 1)
+    piece = jnp.clip(jnp.searchsorted(edges[1:-1], t, method="compare_all"), 0, len(table.sizes) - 1)
     lo, hi = edges[piece], edges[piece + 1]
     # no clip: t lies in its piece by construction, and clip would halve the gradient exactly at a breakpoint
     return chebyshev.clenshaw(coef, piece, (2 * t - lo - hi) / (hi - lo))
 
 
-def log_abs_i(table: HTMPTable, log_s, b, *, with_phase: bool = False):
-    """log|I(s)| = lgamma(b) + log|U(b, -a, -y)| at log s = log(x / scale) (any shape), optionally with G(s).
+def log_abs_i_fn(table: HTMPTable, b, *, with_phase: bool = False):
+    """For one scalar b, the function log s -> log|I(s)| = lgamma(b) + log|U(b, -a, -y)| (any shape), or
+    log s -> (log|I|, G) with the phase.
 
-    Taking log s keeps x far below the bulk meaningful even where y = n_ s would underflow. G(s) = pi b - arg I(s)
-    is the continuous phase whose ratio G / (pi b) is the CDF (SPEC section 2).
+    The per-b work (node values and their Chebyshev coefficients, a K-vector) is done once here, so a caller
+    evaluating several sets of points (the tail quadrature of the CDF) pays for it once. Taking log s keeps x far
+    below the bulk meaningful even where y = n_ s would underflow. G(s) = pi b - arg I(s) is the continuous phase
+    whose ratio G / (pi b) is the CDF (SPEC section 2).
     """
-    log_s = jnp.asarray(log_s)
     eps = b * (1 / table.gamma - 1)
     edges = table.t_edges
-    below, above = log_s < edges[0], log_s > edges[-1]
-    t = jnp.where(below, edges[0], jnp.where(above, edges[-1], log_s))
     node_l, node_g = node_values(table, b)
-    mid_l = _interpolate(table, node_l, t)
-    lo_l, lo_g = asymptotic.small_s(jnp.minimum(log_s, edges[0]), b, eps)
-    hi_l, hi_g = asymptotic.large_s(jnp.maximum(log_s, edges[-1]), b, eps)
-    log_abs = jnp.where(below, lo_l, jnp.where(above, hi_l, mid_l))
-    if not with_phase:
-        return log_abs
-    mid_g = _interpolate(table, node_g, t)
-    return log_abs, jnp.where(below, lo_g, jnp.where(above, hi_g, mid_g))
+    coef_l = _coefficients(table, node_l)
+    coef_g = _coefficients(table, node_g) if with_phase else None
+
+    def evaluate(log_s):
+        log_s = jnp.asarray(log_s)
+        below, above = log_s < edges[0], log_s > edges[-1]
+        t = jnp.where(below, edges[0], jnp.where(above, edges[-1], log_s))
+        # the closed forms cost as much as the table and are rarely needed: evaluated only when some point is out
+        zeros = (jnp.zeros_like(t), jnp.zeros_like(t))
+        lo_l, lo_g = jax.lax.cond(jnp.any(below), lambda: asymptotic.small_s(jnp.minimum(log_s, edges[0]), b, eps),
+                                  lambda: zeros)
+        hi_l, hi_g = jax.lax.cond(jnp.any(above), lambda: asymptotic.large_s(jnp.maximum(log_s, edges[-1]), b, eps),
+                                  lambda: zeros)
+        log_abs = jnp.where(below, lo_l, jnp.where(above, hi_l, _interpolate(table, coef_l, t)))
+        if not with_phase:
+            return log_abs
+        return log_abs, jnp.where(below, lo_g, jnp.where(above, hi_g, _interpolate(table, coef_g, t)))
+
+    return evaluate
+
+
+def log_abs_i(table: HTMPTable, log_s, b, *, with_phase: bool = False):
+    """log|I(s)| (and G(s)) at log s for one scalar b; see `log_abs_i_fn`."""
+    return log_abs_i_fn(table, b, with_phase=with_phase)(log_s)
