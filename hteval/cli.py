@@ -7,6 +7,7 @@ and exit 2 for input errors (1 for other hteval errors); --debug shows the trace
 import argparse
 import json
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -180,6 +181,12 @@ def _enable_float64() -> None:
     import jax  # imported here: importing hteval must not change JAX's global configuration
 
     jax.config.update("jax_enable_x64", True)
+    # Compiled samplers persist between runs (a new process fitting a layer of a shape seen before skips the
+    # ~10-20 s of XLA compilation); HTEVAL_CACHE=off disables it, HTEVAL_CACHE=DIR moves it.
+    cache = os.environ.get("HTEVAL_CACHE", str(Path.home() / ".cache" / "hteval" / "jax"))
+    if cache != "off":
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 if __name__ == "__main__":

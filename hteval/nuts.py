@@ -29,10 +29,20 @@ _STATS = ("diverging", "energy", "lp", "n_steps", "acceptance_rate", "step_size"
 
 @functools.lru_cache(maxsize=32)
 def _kernel_and_step(model, warmup: int):
-    """One NUTS kernel and its jitted chunk per (model function, warm-up length): a later layer whose data have
-    the same shapes reuses the compiled program (the data are arguments; the adaptation schedule is static)."""
+    """One NUTS kernel with its jitted initialisation and chunk per (model function, warm-up length): a later
+    layer whose data have the same shapes reuses the compiled programs (the data are arguments; the adaptation
+    schedule is static). Initialising eagerly instead would compile the likelihood op by op, ~10 s a chain."""
     kernel = NUTS(model)
-    return kernel, _advance(kernel)
+    init = jax.jit(lambda key, args, kwargs: kernel.init(key, warmup, model_args=args, model_kwargs=kwargs))
+    return kernel, init, _advance(kernel)
+
+
+@functools.lru_cache(maxsize=32)
+def _draw_functions(kernel: NUTS, model):
+    """Jitted (constrain, pointwise log-likelihood) of a batch of draws, reused across layers of one shape."""
+    constrain = jax.jit(lambda z, args, kwargs: jax.vmap(kernel.postprocess_fn(args, kwargs))(z))
+    loglik = jax.jit(lambda s, args, kwargs: log_likelihood(model, s, *args, batch_ndims=1, **kwargs)["obs"])
+    return constrain, loglik
 
 
 def _advance(kernel: NUTS):
@@ -50,7 +60,7 @@ def _advance(kernel: NUTS):
 def run_chains(model, args: tuple, kwargs: dict[str, Any], *, key, chains: int, warmup: int, draws: int,
                progress_bar: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], NUTS]:
     """Run `chains` NUTS chains one after another: (unconstrained draws, sample stats, each (chain, draw); kernel)."""
-    kernel, advance = _kernel_and_step(model, warmup)
+    kernel, init, advance = _kernel_and_step(model, warmup)
     n_chunks = math.ceil((warmup + draws) / CHUNK)
     bar = None
     if progress_bar:
@@ -59,7 +69,7 @@ def run_chains(model, args: tuple, kwargs: dict[str, Any], *, key, chains: int, 
         bar = tqdm(total=chains * n_chunks * CHUNK, unit="it", desc="NUTS")
     z_chains, stat_chains = [], []
     for chain_key in jax.random.split(key, chains):
-        state = kernel.init(chain_key, warmup, model_args=args, model_kwargs=kwargs)
+        state = init(chain_key, args, kwargs)
         pieces = []
         for _ in range(n_chunks):
             state, collected = advance(state, args, kwargs)
@@ -82,9 +92,9 @@ def to_datatree(model, args: tuple, kwargs: dict[str, Any], kernel: NUTS, z: dic
     and observed_data, with the eigenvalue dimension named as everywhere else ("eigenvalues")."""
     chains, draws = next(iter(z.values())).shape[:2]
     flat = {k: jnp.asarray(v.reshape((chains * draws,) + v.shape[2:])) for k, v in z.items()}
-    constrain = jax.jit(jax.vmap(kernel.postprocess_fn(args, kwargs)))
-    posterior = constrain(flat)
-    loglik = jax.jit(lambda s: log_likelihood(model, s, *args, batch_ndims=1, **kwargs)["obs"])(posterior)
+    constrain, loglik = _draw_functions(kernel, model)
+    posterior = constrain(flat, args, kwargs)
+    loglik = loglik(posterior, args, kwargs)
     unflat = lambda v: np.asarray(v).reshape((chains, draws) + np.shape(v)[1:])  # noqa: E731
     return az.from_dict(
         {"posterior": {k: unflat(v) for k, v in posterior.items()},

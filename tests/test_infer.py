@@ -92,8 +92,8 @@ def test_chains_and_layers_of_one_shape_share_one_compiled_program(spectrum_and_
     before = _kernel_and_step.cache_info().hits
     fit(other, gamma=0.5, chains=2, draws=500, warmup=500, seed=1)
     assert _kernel_and_step.cache_info().hits == before + 1
-    _, advance = _kernel_and_step(*_cached_key(result))
-    assert advance._cache_size() == 1
+    _, init, advance = _kernel_and_step(*_cached_key(result))
+    assert init._cache_size() == 1 and advance._cache_size() == 1
 
 
 def _cached_key(result):

@@ -21,6 +21,21 @@ def coefficient_matrix(n: int) -> np.ndarray:
     return mat
 
 
+def basis(x, n: int, *, derivative: bool = False):
+    """T_0(x) .. T_{n-1}(x) stacked on a last axis (and, with derivative, T_k'(x) = k U_{k-1}(x) too)."""
+    t = [jnp.ones_like(x), x]
+    for _ in range(2, n):
+        t.append(2 * x * t[-1] - t[-2])
+    values = jnp.stack(t[:n], axis=-1)
+    if not derivative:
+        return values
+    u = [jnp.ones_like(x), 2 * x]
+    for _ in range(2, n - 1):
+        u.append(2 * x * u[-1] - u[-2])
+    d = [jnp.zeros_like(x)] + [k * u[k - 1] for k in range(1, n)]
+    return values, jnp.stack(d, axis=-1)
+
+
 def clenshaw(coef, piece, x):
     """sum_k coef[piece, k] T_k(x) for points x in pieces `piece` (coef: (P, n) with a small n).
 

@@ -160,6 +160,8 @@ class KappaTable:
     log_b_edges: np.ndarray  # (R + 1,)
     log_abs: np.ndarray  # (R, _B_NODES, K)
     arg: np.ndarray  # (R, _B_NODES, K)
+    d_log_abs: np.ndarray  # (R, _B_NODES, K): the same series differentiated in log b
+    d_arg: np.ndarray  # (R, _B_NODES, K)
 
 
 @functools.lru_cache(maxsize=64)
@@ -177,18 +179,29 @@ def kappa_table(gamma: float) -> KappaTable:
             j = np.array([re + 1j * im for re, im in (_contour_sum(table, bi, np) for bi in b)])
         log_abs.append(to_coef @ np.log(np.abs(j)))
         arg.append(to_coef @ np.unwrap(np.angle(j), axis=0))
-    return KappaTable(log_b_edges=edges, log_abs=np.array(log_abs), arg=np.array(arg))
+
+    def in_log_b(coef):  # d/dx -> d/dlog b on each piece, zero-padded back to _B_NODES orders
+        slopes = 2 / np.diff(edges)[:, None, None]
+        return slopes * np.pad(np.polynomial.chebyshev.chebder(np.array(coef), axis=1), ((0, 0), (0, 1), (0, 0)))
+
+    return KappaTable(log_b_edges=edges, log_abs=np.array(log_abs), arg=np.array(arg), d_log_abs=in_log_b(log_abs),
+                      d_arg=in_log_b(arg))
 
 
-def _interpolated_sum(table: HTMPTable, b):
-    """log|J| and arg J at every node from the log-b Chebyshev pieces (the traced path)."""
+def _interpolated_sum(table: HTMPTable, b, series=("log_abs", "arg")):
+    """log|J| and arg J (or their log-b derivatives) at every node from the log-b Chebyshev pieces (traced path)."""
     kt = kappa_table(table.gamma)
     log_b = jnp.clip(jnp.log(b), kt.log_b_edges[0], kt.log_b_edges[-1])
     edges = jnp.asarray(kt.log_b_edges)
     piece = jnp.clip(jnp.searchsorted(edges[1:-1], log_b, method="compare_all"), 0, len(kt.log_b_edges) - 2)
     x = (2 * log_b - edges[piece] - edges[piece + 1]) / (edges[piece + 1] - edges[piece])
-    return (chebyshev.clenshaw_scalar(jnp.asarray(kt.log_abs)[piece], x),
-            chebyshev.clenshaw_scalar(jnp.asarray(kt.arg)[piece], x))
+    return tuple(chebyshev.clenshaw_scalar(jnp.asarray(getattr(kt, name))[piece], x) for name in series)
+
+
+def node_derivatives(table: HTMPTable, b):
+    """d/db of the two node_values arrays (from the differentiated log-b series)."""
+    d_log_j, d_arg_j = _interpolated_sum(table, b, ("d_log_abs", "d_arg"))
+    return table.h_re + d_log_j / b, jnp.pi - table.h_im - d_arg_j / b
 
 
 def node_values(table: HTMPTable, b):
@@ -210,12 +223,52 @@ def _coefficients(table: HTMPTable, values):
     return values.reshape(-1, n) @ jnp.asarray(chebyshev.coefficient_matrix(n)).T
 
 
-def _interpolate(table: HTMPTable, coef, t):
+def _locate(table: HTMPTable, t):
+    """Piece index, local coordinate in [-1, 1] and its derivative in t, for points t inside the table."""
     edges = jnp.asarray(table.t_edges)
     piece = jnp.clip(jnp.searchsorted(edges[1:-1], t, method="compare_all"), 0, len(table.sizes) - 1)
     lo, hi = edges[piece], edges[piece + 1]
     # no clip: t lies in its piece by construction, and clip would halve the gradient exactly at a breakpoint
-    return chebyshev.clenshaw(coef, piece, (2 * t - lo - hi) / (hi - lo))
+    return piece, (2 * t - lo - hi) / (hi - lo), 2 / (hi - lo)
+
+
+@functools.lru_cache(maxsize=64)
+def _table_interpolant(gamma: float, with_phase: bool):
+    """(b, t) -> log|I| inside the table, or (log|I|, G) with the phase, with a hand-written derivative rule.
+
+    Autodiff through the node interpolation and the per-point gathers would compile to scatter-adds; the rule
+    instead evaluates the same Chebyshev sums with the differentiated log-b series (for d/db) and the
+    differentiated basis (for d/dt). The phase is computed only when asked for: the likelihood of the observed
+    eigenvalues needs log|I| alone.
+    """
+    table = htmp_table(gamma)
+    count = 2 if with_phase else 1
+
+    def coefficients(values):
+        return jnp.stack([_coefficients(table, v) for v in values], axis=-1)  # (P, n, len(values))
+
+    @jax.custom_jvp
+    def interpolant(b, t):
+        piece, u, _ = _locate(table, t)
+        at = jnp.sum(coefficients(node_values(table, b)[:count])[piece] * chebyshev.basis(u, table.sizes[0])[..., None],
+                     axis=-2)
+        return tuple(at[..., i] for i in range(count))
+
+    @interpolant.defjvp
+    def interpolant_jvp(primals, tangents):
+        b, t = primals
+        db, dt = tangents
+        rows = coefficients(node_values(table, b)[:count] + node_derivatives(table, b)[:count])
+        piece, u, du_dt = _locate(table, t)
+        rows = rows[piece]  # (..., n, 2 count): values, then d/db
+        basis, d_basis = chebyshev.basis(u, table.sizes[0], derivative=True)
+        at = jnp.sum(rows * basis[..., None], axis=-2)
+        slope = jnp.sum(rows[..., :count] * d_basis[..., None], axis=-2) * du_dt[..., None]  # d/dt
+        out = tuple(at[..., i] for i in range(count))
+        tangent = tuple(at[..., count + i] * db + slope[..., i] * dt for i in range(count))
+        return out, tangent
+
+    return interpolant
 
 
 def log_abs_i_fn(table: HTMPTable, b, *, with_phase: bool = False):
@@ -229,9 +282,6 @@ def log_abs_i_fn(table: HTMPTable, b, *, with_phase: bool = False):
     """
     eps = b * (1 / table.gamma - 1)
     edges = table.t_edges
-    node_l, node_g = node_values(table, b)
-    coef_l = _coefficients(table, node_l)
-    coef_g = _coefficients(table, node_g) if with_phase else None
 
     def evaluate(log_s):
         log_s = jnp.asarray(log_s)
@@ -239,14 +289,17 @@ def log_abs_i_fn(table: HTMPTable, b, *, with_phase: bool = False):
         t = jnp.where(below, edges[0], jnp.where(above, edges[-1], log_s))
         # the closed forms cost as much as the table and are rarely needed: evaluated only when some point is out
         zeros = (jnp.zeros_like(t), jnp.zeros_like(t))
-        lo_l, lo_g = jax.lax.cond(jnp.any(below), lambda: asymptotic.small_s(jnp.minimum(log_s, edges[0]), b, eps),
+        ratio = 1 / table.gamma - 1  # eps / b
+        lo_l, lo_g = jax.lax.cond(jnp.any(below),
+                                  lambda: asymptotic.small_s_differenced(jnp.minimum(log_s, edges[0]), b, ratio),
                                   lambda: zeros)
         hi_l, hi_g = jax.lax.cond(jnp.any(above), lambda: asymptotic.large_s(jnp.maximum(log_s, edges[-1]), b, eps),
                                   lambda: zeros)
-        log_abs = jnp.where(below, lo_l, jnp.where(above, hi_l, _interpolate(table, coef_l, t)))
+        mid = _table_interpolant(table.gamma, with_phase)(b, t)
+        log_abs = jnp.where(below, lo_l, jnp.where(above, hi_l, mid[0]))
         if not with_phase:
             return log_abs
-        return log_abs, jnp.where(below, lo_g, jnp.where(above, hi_g, _interpolate(table, coef_g, t)))
+        return log_abs, jnp.where(below, lo_g, jnp.where(above, hi_g, mid[1]))
 
     return evaluate
 
