@@ -23,6 +23,11 @@ from numpyro.infer.util import log_likelihood
 #: iterations per compiled chunk: the progress bar's granularity; a chain runs at most CHUNK - 1 spare iterations
 CHUNK = 50
 
+#: Linux refuses new memory mappings past vm.max_map_count (65530 by default), and XLA's CPU compiler then fails
+#: with "Cannot allocate memory"; a compiled sampler holds ~2000 mappings, so a process that fits many layer
+#: shapes drops its compiled programs when it nears the limit (they are rebuilt on demand).
+_MAP_BUDGET = 0.6
+
 #: per-iteration NUTS statistics, under ArviZ's sample_stats names
 _STATS = ("diverging", "energy", "lp", "n_steps", "acceptance_rate", "step_size")
 
@@ -45,6 +50,23 @@ def _draw_functions(kernel: NUTS, model):
     return constrain, loglik
 
 
+def release_compiled_programs_near_map_limit() -> bool:
+    """Drop JAX's compiled programs if this process uses over _MAP_BUDGET of its memory-mapping limit."""
+    try:
+        with open("/proc/sys/vm/max_map_count") as f:
+            limit = int(f.read())
+        with open("/proc/self/maps") as f:
+            count = sum(1 for _ in f)
+    except (OSError, ValueError):
+        return False  # not Linux: no such limit to guard
+    if count <= _MAP_BUDGET * limit:
+        return False
+    jax.clear_caches()
+    _kernel_and_step.cache_clear()
+    _draw_functions.cache_clear()
+    return True
+
+
 def _advance(kernel: NUTS):
     def run(state, args, kwargs):
         def body(s, _):
@@ -60,6 +82,7 @@ def _advance(kernel: NUTS):
 def run_chains(model, args: tuple, kwargs: dict[str, Any], *, key, chains: int, warmup: int, draws: int,
                progress_bar: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], NUTS]:
     """Run `chains` NUTS chains one after another: (unconstrained draws, sample stats, each (chain, draw); kernel)."""
+    release_compiled_programs_near_map_limit()
     kernel, init, advance = _kernel_and_step(model, warmup)
     n_chunks = math.ceil((warmup + draws) / CHUNK)
     bar = None
