@@ -36,22 +36,10 @@ def basis(x, n: int, *, derivative: bool = False):
     return values, jnp.stack(d, axis=-1)
 
 
-def clenshaw(coef, piece, x):
-    """sum_k coef[piece, k] T_k(x) for points x in pieces `piece` (coef: (P, n) with a small n).
-
-    The recurrence is unrolled rather than scanned: compiling the gradient of a scan with a gather inside takes
-    seconds, which a fit pays on every new layer, while n is only _SUB_NODES = 16.
-    """
-    rows = coef[piece]  # (..., n)
-    b1 = b2 = jnp.zeros_like(x)
-    for k in range(coef.shape[1] - 1, 0, -1):
-        b1, b2 = rows[..., k] + 2 * x * b1 - b2, b1
-    return rows[..., 0] + x * b1 - b2
-
-
 def clenshaw_scalar(coef, x):
-    """sum_k coef[k] T_k(x) for one scalar x and coefficient rows coef of shape (n, ...): a vector per order
-    (unrolled, as in `clenshaw`)."""
+    """sum_k coef[k] T_k(x) for one scalar x and coefficient rows coef of shape (n, ...): a vector per order.
+
+    Unrolled rather than scanned: a scan's gradient compiles slowly, and n is only 20."""
     b1 = b2 = jnp.zeros_like(coef[0])
     for k in range(coef.shape[0] - 1, 0, -1):
         b1, b2 = coef[k] + 2 * x * b1 - b2, b1
