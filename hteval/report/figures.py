@@ -55,10 +55,15 @@ def plot_prior_predictive(result, path: Path, prob: float = 0.9) -> Path:
     priors should cover the observed spectrum comfortably, far wider than the posterior band."""
     spectra = np.asarray(result.data["prior_predictive"]["obs"].values)[0]
     title = f"{result.record['name']}: {_LABELS[result.model]}, prior predictive check"
-    return _rank_figure(_eigenvalues(result), spectra, prob, "prior predictive", title, path)
+    x = _eigenvalues(result)
+    # kappa near 1e-3 puts prior quantiles at the bottom of double precision; the band is drawn to 6 decades
+    # around the data, where a reader can still see the observed spectrum
+    window = (x.min() * 1e-6, x.max() * 1e6)
+    return _rank_figure(x, spectra, prob, "prior predictive", title + " (band clipped to the data +- 6 decades)",
+                        path, ylim=window)
 
 
-def _rank_figure(x, spectra, prob, what, title, path):
+def _rank_figure(x, spectra, prob, what, title, path, ylim=None):
     x, spectra = x[::-1], spectra[:, ::-1]
     rank = np.arange(1, x.size + 1)
     lo, mid, hi = np.quantile(spectra, [(1 - prob) / 2, 0.5, (1 + prob) / 2], axis=0)
@@ -70,6 +75,8 @@ def _rank_figure(x, spectra, prob, what, title, path):
     ax.set_yscale("log")
     ax.set_xlabel("rank")
     ax.set_ylabel("eigenvalue")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.set_title(title, fontsize=10)
     ax.legend(frameon=False, fontsize=8)
     return _save(fig, path)
