@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_esd(commands)
     _add_fit(commands)
+    _add_compare(commands)
     return parser
 
 
@@ -59,7 +60,7 @@ def _add_fit(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--eigenvalues", type=Path, help="file of eigenvalues instead of a checkpoint")
     parser.add_argument("--gamma", type=float, help="aspect ratio M/N of raw eigenvalues")
     parser.add_argument("--floor", type=float, help="censoring floor of raw eigenvalues (default: float64's)")
-    parser.add_argument("--model", default="htmp", choices=["htmp", "inverse-htmp", "mp"])
+    parser.add_argument("--model", default="htmp", choices=list(names.MODEL_LABELS))
     parser.add_argument("--prob", type=float, default=0.9, help="credible interval probability")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chains", type=int, default=4)
@@ -72,16 +73,10 @@ def _add_fit(commands: argparse._SubParsersAction) -> None:
 def cmd_fit(args: argparse.Namespace) -> int:
     """Fit, then write summary.json (written last, so its presence means the fit finished) and posterior.nc."""
     from hteval.infer import fit
-    from hteval.io import read_eigenvalues
     from hteval.predictive import add_posterior_predictive, add_prior_predictive
     from hteval.report.figures import plot_esd, plot_prior_predictive, plot_rank, plot_trace_pair
 
-    if args.eigenvalues is not None:
-        source, layer = read_eigenvalues(args.eigenvalues), args.layer or args.eigenvalues.stem
-    elif args.path is not None:
-        source, layer = args.path, args.layer
-    else:
-        raise InputError("give a checkpoint PATH or --eigenvalues FILE")
+    source, layer = _source(args)
     result = fit(source, layer=layer, model=args.model, gamma=args.gamma, prob=args.prob, seed=args.seed,
                  chains=args.chains, draws=args.draws, warmup=args.warmup, floor=args.floor, progress_bar=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -98,6 +93,72 @@ def cmd_fit(args: argparse.Namespace) -> int:
         print(f"NOT CONVERGED ({'; '.join(result.diagnostics['reasons'])}): intervals below are unreliable")
     print(result.summary[["median", "ci_low", "ci_high", "r_hat", "ess_bulk"]].to_string())
     print(f"wrote summary.json, posterior.nc, {', '.join(f.name for f in figures)} to {args.out}")
+    return EXIT_OK
+
+
+def _source(args: argparse.Namespace):
+    """(source, layer) of fit and compare: a checkpoint and layer name, or a file of eigenvalues."""
+    from hteval.io import read_eigenvalues
+
+    if args.eigenvalues is not None and args.path is not None:
+        raise InputError("give a checkpoint PATH or --eigenvalues FILE, not both")
+    if args.eigenvalues is not None:
+        return read_eigenvalues(args.eigenvalues), args.layer or args.eigenvalues.stem
+    if args.path is not None:
+        return args.path, args.layer
+    raise InputError("give a checkpoint PATH or --eigenvalues FILE")
+
+
+def _add_compare(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("compare", help="compare ensemble models on one layer (PSIS-LOO, stacking)",
+                                 description="Fit several ensemble models to one layer and compare them by PSIS-LOO "
+                                 "with stacking weights, Pareto-k diagnostics and posterior predictive p-values; "
+                                 "write comparison.json, comparison.csv and figures to --out.")
+    parser.add_argument("path", nargs="?", type=Path, help="checkpoint file or directory")
+    parser.add_argument("--layer", help="layer name (required when the checkpoint has several)")
+    parser.add_argument("--eigenvalues", type=Path, help="file of eigenvalues instead of a checkpoint")
+    parser.add_argument("--gamma", type=float, help="aspect ratio M/N of raw eigenvalues")
+    parser.add_argument("--floor", type=float, help="censoring floor of raw eigenvalues (default: float64's)")
+    parser.add_argument("--models", default="mp,htmp,htmp-outliers,inverse-htmp,powerlaw,correlated-mp,lognormal",
+                        help="comma-separated models (default: %(default)s)")
+    parser.add_argument("--prob", type=float, default=0.9, help="credible interval probability")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=1000)
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.set_defaults(run=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Fit every model, write each posterior as it finishes, then comparison.json / .csv and the figures."""
+    from hteval.compare import compare_fits, fit_models
+    from hteval.report.figures import plot_comparison
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in names.MODEL_LABELS]
+    if unknown or len(models) < 2:
+        raise InputError(f"--models needs two or more of {', '.join(names.MODEL_LABELS)}; got {args.models!r}")
+    source, layer = _source(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def save(model, result):
+        result.data.to_netcdf(args.out / f"posterior_{model}.nc", engine="h5netcdf")
+
+    fits = fit_models(source, layer=layer, models=models, gamma=args.gamma, prob=args.prob, seed=args.seed,
+                      chains=args.chains, draws=args.draws, warmup=args.warmup, floor=args.floor,
+                      progress_bar=True, on_fit=save)
+    comparison = compare_fits(fits, seed=args.seed)
+    comparison.table.to_csv(args.out / "comparison.csv")
+    figures = plot_comparison(comparison, args.out, args.prob)
+    document = comparison.to_json()
+    document["figures"] = [f.name for f in figures]
+    (args.out / "comparison.json").write_text(json.dumps(document, indent=2))
+    print(comparison.table.to_string(float_format="{:.4g}".format))
+    print(f"best: {comparison.best}")
+    for note in comparison.warnings:
+        print(f"warning: {note}")
+    print(f"wrote comparison.json, comparison.csv, {', '.join(f.name for f in figures)} to {args.out}")
     return EXIT_OK
 
 

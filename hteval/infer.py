@@ -45,6 +45,7 @@ class FitResult:
     settings: dict[str, Any]
     version: str = field(default="")
     layer: LayerSpectrum | None = field(default=None, repr=False)  # the fitted spectrum (for predictive checks)
+    probabilities: dict[str, float] = field(default_factory=dict)  # e.g. P(alpha < 2) of the power-law model
 
     @property
     def converged(self) -> bool:
@@ -56,7 +57,8 @@ class FitResult:
         return {"model": self.model, "layer": self.record[names.NAME], names.N_EIGS: self.record[names.N_EIGS],
                 names.N_CENSORED: self.record[names.N_CENSORED], names.GAMMA: self.record[names.GAMMA],
                 "prob": self.prob, "parameters": parameters, "diagnostics": self.diagnostics,
-                "settings": self.settings, "record": self.record, "version": self.version}
+                "probabilities": self.probabilities, "settings": self.settings, "record": self.record,
+                "version": self.version}
 
 
 def _json_number(value):
@@ -64,7 +66,7 @@ def _json_number(value):
     return value if np.isfinite(value) else None
 
 
-def _layer_from_source(source, layer, gamma, floor) -> LayerSpectrum:
+def layer_from_source(source, layer, gamma, floor) -> LayerSpectrum:
     if isinstance(source, LayerSpectrum):
         return source
     if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
@@ -159,12 +161,16 @@ def fit(source, layer=None, model="htmp", gamma=None, prob=0.9, seed=0, chains=4
         raise InputError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
     if not jax.config.jax_enable_x64:
         raise RuntimeError("hteval needs float64: call jax.config.update('jax_enable_x64', True) first")
-    rec = _layer_from_source(source, layer, gamma, floor)
+    rec = layer_from_source(source, layer, gamma, floor)
     module = MODELS[model]
     model_fn, args, kwargs = layer_model(module, rec), (jnp.asarray(rec.eigenvalues),), model_data(rec)
     z, stats, kernel = run_chains(model_fn, args, kwargs, key=layer_key(seed, rec.name), chains=chains,
                                   warmup=warmup, draws=draws, progress_bar=progress_bar)
-    data = to_datatree(model_fn, args, kwargs, kernel, z, stats, observed=rec.eigenvalues,
+    complete = None
+    if hasattr(module, "complete"):
+        complete_key = jax.random.fold_in(layer_key(seed, rec.name), 1)
+        complete = functools.partial(_complete, module, complete_key, args[0], {"gamma": rec.gamma, **kwargs})
+    data = to_datatree(model_fn, args, kwargs, kernel, z, stats, observed=rec.eigenvalues, complete=complete,
                        attrs={"hteval_version": __version__, "model": model, "layer": rec.name, "seed": seed})
     summary = _summarise(data, module.PARAMETERS, prob)
     diagnostics = _diagnose(data, summary)
@@ -172,5 +178,13 @@ def fit(source, layer=None, model="htmp", gamma=None, prob=0.9, seed=0, chains=4
         logger.warning("%s / %s did not converge: %s", rec.name, model, "; ".join(diagnostics["reasons"]))
     settings = {"seed": seed, "chains": chains, "draws": draws, "warmup": warmup, "sampler": "NUTS",
                 "chain_method": "sequential, one compiled program", "backend": jax.default_backend()}
+    probabilities = {}
+    if hasattr(module, "probabilities"):
+        probabilities = module.probabilities({k: v.values for k, v in data["posterior"].to_dataset().items()})
     return FitResult(model=model, record=rec.to_record(), prob=prob, summary=summary, data=data,
-                     diagnostics=diagnostics, settings=settings, version=__version__, layer=rec)
+                     diagnostics=diagnostics, settings=settings, version=__version__, layer=rec,
+                     probabilities=probabilities)
+
+
+def _complete(module, key, eigenvalues, data, posterior):
+    return jax.jit(lambda k, e, p: module.complete(k, p, e, **data))(key, eigenvalues, posterior)

@@ -42,3 +42,19 @@ NORMALISATION_GRAM_OVER_N = "svd(W)^2/N"
 KAPPA = "kappa"
 SCALE = "scale"
 TEMPERATURE = "T"
+
+# Ensemble models: the names of the API, the CLI's --model/--models and the JSON "model" keys, with plot labels.
+MODEL_LABELS = {"mp": "MP + outliers", "htmp": "HTMP", "htmp-outliers": "HTMP + outliers",
+                "inverse-htmp": "inverse HTMP", "powerlaw": "power-law tail", "correlated-mp": "correlated MP",
+                "lognormal": "log-normal"}
+
+# Model comparison (comparison.json, comparison.csv).
+ELPD_LOO = "elpd_loo"
+SE = "se"
+D_ELPD = "d_elpd"
+D_SE = "d_se"
+WEIGHT = "weight"
+PARETO_K_BAD = "pareto_k_bad"
+PPC_PVALUE = "ppc_pvalue"
+CONVERGED = "converged"
+COMPARISON_FIELDS = ("name", ELPD_LOO, SE, D_ELPD, D_SE, WEIGHT, PARETO_K_BAD, PPC_PVALUE, CONVERGED)

@@ -110,14 +110,22 @@ def run_chains(model, args: tuple, kwargs: dict[str, Any], *, key, chains: int, 
 
 
 def to_datatree(model, args: tuple, kwargs: dict[str, Any], kernel: NUTS, z: dict[str, np.ndarray],
-                stats: dict[str, np.ndarray], *, observed: np.ndarray, attrs: dict[str, Any]):
+                stats: dict[str, np.ndarray], *, observed: np.ndarray, attrs: dict[str, Any], complete=None):
     """posterior (constrained and deterministic sites), log_likelihood of the observed eigenvalues, sample_stats
-    and observed_data, with the eigenvalue dimension named as everywhere else ("eigenvalues")."""
+    and observed_data, with the eigenvalue dimension named as everywhere else ("eigenvalues").
+
+    complete(posterior) -> (added sites, pointwise log-likelihood): for models that marginalise a latent out of
+    the NUTS target (see `hteval.models`); it replaces numpyro's per-site log-likelihood.
+    """
     chains, draws = next(iter(z.values())).shape[:2]
     flat = {k: jnp.asarray(v.reshape((chains * draws,) + v.shape[2:])) for k, v in z.items()}
     constrain, loglik = _draw_functions(kernel, model)
     posterior = constrain(flat, args, kwargs)
-    loglik = loglik(posterior, args, kwargs)
+    if complete is None:
+        loglik = loglik(posterior, args, kwargs)
+    else:
+        added, loglik = complete(posterior)
+        posterior = {**posterior, **added}
     unflat = lambda v: np.asarray(v).reshape((chains, draws) + np.shape(v)[1:])  # noqa: E731
     return az.from_dict(
         {"posterior": {k: unflat(v) for k, v in posterior.items()},

@@ -1,70 +1,108 @@
-"""Prior and posterior predictive draws: iid eigenvalue spectra (inverse-CDF sampling) from parameter draws.
+"""Prior and posterior predictive draws: iid eigenvalue spectra from parameter draws, for every model.
 
 The prior predictive check asks whether the priors of `hteval.models.priors` put mass on spectra like the
 observed one before seeing it (they are scale-free: centred on the ESD's mean); the posterior predictive check
-asks whether the fitted model reproduces it, the upper tail above all (`hteval.report.figures.plot_rank`).
+asks whether the fitted model reproduces it, the upper tail above all (`hteval.report.figures.plot_rank`), and
+`ks_pvalue` turns that into a posterior predictive p-value.
+
+Each model module gives its one-eigenvalue law for a parameter draw (`log_density`, `log_cdf`, `draw`; see
+`hteval.models`), so nothing here knows a model by name.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from hteval.densities.htmp import htmp_icdf, htmp_logpdf
-from hteval.densities.inverse_htmp import inverse_htmp_icdf, inverse_htmp_logpdf
-from hteval.densities.mp import mp_icdf, mp_logpdf
+from hteval.models import MODELS
 
-_LAWS = {"htmp": (htmp_logpdf, htmp_icdf), "inverse-htmp": (inverse_htmp_logpdf, inverse_htmp_icdf)}
+
+def _context(result) -> dict:
+    """The fixed quantities every law function takes: gamma, M and the ESD mean the outlier law is centred on."""
+    scale_ref = float(np.mean(result.data["observed_data"]["obs"].values))
+    return {"gamma": float(result.record["gamma"]), "m": int(result.record["M"]), "scale_ref": scale_ref}
 
 
 def parameter_draws(result, n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """n posterior draws (chains pooled, thinned evenly; `seed` picks the offset) of the model's parameters."""
+    """n posterior draws (chains pooled, thinned evenly; `seed` picks the offset) of the model's law parameters."""
     post = result.data["posterior"].to_dataset()
-    names = ("sigma2", "outlier_weight") if result.model == "mp" else ("kappa", "scale")
-    flat = {k: post[k].values.reshape(-1) for k in names}
+    flat = {k: post[k].values.reshape(-1) for k in MODELS[result.model].LAW_SITES}
     total = next(iter(flat.values())).size
     idx = (np.linspace(0, total - 1, n).astype(int) + seed) % total
     return {k: v[idx] for k, v in flat.items()}
 
 
+@functools.lru_cache(maxsize=32)
+def _batched(model: str, what: str, context_items: tuple):
+    """A jitted law function over a batch of draws. lax.map rather than vmap: the per-draw program (one kappa,
+    hence one table of log|U|) is the one NUTS compiles, while vmap would batch the table build and run both
+    sides of every branch, which costs more to compile than the draws cost to evaluate."""
+    module, context = MODELS[model], dict(context_items)
+    if what == "draw":
+        def draw(keys, p, n):
+            return jax.lax.map(lambda a: module.draw(a[0], a[1], n, **context), (keys, p))
+
+        return jax.jit(draw, static_argnums=2)
+    function = getattr(module, what)
+    return jax.jit(lambda x, p: jax.lax.map(lambda q: function(x, q, **context), p))
+
+
 def log_density_draws(result, x, n: int = 200) -> np.ndarray:
-    """log f(x) for n posterior draws: shape (n, len(x)); MP draws include their outlier component."""
+    """log f(x) for n posterior draws: shape (n, len(x)), outlier components included."""
     draws = parameter_draws(result, n)
-    gamma = result.record["gamma"]
-    x = jnp.asarray(x)
-    if result.model == "mp":
-        from hteval.models.mp import OUTLIER_LOG_SD
-
-        mean = float(np.mean(result.data["observed_data"]["obs"].values))
-
-        def one(s2, w):
-            outlier = jax.scipy.stats.norm.logpdf(jnp.log(x), jnp.log(mean), OUTLIER_LOG_SD) - jnp.log(x)
-            return jnp.logaddexp(jnp.log1p(-w) + mp_logpdf(x, gamma, s2), jnp.log(w) + outlier)
-
-        return np.asarray(jax.vmap(one)(draws["sigma2"], draws["outlier_weight"]))
-    logpdf, _ = _LAWS[result.model]
-    return np.asarray(jax.vmap(lambda k, s: logpdf(x, gamma, k, s))(draws["kappa"], draws["scale"]))
+    fn = _batched(result.model, "log_density", tuple(_context(result).items()))
+    return np.asarray(fn(jnp.asarray(x), draws))
 
 
-def spectra_from_draws(model: str, draws: dict[str, np.ndarray], gamma: float, m: int, seed: int = 0) -> np.ndarray:
-    """One iid spectrum of m eigenvalues per parameter draw, each sorted ascending: shape (n_draws, m)."""
+def spectra_from_draws(model: str, draws: dict[str, np.ndarray], context: dict, n_eigs: int,
+                       seed: int = 0) -> np.ndarray:
+    """One iid spectrum of n_eigs eigenvalues per parameter draw, each sorted ascending: shape (n_draws, n_eigs)."""
     n = next(iter(draws.values())).size
-    u = jax.random.uniform(jax.random.PRNGKey(seed), (n, m), minval=1e-12, maxval=1 - 1e-12)
-    if model == "mp":
-        sample = jax.vmap(lambda q, s2: mp_icdf(q, gamma, s2))(u, jnp.asarray(draws["sigma2"]))
-    else:
-        _, icdf = _LAWS[model]
-        sample = jax.vmap(lambda q, k, s: icdf(q, gamma, k, s))(u, jnp.asarray(draws["kappa"]),
-                                                                 jnp.asarray(draws["scale"]))
-    return np.sort(np.asarray(sample), axis=1)
+    keys = jax.random.split(jax.random.PRNGKey(seed), n)
+    fn = _batched(model, "draw", tuple(context.items()))
+    return np.sort(np.asarray(fn(keys, {k: jnp.asarray(v) for k, v in draws.items()}, n_eigs)), axis=1)
 
 
 def predictive_spectra(result, n: int = 100, seed: int = 0) -> np.ndarray:
     """n posterior predictive spectra of the layer's size, each sorted ascending: shape (n, n_eigs)."""
-    return spectra_from_draws(result.model, parameter_draws(result, n), result.record["gamma"],
+    return spectra_from_draws(result.model, parameter_draws(result, n), _context(result),
                               result.record["n_eigs"], seed)
+
+
+def _ks_distance(sorted_x, cdf):
+    """KS distance between the empirical CDF of sorted_x and a model CDF given at those points."""
+    n = sorted_x.shape[-1]
+    upper = jnp.arange(1, n + 1) / n - cdf
+    lower = cdf - jnp.arange(n) / n
+    return jnp.maximum(upper.max(axis=-1), lower.max(axis=-1))
+
+
+def ks_pvalue(result, n: int = 200, seed: int = 0) -> float:
+    """Posterior predictive p-value of the KS distance (a discrepancy: it depends on the parameters too).
+
+    For each draw theta: D(y, theta) between the observed ESD and F_theta, against D(y_rep, theta) for a
+    replicate y_rep drawn from theta; p = P(D(y_rep) >= D(y)). A replicate drawn by inverting F_theta has
+    F_theta(y_rep) = uniforms, so D(y_rep, theta) follows the one-sample KS law of n_eigs points whatever theta
+    is, and its tail probability is exact (scipy's kstwo): p is the posterior mean of kstwo.sf(D(y, theta)).
+    Near 0 means the observed ESD is further from the model than the model's own spectra ever are. Replicates
+    are iid, so p is about the shape of the ESD, not about eigenvalue repulsion.
+    """
+    from scipy.stats import kstwo
+
+    draws = parameter_draws(result, n, seed)
+    observed = np.sort(result.data["observed_data"]["obs"].values)
+    module = MODELS[result.model]
+    if hasattr(module, "cdf"):  # the absolute accuracy of a plain CDF is all KS needs, and it is cheaper
+        cdf = _batched(result.model, "cdf", tuple(_context(result).items()))(jnp.asarray(observed), draws)
+    else:
+        cdf = jnp.exp(_batched(result.model, "log_cdf", tuple(_context(result).items()))(jnp.asarray(observed),
+                                                                                          draws))
+    d_obs = np.asarray(_ks_distance(jnp.asarray(observed), cdf))
+    return float(np.mean(kstwo.sf(d_obs, observed.size)))
 
 
 def prior_draws(model: str, rec, n: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
@@ -72,19 +110,25 @@ def prior_draws(model: str, rec, n: int = 200, seed: int = 0) -> dict[str, np.nd
     from numpyro.infer import Predictive
 
     from hteval.infer import layer_model, model_data
-    from hteval.models import MODELS
 
     module = MODELS[model]
+    data = model_data(rec)
     predictive = Predictive(layer_model(module, rec), num_samples=n)
-    out = predictive(jax.random.PRNGKey(seed), jnp.asarray(rec.eigenvalues), **model_data(rec))
-    return {k: np.asarray(v) for k, v in out.items() if k not in ("obs", "censored")}
+    out = predictive(jax.random.PRNGKey(seed), jnp.asarray(rec.eigenvalues), **data)
+    draws = {k: np.asarray(v) for k, v in out.items() if k not in ("obs", "censored", "marginal_likelihood")}
+    if hasattr(module, "complete_prior"):
+        added = module.complete_prior(jax.random.PRNGKey(seed + 1), draws, jnp.asarray(rec.eigenvalues),
+                                      gamma=rec.gamma, **data)
+        draws.update({k: np.asarray(v) for k, v in added.items()})
+    return draws
 
 
 def add_prior_predictive(result, n: int = 200, seed: int = 0) -> None:
     """Store prior draws and prior predictive spectra in the result's DataTree (groups prior, prior_predictive)."""
     rec = result.layer
     draws = prior_draws(result.model, rec, n, seed)
-    spectra = spectra_from_draws(result.model, draws, rec.gamma, rec.n_eigs, seed)
+    law = {k: draws[k] for k in MODELS[result.model].LAW_SITES}
+    spectra = spectra_from_draws(result.model, law, _context(result), rec.n_eigs, seed)
     result.data["prior"] = xr.Dataset({k: (("chain", "draw"), v[None]) for k, v in draws.items() if v.ndim == 1})
     result.data["prior_predictive"] = xr.Dataset({"obs": (("chain", "draw", "obs_dim_0"), spectra[None])})
 

@@ -14,7 +14,7 @@ import scipy.linalg
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["sample_htmp_spectra", "sample_htmp_spectrum", "sample_mp_spectrum"]
+__all__ = ["sample_correlated_spectrum", "sample_htmp_spectra", "sample_htmp_spectrum", "sample_mp_spectrum"]
 
 # LAPACK's tridiagonal eigensolver is backward stable: each eigenvalue is exact for a matrix within a few
 # eps * ||T|| of T, so eigenvalues of the positive semidefinite T = B B^T can come out negative by that much.
@@ -172,3 +172,43 @@ def sample_mp_spectrum(
     z = _as_generator(seed).standard_normal((n_rows, m))
     sv = scipy.linalg.svdvals(np.sqrt(sigma2) * z)
     return np.sort(sv**2 / n_rows)
+
+
+def sample_correlated_spectrum(
+    n: int, m: int, nu: float, scale: float = 1.0, seed: int | np.random.Generator = 0
+) -> np.ndarray:
+    """Draw the M eigenvalues of W^T W / N with a power-law population covariance (SPEC section 3).
+
+    W = sqrt(scale) X diag(sqrt(t)), X of shape N x M with iid N(0, 1) entries, t_i = i^(-nu) normalised to
+    mean 1 (trace M): the finite-size counterpart of `hteval.densities.correlated_mp`.
+
+    Parameters
+    ----------
+    n : int
+        Number of rows N >= m (gamma = m / n <= 1).
+    m : int
+        Number of columns M = number of eigenvalues, >= 1.
+    nu : float
+        Power-law exponent of the population spectrum, finite and >= 0 (0 is white: Marchenko-Pastur).
+    scale : float, optional
+        Entry variance = mean eigenvalue in expectation, > 0.
+    seed : int or numpy.random.Generator, optional
+        An int seeds ``np.random.default_rng``; a Generator is used as given.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 array of length ``m``, sorted ascending: squared singular values of W divided by N.
+    """
+    n = _check_count("n (the number of rows)", n)
+    m = _check_count("m (the number of eigenvalues)", m)
+    if m > n:
+        raise ValueError(f"need m <= n (gamma = m/n in (0, 1], hteval uses the smaller Gram), got m={m}, n={n}")
+    if not (np.isfinite(nu) and nu >= 0.0):
+        raise ValueError(f"nu must be a finite number >= 0, got {nu!r}")
+    scale = _check_positive("scale", scale)
+    t = np.arange(1, m + 1, dtype=np.float64) ** -float(nu)
+    t /= t.mean()
+    x = _as_generator(seed).standard_normal((n, m))
+    sv = scipy.linalg.svdvals(x * np.sqrt(scale * t))
+    return np.sort(sv**2 / n)

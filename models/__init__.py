@@ -1,11 +1,22 @@
 """Probabilistic ensemble models (numpyro model functions), one per module.
 
-Each module defines `model(eigenvalues, *, gamma, m, n_censored, floor, scale_ref)` and `PARAMETERS`, the
-sites reported in summaries. `MODELS` maps the names used by the API, the CLI flags and the JSON keys.
+Each module defines
+
+* `model(eigenvalues, *, gamma, m, n_censored, floor, scale_ref)`, the numpyro model;
+* `PARAMETERS`, the sites reported in summaries, and `LAW_SITES`, those that fix one eigenvalue's law;
+* `log_density(x, p, *, gamma, m, scale_ref)`, `log_cdf(...)` and `draw(key, p, n, *, gamma, m, scale_ref)`:
+  that law for one draw p (a dict of scalars), used by predictive checks and model comparison;
+* optionally `complete(key, draws, eigenvalues, **data)` for models that marginalise a latent NUTS cannot sample
+  (the power law's breakpoint): it draws that latent from its conditional posterior and returns it with the
+  pointwise log-likelihood; `complete_prior` does the same for prior draws; `probabilities(posterior)` gives
+  posterior probabilities the model reports beside its parameters.
+
+`MODELS` maps the names used by the API, the CLI flags and the JSON keys.
 """
 
-from hteval.models import htmp, inverse_htmp, mp
+from hteval.models import correlated_mp, htmp, htmp_outliers, inverse_htmp, lognormal, mp, powerlaw
 
-MODELS = {"htmp": htmp, "inverse-htmp": inverse_htmp, "mp": mp}
+MODELS = {"mp": mp, "htmp": htmp, "htmp-outliers": htmp_outliers, "inverse-htmp": inverse_htmp,
+          "powerlaw": powerlaw, "correlated-mp": correlated_mp, "lognormal": lognormal}
 
 __all__ = ["MODELS"]

@@ -1,0 +1,96 @@
+"""Power-law tail model: exact marginalisation of xmin and the tail weight, law functions, recovery, classic MLE."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from hteval.classic import classic_powerlaw
+from hteval.infer import fit
+from hteval.models import powerlaw
+
+CONTEXT = {"gamma": 0.5, "m": 100, "scale_ref": 1.0}
+
+
+def _pareto_over_lognormal(seed, n=500, alpha=3.0, tail_fraction=0.1, sigma=0.5):
+    """n eigenvalues: a log-normal bulk truncated at its (1 - tail_fraction) quantile, a Pareto tail above it."""
+    rng = np.random.default_rng(seed)
+    xmin = float(np.exp(sigma * stats.norm.ppf(1 - tail_fraction)))
+    n_tail = rng.binomial(n, tail_fraction)
+    u = rng.uniform(size=n - n_tail) * (1 - tail_fraction)
+    bulk = np.exp(sigma * stats.norm.ppf(u))
+    tail = xmin * rng.uniform(size=n_tail) ** (-1.0 / (alpha - 1.0))
+    return np.sort(np.concatenate([bulk, tail])), xmin
+
+
+def _brute_force_log_joint(x, j, alpha, mu, sigma):
+    """log of integral over w in (0, 1) of prod_i f(x_i | xmin = x_(j), w): quadrature instead of the Beta form."""
+    p = {"alpha": alpha, "mu": mu, "sigma": sigma, "xmin": x[j]}
+    def total(w):
+        return float(jnp.sum(powerlaw.log_density(jnp.asarray(x), {**p, "tail_weight": w}, **CONTEXT)))
+    peak = total((x.size - j) / x.size)
+    value, _ = integrate.quad(lambda w: np.exp(total(w) - peak), 0, 1, points=[(x.size - j) / x.size], limit=200)
+    return peak + np.log(value)
+
+
+def test_marginal_over_breakpoint_and_weight_matches_quadrature():
+    x, _ = _pareto_over_lognormal(0, n=40)
+    log_joint, j = powerlaw.breakpoint_log_joint(jnp.log(jnp.asarray(x)), 2.5, 0.1, 0.6)
+    for k in (0, len(j) // 2, len(j) - 1):
+        assert float(log_joint[k]) == pytest.approx(_brute_force_log_joint(x, int(j[k]), 2.5, 0.1, 0.6), abs=1e-6)
+    assert int(j[0]) == powerlaw.MIN_BULK and int(j[-1]) == x.size - powerlaw.MIN_TAIL
+
+
+def test_law_is_normalised_and_draws_follow_its_cdf():
+    p = {"alpha": 2.7, "mu": -0.2, "sigma": 0.7, "xmin": 1.9, "tail_weight": 0.15}
+    density = lambda t: float(jnp.exp(powerlaw.log_density(jnp.asarray(t), p, **CONTEXT)))  # noqa: E731
+    mass = integrate.quad(density, 0, 1.9, limit=200)[0] + integrate.quad(density, 1.9, np.inf, limit=200)[0]
+    assert mass == pytest.approx(1.0, abs=1e-7)
+    assert float(jnp.exp(powerlaw.log_cdf(jnp.asarray(1.9), p, **CONTEXT))) == pytest.approx(0.85, abs=1e-12)
+    for t in (0.5, 1.0, 3.0, 30.0):
+        below = integrate.quad(density, 0, min(t, 1.9), limit=200)[0]
+        if t > 1.9:
+            below += integrate.quad(density, 1.9, t, limit=200)[0]
+        assert float(jnp.exp(powerlaw.log_cdf(jnp.asarray(t), p, **CONTEXT))) == pytest.approx(below, abs=1e-7)
+    draws = np.asarray(powerlaw.draw(jax.random.PRNGKey(0), p, 20_000, **CONTEXT))
+    cdf = lambda t: np.exp(np.asarray(powerlaw.log_cdf(jnp.asarray(t), p, **CONTEXT)))  # noqa: E731
+    assert stats.kstest(draws, cdf).pvalue > 1e-3
+
+
+def test_log_joint_and_gradient_finite_over_the_prior_range():
+    x, _ = _pareto_over_lognormal(1, n=200)
+    logs = jnp.log(jnp.asarray(x))
+
+    def marginal(theta):
+        log_joint, _ = powerlaw.breakpoint_log_joint(logs, theta[0], theta[1], theta[2], n_censored=3, floor=1e-6)
+        return jax.nn.logsumexp(log_joint)
+
+    grad = jax.jit(jax.value_and_grad(marginal))
+    for alpha in (1.05, 1.5, 3.0, 51.0):
+        for mu in (-10.0, 0.0, 10.0):
+            for sigma in (1e-3, 1.0, 50.0):
+                value, g = grad(jnp.array([alpha, mu, sigma]))
+                assert np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(g)))
+
+
+def test_recovers_alpha_and_xmin():
+    x, xmin = _pareto_over_lognormal(2, n=500, alpha=3.0)
+    result = fit(x, model="powerlaw", gamma=0.5, chains=2, draws=500, warmup=500, seed=0)
+    alpha = result.summary.loc["alpha"]
+    assert alpha["ci_low"] < 3.0 < alpha["ci_high"]
+    assert result.summary.loc["xmin", "ci_low"] <= xmin <= result.summary.loc["xmin", "ci_high"]
+    assert set(result.probabilities) == {"p_alpha_below_2", "p_alpha_above_6"}
+    assert result.probabilities["p_alpha_below_2"] < 0.05
+    loglik = result.data["log_likelihood"]["obs"]
+    assert loglik.shape[-1] == x.size and np.all(np.isfinite(loglik.values))
+
+
+def test_classic_estimate_recovers_a_pure_pareto_tail():
+    x, xmin = _pareto_over_lognormal(3, n=4000, alpha=2.5, tail_fraction=0.2)
+    est = classic_powerlaw(x)
+    assert est.alpha == pytest.approx(2.5, abs=3 * est.sigma + 0.05)
+    assert est.xmin >= 0.8 * xmin  # any breakpoint inside the Pareto tail is a valid choice; below it is not
+    assert est.sigma == pytest.approx((est.alpha - 1) / np.sqrt(est.n_tail))
