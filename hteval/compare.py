@@ -3,8 +3,8 @@
 Every model sees the same observations (the eigenvalues above the floor) and the same censoring, so their
 pointwise log-likelihoods are comparable. The eigenvalues of one matrix are not independent (they repel), so
 LOO's standard errors, which assume independent pointwise terms, are approximate: a difference counts as
-decisive only beyond DECISIVE_Z standard errors, a threshold calibrated on exact finite-size spectra
-(`benchmarks/compare_calibration.py`; README, "Model comparison").
+decisive only beyond DECISIVE_Z standard errors. The value 4 is provisional: it is not yet calibrated on exact
+finite-size spectra (README, "Model comparison", says so too).
 """
 
 from __future__ import annotations
