@@ -55,19 +55,24 @@ def _add_fit(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("fit", help="posterior of one ensemble model for one layer (NUTS)",
                                  description="Fit HTMP (or inverse HTMP, MP) to one layer of a checkpoint, or to a "
                                  "file of eigenvalues, and write summary.json and posterior.nc to --out.")
+    _add_source_and_sampler_options(parser)
+    parser.add_argument("--model", default="htmp", choices=list(names.MODEL_LABELS))
+    parser.set_defaults(run=cmd_fit)
+
+
+def _add_source_and_sampler_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by fit and compare: one layer (checkpoint + name, or raw eigenvalues) and the sampler."""
     parser.add_argument("path", nargs="?", type=Path, help="checkpoint file or directory")
     parser.add_argument("--layer", help="layer name (required when the checkpoint has several)")
     parser.add_argument("--eigenvalues", type=Path, help="file of eigenvalues instead of a checkpoint")
     parser.add_argument("--gamma", type=float, help="aspect ratio M/N of raw eigenvalues")
     parser.add_argument("--floor", type=float, help="censoring floor of raw eigenvalues (default: float64's)")
-    parser.add_argument("--model", default="htmp", choices=list(names.MODEL_LABELS))
     parser.add_argument("--prob", type=float, default=0.9, help="credible interval probability")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--out", type=Path, required=True, help="output directory")
-    parser.set_defaults(run=cmd_fit)
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -114,19 +119,9 @@ def _add_compare(commands: argparse._SubParsersAction) -> None:
                                  description="Fit several ensemble models to one layer and compare them by PSIS-LOO "
                                  "with stacking weights, Pareto-k diagnostics and posterior predictive p-values; "
                                  "write comparison.json, comparison.csv and figures to --out.")
-    parser.add_argument("path", nargs="?", type=Path, help="checkpoint file or directory")
-    parser.add_argument("--layer", help="layer name (required when the checkpoint has several)")
-    parser.add_argument("--eigenvalues", type=Path, help="file of eigenvalues instead of a checkpoint")
-    parser.add_argument("--gamma", type=float, help="aspect ratio M/N of raw eigenvalues")
-    parser.add_argument("--floor", type=float, help="censoring floor of raw eigenvalues (default: float64's)")
+    _add_source_and_sampler_options(parser)
     parser.add_argument("--models", default="mp,htmp,htmp-outliers,inverse-htmp,powerlaw,correlated-mp,lognormal",
                         help="comma-separated models (default: %(default)s)")
-    parser.add_argument("--prob", type=float, default=0.9, help="credible interval probability")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--draws", type=int, default=1000)
-    parser.add_argument("--warmup", type=int, default=1000)
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.set_defaults(run=cmd_compare)
 
 
