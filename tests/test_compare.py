@@ -14,7 +14,7 @@ import pytest
 from hteval import names
 from hteval.cli import main
 from hteval.compare import DECISIVE_Z, compare
-from hteval.sampling import sample_htmp_spectrum, sample_mp_spectrum
+from hteval.sampling import sample_correlated_spectrum, sample_htmp_spectrum, sample_mp_spectrum
 
 LIGHT = {"chains": 2, "draws": 500, "warmup": 500, "seed": 0}
 
@@ -86,3 +86,21 @@ def test_issue_checks_full(seed):
         assert not white.decisive_over("mp")
     inverse = compare(_inverse_htmp_spectrum(seed, 500, 0.5, 4.0), gamma=0.5, models=models, seed=seed)
     assert inverse.best == "inverse-htmp"
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="correlated-mp's posterior does not converge on finite-size spectra "
+                   "(README, 'Model comparison', known defect)")
+@pytest.mark.parametrize("nu", [0.3, 1.0])
+def test_correlated_spectrum_prefers_correlated_mp_and_recovers_nu(nu):
+    """The issue's check on W = X Sigma^(1/2), t_i ~ i^-nu. Measured 2026-11-26 (m = 300, 2 x 500): correlated-mp
+    wins both times (by 2.1 se over HTMP at nu = 0.3, by 4.8 se over MP at nu = 1) and nu = 0.3 lies in its 90%
+    interval, but its chains do not converge (R-hat 1.15 and 1.2, 5-6 divergences): the limiting law of the
+    per-atom population spectrum has islands and hard edges that finite-size eigenvalues straddle, so the
+    likelihood jumps as parameters move them across. Strict: this fails loudly once the model is mended."""
+    x = sample_correlated_spectrum(600, 300, nu, seed=31)
+    comparison = compare(x, gamma=0.5, models=("mp", "htmp", "correlated-mp"), **LIGHT)
+    fit = comparison.fits["correlated-mp"]
+    row = fit.summary.loc["nu"]
+    assert comparison.best == "correlated-mp" and fit.converged
+    assert row["ci_low"] <= nu <= row["ci_high"]

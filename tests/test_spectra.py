@@ -208,4 +208,16 @@ def test_public_api_and_no_import_side_effects():
     assert "LayerSpectrum" in out and "load_spectra" in out and "spectrum" in out and "InputError" in out
     assert hteval.__version__ == "0.1.0"
     assert {"HtevalError", "InputError", "LayerSkipped", "LayerSpectrum", "__version__", "load_spectra",
-            "spectrum"} <= set(hteval.__all__)
+            "spectrum", "fit", "FitResult", "compare", "Comparison"} <= set(hteval.__all__)
+
+
+def test_fit_works_when_arviz_was_imported_first():
+    """ArviZ installs numpyro as a lazy module; NUTS's initialisation then failed with "numpyro.distributions has
+    no attribute distribution" unless hteval's own imports had loaded numpyro fully first (users often import
+    arviz before hteval)."""
+    code = ("import arviz, jax; jax.config.update('jax_enable_x64', True); import numpy as np; "
+            "from hteval.infer import fit; "
+            "r = fit(np.linspace(0.2, 2.5, 40), gamma=0.5, model='mp', chains=1, draws=20, warmup=20); "
+            "import hteval; print(callable(hteval.fit) and callable(hteval.compare))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip().endswith("True"), out.stderr[-2000:]
