@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_esd(commands)
     _add_fit(commands)
     _add_compare(commands)
+    _add_analyze(commands)
     return parser
 
 
@@ -155,6 +156,55 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for note in comparison.warnings:
         print(f"warning: {note}")
     print(f"wrote comparison.json, comparison.csv, {', '.join(f.name for f in figures)} to {args.out}")
+    return EXIT_OK
+
+
+def _add_analyze(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("analyze", help="fit every layer of a checkpoint (resumable)",
+                                 description="Fit one or more ensemble models to every eligible layer of a "
+                                 "checkpoint; write DIR/layers.csv one row per layer and model as each fit "
+                                 "finishes, and DIR/layers/LAYER.MODEL.json. Run again with the same --out to "
+                                 "resume: finished rows are kept and not refitted.")
+    parser.add_argument("path", nargs="?", type=Path, metavar="PATH", help="checkpoint file or directory")
+    parser.add_argument("--bundled", action="store_true",
+                        help="use the installed all-MiniLM-L6-v2 checkpoint instead of PATH")
+    parser.add_argument("--models", default="htmp", help="comma-separated models (default: %(default)s)")
+    parser.add_argument("--layers", metavar="PATTERN", help="glob pattern of tensor names, e.g. 'encoder.*'")
+    parser.add_argument("--prob", type=float, default=0.9, help="credible interval probability")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--chains", type=int, default=2)
+    parser.add_argument("--draws", type=int, default=500)
+    parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.set_defaults(run=cmd_analyze)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """Fit every layer, one progress bar over (layer, model) pairs; print where the table is."""
+    from tqdm.auto import tqdm
+
+    from hteval.analyze import LAYER_TABLE, analyze
+
+    path = _checkpoint_path(args)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in names.MODEL_LABELS]
+    if unknown or not models:
+        raise InputError(f"--models takes models from {', '.join(names.MODEL_LABELS)}; got {args.models!r}")
+    bar = tqdm(unit="fit", desc="layers")
+
+    def progress(row, done, total):
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(f"{row[names.NAME]} {row.get(names.MODEL) or ''} {row[names.STATUS]}")
+        bar.refresh()
+
+    try:
+        table = analyze(path, args.out, models, args.layers, prob=args.prob, seed=args.seed, chains=args.chains,
+                        draws=args.draws, warmup=args.warmup, on_row=progress)
+    finally:
+        bar.close()
+    counts = table[names.STATUS].value_counts().to_dict() if len(table) else {}
+    print(f"{len(table)} rows ({', '.join(f'{v} {k}' for k, v in counts.items())}) in {args.out / LAYER_TABLE}")
     return EXIT_OK
 
 

@@ -34,6 +34,14 @@ REASON = "reason"
 STATUS_OK = "ok"
 STATUS_SKIPPED = "skipped"
 STATUS_ERROR = "error"
+STATUS_NOT_CONVERGED = "not_converged"  # fitted, numbers kept, but R-hat / ESS / divergences failed
+
+# Whole-model table (hteval analyze's layers.csv), beside the record fields and <parameter>_<statistic> columns.
+MODEL = "model"
+R_HAT = "r_hat"  # the largest over the model's parameters
+DIVERGENCES = "divergences"
+ERROR = "error"  # why a layer has no numbers, or why its numbers did not converge
+SECONDS = "seconds"
 
 # The one normalisation hteval uses (SPEC section 1): X = W^T W / N with N >= M.
 NORMALISATION_GRAM_OVER_N = "svd(W)^2/N"

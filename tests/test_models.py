@@ -42,7 +42,10 @@ def test_every_model_has_law_functions():
             assert callable(getattr(module, name))
 
 
-@pytest.mark.parametrize("model", sorted(DRAWS))
+# correlated-mp's density has its own normalisation, CDF and simulation checks (tests/test_correlated_mp.py);
+# through quad here it costs ~40 s, so it runs with the slow checks
+@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.slow) if m == "correlated-mp" else m
+                                   for m in sorted(DRAWS)])
 def test_law_normalised_cdf_consistent_draws_match(model):
     module, p, density, cdf = _law(model)
     f = lambda t: float(density(jnp.asarray(t)))  # noqa: E731

@@ -1,0 +1,94 @@
+"""hteval analyze: every layer gets a row (fitted, skipped or failed), results are written as they come, and a
+second run over the same output resumes without refitting or rewriting finished rows."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from hteval import names
+from hteval.analyze import LAYER_TABLE, analyze, read_layer_table, table_columns
+from hteval.cli import main
+from hteval.errors import InputError
+from hteval.spectra import iter_spectra
+
+LIGHT = {"chains": 1, "draws": 150, "warmup": 150}
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    rng = np.random.default_rng(0)
+    bad = rng.standard_normal((64, 32)).astype(np.float32)
+    bad[3, 4] = np.nan
+    path = tmp_path / "tiny.safetensors"
+    save_file({"a.weight": rng.standard_normal((96, 48)).astype(np.float32),
+               "a.bias": rng.standard_normal(48).astype(np.float32),
+               "b.weight": bad,
+               "c.weight": (rng.standard_normal((96, 48)) * 0.5).astype(np.float32)}, path)
+    return path
+
+
+def test_every_tensor_gets_a_row_and_each_fit_its_json(checkpoint, tmp_path):
+    out = tmp_path / "out"
+    seen = []
+    table = analyze(checkpoint, out, ("htmp",), on_row=lambda row, done, total: seen.append((done, total)),
+                    **LIGHT).set_index(names.NAME)
+    order = [item.name for item in iter_spectra(checkpoint, on_error="skip")]
+    assert list(table.index) == order and set(order) == {"a.weight", "a.bias", "b.weight", "c.weight"}
+    assert seen[-1] == (4, 4)
+    assert table.loc["a.bias", names.STATUS] == names.STATUS_SKIPPED
+    assert table.loc["b.weight", names.STATUS] == names.STATUS_ERROR and "NaN" in table.loc["b.weight", names.ERROR]
+    for layer in ("a.weight", "c.weight"):
+        row = table.loc[layer]
+        assert row[names.STATUS] in (names.STATUS_OK, names.STATUS_NOT_CONVERGED)
+        assert row["kappa_ci_low"] < row["kappa_median"] < row["kappa_ci_high"]
+        assert row["T_median"] == pytest.approx(48 / row["kappa_median"], rel=0.2)  # T = M / kappa
+        doc = json.loads((out / "layers" / f"{layer}.htmp.json").read_text())
+        assert doc["layer"] == layer and doc["model"] == "htmp"
+    # scale is the mean eigenvalue: c's weights are half as large, so its scale is a quarter of a's
+    assert table.loc["c.weight", "scale_median"] / table.loc["a.weight", "scale_median"] == pytest.approx(0.25,
+                                                                                                          rel=0.1)
+
+
+def test_resume_keeps_finished_rows_and_refits_only_what_is_missing(checkpoint, tmp_path):
+    out = tmp_path / "out"
+    first = analyze(checkpoint, out, ("htmp",), **LIGHT)
+    table = out / LAYER_TABLE
+    lines = table.read_text().splitlines(keepends=True)
+    # a kill -9 during c.weight's row: its line is cut short
+    table.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
+    finished = "".join(lines[:-1])
+    refitted = []
+    again = analyze(checkpoint, out, ("htmp",), on_row=lambda row, done, total: refitted.append(row[names.NAME]),
+                    **LIGHT)
+    assert refitted == ["c.weight"]
+    assert table.read_text().startswith(finished)  # finished rows untouched
+    assert len(again) == len(first)
+    # same seed, same layer name: the same numbers whether fitted first or on resume
+    assert again.set_index(names.NAME).loc["c.weight", "kappa_median"] == pytest.approx(
+        first.set_index(names.NAME).loc["c.weight", "kappa_median"], rel=1e-12)
+    assert analyze(checkpoint, out, ("htmp",), on_row=lambda *a: pytest.fail("refitted"), **LIGHT).shape == \
+        again.shape
+
+
+def test_other_models_need_a_new_output_directory(checkpoint, tmp_path):
+    out = tmp_path / "out"
+    (out).mkdir()
+    (out / LAYER_TABLE).write_text(",".join(table_columns(["htmp"])) + "\n")
+    with pytest.raises(InputError, match="--out"):
+        analyze(checkpoint, out, ("mp",), **LIGHT)
+    assert read_layer_table(out / LAYER_TABLE).empty
+
+
+def test_analyze_command(checkpoint, tmp_path, capsys):
+    out = tmp_path / "cli"
+    code = main(["analyze", str(checkpoint), "--layers", "a.*", "--chains", "1", "--draws", "150",
+                 "--warmup", "150", "--out", str(out)])
+    assert code == 0
+    table = read_layer_table(out / LAYER_TABLE)
+    assert set(table[names.NAME]) == {"a.weight", "a.bias"}
+    assert str(out / LAYER_TABLE) in capsys.readouterr().out
+    assert main(["analyze", str(checkpoint), "--models", "nope", "--out", str(out)]) == 2
