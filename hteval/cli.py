@@ -68,11 +68,16 @@ def _add_source_and_sampler_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eigenvalues", type=Path, help="file of eigenvalues instead of a checkpoint")
     parser.add_argument("--gamma", type=float, help="aspect ratio M/N of raw eigenvalues")
     parser.add_argument("--floor", type=float, help="censoring floor of raw eigenvalues (default: float64's)")
+    _add_sampler_options(parser)
+
+
+def _add_sampler_options(parser: argparse.ArgumentParser, chains: int = 4, draws: int = 1000) -> None:
+    """Interval probability, seed, NUTS chains / draws / warm-up, and the output directory."""
     parser.add_argument("--prob", type=float, default=0.9, help="credible interval probability")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--draws", type=int, default=1000)
-    parser.add_argument("--warmup", type=int, default=1000)
+    parser.add_argument("--chains", type=int, default=chains)
+    parser.add_argument("--draws", type=int, default=draws)
+    parser.add_argument("--warmup", type=int, default=draws)
     parser.add_argument("--out", type=Path, required=True, help="output directory")
 
 
@@ -170,12 +175,7 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
                         help="use the installed all-MiniLM-L6-v2 checkpoint instead of PATH")
     parser.add_argument("--models", default="htmp", help="comma-separated models (default: %(default)s)")
     parser.add_argument("--layers", metavar="PATTERN", help="glob pattern of tensor names, e.g. 'encoder.*'")
-    parser.add_argument("--prob", type=float, default=0.9, help="credible interval probability")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--chains", type=int, default=2)
-    parser.add_argument("--draws", type=int, default=500)
-    parser.add_argument("--warmup", type=int, default=500)
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    _add_sampler_options(parser, chains=2, draws=500)  # lighter than fit's; the convergence criteria are the same
     parser.set_defaults(run=cmd_analyze)
 
 
