@@ -15,7 +15,7 @@ from hteval.cli import main
 from hteval.errors import InputError
 from hteval.spectra import iter_spectra
 
-LIGHT = {"chains": 1, "draws": 150, "warmup": 150}
+LIGHT = {"chains": 1, "draws": 100, "warmup": 100}
 
 
 @pytest.fixture
@@ -85,8 +85,8 @@ def test_other_models_need_a_new_output_directory(checkpoint, tmp_path):
 
 def test_analyze_command(checkpoint, tmp_path, capsys):
     out = tmp_path / "cli"
-    code = main(["analyze", str(checkpoint), "--layers", "a.*", "--chains", "1", "--draws", "150",
-                 "--warmup", "150", "--out", str(out)])
+    code = main(["analyze", str(checkpoint), "--layers", "a.*", "--chains", "1", "--draws", "100",
+                 "--warmup", "100", "--out", str(out)])
     assert code == 0
     table = read_layer_table(out / LAYER_TABLE)
     assert set(table[names.NAME]) == {"a.weight", "a.bias"}

@@ -57,9 +57,9 @@ def test_logpdf_matches_mpmath_reference_square():
 
 
 def test_logpdf_matches_mpmath_reference_reduced():
-    """CI's share of the 836-point table: 16 of its 149 aspect ratios, integer and near-integer a included."""
-    ref = _some_gammas(_reference("htmp_logpdf_reference.npz"), 16)
-    assert len(np.unique(ref["gamma"])) == 16 and len(ref["x"]) > 80
+    """CI's share of the 836-point table: 12 of its 149 aspect ratios, integer and near-integer a included."""
+    ref = _some_gammas(_reference("htmp_logpdf_reference.npz"), 12)
+    assert len(np.unique(ref["gamma"])) == 12 and len(ref["x"]) > 60
     assert max_error(ref) <= 1e-8
 
 

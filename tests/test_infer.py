@@ -47,10 +47,12 @@ def test_same_seed_same_draws(spectrum_and_fit):
     assert np.array_equal(a, b)
 
 
-def test_unconverged_fit_says_so():
-    x = sample_htmp_spectrum(4, 100, 0.5, 1.0)
-    result = fit(x, gamma=0.5, chains=1, draws=50, warmup=50)
+def test_unconverged_fit_says_so(spectrum_and_fit):
+    # the fixture's shape and warm-up length: the compiled sampler is reused, and 50 draws cannot reach ESS 400
+    x, _ = spectrum_and_fit
+    result = fit(x, gamma=0.5, chains=1, draws=50, warmup=500, seed=1)
     assert not result.converged and result.diagnostics["reasons"]
+    assert result.to_json()["diagnostics"]["converged"] is False
 
 
 def test_layer_key_depends_on_seed_and_name_only():
