@@ -137,10 +137,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from hteval.compare import compare_fits, fit_models
     from hteval.report.figures import plot_comparison
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in models if m not in names.MODEL_LABELS]
-    if unknown or len(models) < 2:
-        raise InputError(f"--models needs two or more of {', '.join(names.MODEL_LABELS)}; got {args.models!r}")
+    models = _model_list(args.models, at_least=2)
     source, layer = _source(args)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -164,15 +161,30 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _model_list(text: str, at_least: int) -> list[str]:
+    """--models: comma-separated model names, each known, at least `at_least` of them."""
+    models = [m.strip() for m in text.split(",") if m.strip()]
+    if any(m not in names.MODEL_LABELS for m in models) or len(models) < at_least:
+        need = "two or more" if at_least == 2 else "one or more"
+        raise InputError(f"--models needs {need} of {', '.join(names.MODEL_LABELS)}; got {text!r}")
+    return models
+
+
+def _add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
+    """PATH or --bundled, resolved by _checkpoint_path (esd and analyze)."""
+    parser.add_argument("path", nargs="?", type=Path, metavar="PATH",
+                        help="checkpoint: .safetensors, shard directory, .npy, .npz, .pt/.bin")
+    parser.add_argument("--bundled", action="store_true",
+                        help="use the installed all-MiniLM-L6-v2 checkpoint instead of PATH")
+
+
 def _add_analyze(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("analyze", help="fit every layer of a checkpoint (resumable)",
                                  description="Fit one or more ensemble models to every eligible layer of a "
                                  "checkpoint; write DIR/layers.csv one row per layer and model as each fit "
                                  "finishes, and DIR/layers/LAYER.MODEL.json. Run again with the same --out to "
                                  "resume: finished rows are kept and not refitted.")
-    parser.add_argument("path", nargs="?", type=Path, metavar="PATH", help="checkpoint file or directory")
-    parser.add_argument("--bundled", action="store_true",
-                        help="use the installed all-MiniLM-L6-v2 checkpoint instead of PATH")
+    _add_checkpoint_argument(parser)
     parser.add_argument("--models", default="htmp", help="comma-separated models (default: %(default)s)")
     parser.add_argument("--layers", metavar="PATTERN", help="glob pattern of tensor names, e.g. 'encoder.*'")
     _add_sampler_options(parser, chains=2, draws=500)  # lighter than fit's; the convergence criteria are the same
@@ -186,10 +198,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from hteval.analyze import LAYER_TABLE, analyze
 
     path = _checkpoint_path(args)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in models if m not in names.MODEL_LABELS]
-    if unknown or not models:
-        raise InputError(f"--models takes models from {', '.join(names.MODEL_LABELS)}; got {args.models!r}")
+    models = _model_list(args.models, at_least=1)
     bar = tqdm(unit="fit", desc="layers")
 
     def progress(row, done, total):
@@ -213,10 +222,7 @@ def _add_esd(commands: argparse._SubParsersAction) -> None:
                                  description="Print one record per layer of a checkpoint (shape, N, M, "
                                  "gamma, floor, censored count, eigenvalue min/max/mean); skipped tensors "
                                  "follow.")
-    parser.add_argument("path", nargs="?", type=Path, metavar="PATH",
-                        help="checkpoint: .safetensors, shard directory, .npy, .npz, .pt/.bin")
-    parser.add_argument("--bundled", action="store_true",
-                        help="use the installed all-MiniLM-L6-v2 checkpoint instead of PATH")
+    _add_checkpoint_argument(parser)
     _add_layer_options(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON list of records instead of a table")
     # Commands that fit models need JAX in float64 (the default); esd does not, so it skips the JAX import.
