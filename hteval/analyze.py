@@ -23,13 +23,20 @@ import pandas as pd
 
 from hteval import names
 from hteval.errors import HtevalError, InputError
+from hteval.hierarchy import Pooled, pool_kappa
 from hteval.models import MODELS
+from hteval.report.analysis import write_report
+from hteval.report.figures import plot_esd
+from hteval.schedule import fit_order
 from hteval.spectra import SkippedLayer, iter_spectra
 
 logger = logging.getLogger(__name__)
 
 LAYER_TABLE = "layers.csv"
 LAYER_DIR = "layers"
+DRAWS_SUFFIX = ".draws.npz"
+HIERARCHICAL_JSON = "hierarchical.json"
+POOLED_TABLE = "pooled.csv"
 #: interval bounds and centre reported per parameter in layers.csv: kappa_median, kappa_ci_low, kappa_ci_high
 STATISTICS = ("median", "ci_low", "ci_high")
 #: derived quantities reported beside a model's parameters when its posterior has them (SPEC section 3)
@@ -43,20 +50,25 @@ def table_columns(models: Sequence[str]) -> list[str]:
         for p in (*MODELS[model].PARAMETERS, *DERIVED):
             if p not in parameters:
                 parameters.append(p)
-    return [*names.RECORD_FIELDS, names.MODEL, *[f"{p}_{s}" for p in parameters for s in STATISTICS],
+    return [*names.RECORD_FIELDS, names.MODEL, names.RANDOMIZED, *[f"{p}_{s}" for p in parameters for s in STATISTICS],
             names.R_HAT, names.CONVERGED, names.DIVERGENCES, names.STATUS, names.ERROR, names.SECONDS]
 
 
 def analyze(path: str | Path, out: str | Path, models: Sequence[str] = ("htmp",), layers=None, *, prob=0.9,
-            seed=0, chains=2, draws=500, warmup=500,
-            on_row: Callable[[dict[str, Any], int, int], None] | None = None) -> pd.DataFrame:
+            seed=0, chains=2, draws=600, warmup=300, randomize: bool = False, hierarchical: bool = False,
+            figures: bool = True, on_row: Callable[[dict[str, Any], int, int], None] | None = None,
+            on_start: Callable[[str, str], None] | None = None) -> pd.DataFrame:
     """Fit `models` to every eligible layer of a checkpoint; returns layers.csv (this run's rows and earlier ones).
 
-    Lighter sampler defaults than `fit` (2 x 500): convergence is still judged with fit's criteria, and a
-    layer that misses them gets status "not_converged" with its numbers kept. Each layer's key derives from
-    the seed and its name, so its result does not depend on the other layers or on resuming. The spectra are
-    computed first (eigenvalues only, never a whole model's weights in float64); on_row(row, done, total) is
-    called after each row is written (the command line's progress bar).
+    Lighter sampler defaults than `fit` (2 x 600 after 300 warm-up): convergence is still judged with fit's
+    criteria, and a layer that misses them gets status "not_converged" with its numbers kept. Each layer's key
+    derives from the seed and its name, so its result does not depend on the other layers, on the order they
+    are fitted in (grouped by compiled program, `hteval.schedule`) or on resuming. The spectra are computed
+    first (eigenvalues only, never a whole model's weights in float64); on_row(row, done, total) is called
+    after each row is written and on_start(layer, model) before each fit (the command line's progress bar).
+    randomize also fits every layer's
+    element-shuffled copy (rows with randomized = True); hierarchical pools kappa across the converged layers
+    (`hteval.hierarchy`). The report (report.md and forest plots) is rewritten at the end of every run.
     """
     from hteval.infer import fit
 
@@ -67,11 +79,12 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = ("htmp",)
     (out / LAYER_DIR).mkdir(parents=True, exist_ok=True)
     columns = table_columns(models)
     table = out / LAYER_TABLE
-    done = _finished_pairs(table, columns)
+    done = _finished(table, columns)
+    items = list(iter_spectra(path, layers=layers, on_error="skip", randomize=seed if randomize else None))
+    settings = {"prob": prob, "seed": seed, "chains": chains, "draws": draws, "warmup": warmup}
     with table.open("a", newline="") as handle:
         if handle.tell() == 0:
             _write_line(handle, columns, dict(zip(columns, columns, strict=True)))
-        items = list(iter_spectra(path, layers=layers, on_error="skip"))
         total = sum(1 if isinstance(i, SkippedLayer) else len(models) for i in items)
         count = 0
 
@@ -82,31 +95,85 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = ("htmp",)
             if on_row is not None:
                 on_row(row, count, total)
 
+        tasks = []
         for item in items:
             if isinstance(item, SkippedLayer):
-                if (item.name, "") not in done:
+                if _row_key(item.name, "", False) in done:
+                    count += 1
+                else:
                     emit({names.NAME: item.name, names.SHAPE: list(item.shape), names.STATUS: item.status,
                           names.ERROR: item.reason})
-                else:
-                    count += 1
                 continue
             for model in models:
-                if (item.name, model) in done:
+                if _row_key(item.name, model, item.randomized) in done:
                     count += 1
-                    continue
-                start = time.perf_counter()
-                row = {**item.to_record(), names.MODEL: model}
-                try:
-                    result = fit(item, model=model, prob=prob, seed=seed, chains=chains, draws=draws,
-                                 warmup=warmup)
-                except (HtevalError, ValueError, FloatingPointError) as err:
-                    row.update({names.STATUS: names.STATUS_ERROR, names.ERROR: " ".join(str(err).split())})
                 else:
-                    row.update(_result_row(result))
-                    _write_json(out / LAYER_DIR / f"{_file_stem(item.name)}.{model}.json", result)
-                row[names.SECONDS] = round(time.perf_counter() - start, 2)
-                emit(row)
-    return read_layer_table(table)
+                    tasks.append((item, model))
+        for item, model in fit_order(tasks):
+            if on_start is not None:
+                on_start(item.name, model)
+            emit(_fit_row(fit, item, model, settings, out, figures))
+    order = {name: i for i, name in enumerate(dict.fromkeys(i.name for i in items))}
+    result = read_layer_table(table)
+    if not result.empty:  # network order (the file keeps the order rows were written in)
+        result = result.sort_values(names.NAME, key=lambda c: c.map(order).fillna(len(order)), kind="stable")
+        result = result.reset_index(drop=True)
+    pooled = pool_layers(result, out, prob=prob, seed=seed) if hierarchical else {}
+    # network order: the checkpoint's, each real layer before its randomized copy
+    write_report(result, out, network_order=[i.name for i in items], pooled=pooled, prob=prob, source=str(path))
+    return result
+
+
+def _fit_row(fit, item, model: str, settings: dict[str, Any], out: Path, figures: bool) -> dict[str, Any]:
+    start = time.perf_counter()
+    row = {**item.to_record(), names.MODEL: model, names.RANDOMIZED: item.randomized}
+    try:
+        result = fit(item, model=model, log_likelihood=False, **settings)
+    except (HtevalError, ValueError, FloatingPointError) as err:
+        row.update({names.STATUS: names.STATUS_ERROR, names.ERROR: " ".join(str(err).split())})
+    else:
+        row.update(_result_row(result))
+        stem = out / LAYER_DIR / layer_file_stem(item.name, model, item.randomized)
+        _write_json(stem.with_name(stem.name + ".json"), result, item.randomized)
+        _write_draws(stem.with_name(stem.name + DRAWS_SUFFIX), result)
+        if figures:
+            plot_esd(result, stem.with_name(stem.name + ".esd.png"), prob=result.prob)
+    row[names.SECONDS] = round(time.perf_counter() - start, 2)
+    return row
+
+
+def pool_layers(table: pd.DataFrame, out: Path, *, prob: float, seed: int) -> dict[str, Pooled]:
+    """Partial pooling of kappa, per model that has one, over its converged rows of the real (not randomized)
+    layers; writes hierarchical.json (model-level kappa and tau) and pooled.csv (per-layer pooled intervals)."""
+    pooled: dict[str, Pooled] = {}
+    documents: dict[str, Any] = {}
+    if table.empty or names.MODEL not in table:
+        return pooled
+    for model in dict.fromkeys(table[names.MODEL].dropna()):
+        if names.KAPPA not in MODELS[model].PARAMETERS:
+            continue
+        rows = table[(table[names.MODEL] == model) & (table[names.RANDOMIZED].astype(str) != "True")]
+        usable = rows[rows[names.STATUS] == names.STATUS_OK]
+        draws = {name: np.load(out / LAYER_DIR / f"{layer_file_stem(name, model)}{DRAWS_SUFFIX}")[names.KAPPA]
+                 for name in usable[names.NAME]}
+        left_out = sorted(set(rows[names.NAME]) - set(draws))
+        try:
+            pooled[model] = pool_kappa(draws, prob=prob, seed=seed)
+        except InputError as err:
+            documents[model] = {names.STATUS: names.STATUS_ERROR, names.ERROR: str(err), "left_out": left_out}
+            continue
+        documents[model] = {**pooled[model].to_json(), "left_out": left_out}
+    _atomic(out / HIERARCHICAL_JSON, lambda h: h.write(json.dumps(documents, indent=2).encode()))
+    frames = [p.table().reset_index().assign(**{names.MODEL: m}) for m, p in pooled.items()]
+    if frames:
+        pooled_table = pd.concat(frames)[[names.NAME, names.MODEL, "kappa_median", "kappa_ci_low", "kappa_ci_high"]]
+        pooled_table.to_csv(out / POOLED_TABLE, index=False)
+    return pooled
+
+
+def layer_file_stem(layer: str, model: str, randomized: bool = False) -> str:
+    """layers/<stem>.json, .draws.npz, .esd.png: the layer name made safe for a file name, then model."""
+    return f"{_file_stem(layer)}.{model}" + (".randomized" if randomized else "")
 
 
 def read_layer_table(path: str | Path) -> pd.DataFrame:
@@ -135,10 +202,24 @@ def _result_row(result) -> dict[str, Any]:
     return row
 
 
-def _write_json(path: Path, result) -> None:
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(result.to_json(), indent=2))
-    partial.replace(path)  # atomic: a reader never sees half a file
+def _write_json(path: Path, result, randomized: bool) -> None:
+    document = {**result.to_json(), names.RANDOMIZED: randomized}
+    _atomic(path, lambda handle: handle.write(json.dumps(document, indent=2).encode()))
+
+
+def _write_draws(path: Path, result) -> None:
+    """The posterior draws of the parameters (chain, draw): what partial pooling across layers starts from."""
+    posterior = result.data["posterior"]
+    arrays = {p: np.asarray(posterior[p].values) for p in (*MODELS[result.model].PARAMETERS, *DERIVED)
+              if p in posterior}
+    _atomic(path, lambda handle: np.savez(handle, **arrays))
+
+
+def _atomic(path: Path, write) -> None:
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("wb") as handle:
+        write(handle)
+    partial.replace(path)  # a reader never sees half a file
 
 
 def _write_line(handle, columns, row) -> None:
@@ -168,7 +249,11 @@ def _complete_lines(path: Path) -> str:
     return text
 
 
-def _finished_pairs(table: Path, columns: list[str]) -> set[tuple[str, str]]:
+def _row_key(name: str, model: str, randomized) -> tuple[str, str, bool]:
+    return name, model, str(randomized) == "True"
+
+
+def _finished(table: Path, columns: list[str]) -> set[tuple[str, str, bool]]:
     text = _complete_lines(table)
     if not text:
         return set()
@@ -176,8 +261,8 @@ def _finished_pairs(table: Path, columns: list[str]) -> set[tuple[str, str]]:
     if rows[0] != columns:
         raise InputError(f"{table} was written for other models or by another hteval version; "
                          "choose a new --out (or delete it to start again)")
-    i_name, i_model = columns.index(names.NAME), columns.index(names.MODEL)
-    return {(r[i_name], r[i_model]) for r in rows[1:]}
+    i_name, i_model, i_random = (columns.index(c) for c in (names.NAME, names.MODEL, names.RANDOMIZED))
+    return {_row_key(r[i_name], r[i_model], r[i_random]) for r in rows[1:]}
 
 
 def _file_stem(layer: str) -> str:

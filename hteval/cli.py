@@ -71,13 +71,14 @@ def _add_source_and_sampler_options(parser: argparse.ArgumentParser) -> None:
     _add_sampler_options(parser)
 
 
-def _add_sampler_options(parser: argparse.ArgumentParser, chains: int = 4, draws: int = 1000) -> None:
+def _add_sampler_options(parser: argparse.ArgumentParser, chains: int = 4, draws: int = 1000,
+                         warmup: int | None = None) -> None:
     """Interval probability, seed, NUTS chains / draws / warm-up, and the output directory."""
     parser.add_argument("--prob", type=float, default=0.9, help="credible interval probability")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chains", type=int, default=chains)
     parser.add_argument("--draws", type=int, default=draws)
-    parser.add_argument("--warmup", type=int, default=draws)
+    parser.add_argument("--warmup", type=int, default=draws if warmup is None else warmup)
     parser.add_argument("--out", type=Path, required=True, help="output directory")
 
 
@@ -182,12 +183,22 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("analyze", help="fit every layer of a checkpoint (resumable)",
                                  description="Fit one or more ensemble models to every eligible layer of a "
                                  "checkpoint; write DIR/layers.csv one row per layer and model as each fit "
-                                 "finishes, and DIR/layers/LAYER.MODEL.json. Run again with the same --out to "
-                                 "resume: finished rows are kept and not refitted.")
+                                 "finishes, DIR/layers/LAYER.MODEL.{json,draws.npz,esd.png}, and at the end "
+                                 "DIR/report.md with forest plots of kappa (and alpha) across layers. Run again "
+                                 "with the same --out to resume: finished rows are kept and not refitted.")
     _add_checkpoint_argument(parser)
     parser.add_argument("--models", default="htmp", help="comma-separated models (default: %(default)s)")
     parser.add_argument("--layers", metavar="PATTERN", help="glob pattern of tensor names, e.g. 'encoder.*'")
-    _add_sampler_options(parser, chains=2, draws=500)  # lighter than fit's; the convergence criteria are the same
+    parser.add_argument("--randomize", action="store_true",
+                        help="also fit each layer's element-shuffled copy (seeded): the null model, rows with "
+                        "randomized = True")
+    parser.add_argument("--hierarchical", action="store_true",
+                        help="pool kappa across the converged layers (partial pooling): a model-level kappa "
+                        "with its interval in DIR/hierarchical.json, per-layer pooled intervals in DIR/pooled.csv")
+    parser.add_argument("--no-figures", dest="figures", action="store_false",
+                        help="skip the per-layer ESD figures (the report's forest plots are always drawn)")
+    # lighter than fit's; the convergence criteria are the same
+    _add_sampler_options(parser, chains=2, draws=600, warmup=300)
     parser.set_defaults(run=cmd_analyze)
 
 
@@ -196,6 +207,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from hteval.analyze import LAYER_TABLE, analyze
+    from hteval.report.analysis import REPORT
 
     path = _checkpoint_path(args)
     models = _model_list(args.models, at_least=1)
@@ -207,13 +219,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         bar.set_postfix_str(f"{row[names.NAME]} {row.get(names.MODEL) or ''} {row[names.STATUS]}")
         bar.refresh()
 
+    def starting(name, model):
+        bar.set_postfix_str(f"fitting {name} {model}")
+
     try:
         table = analyze(path, args.out, models, args.layers, prob=args.prob, seed=args.seed, chains=args.chains,
-                        draws=args.draws, warmup=args.warmup, on_row=progress)
+                        draws=args.draws, warmup=args.warmup, randomize=args.randomize,
+                        hierarchical=args.hierarchical, figures=args.figures, on_row=progress, on_start=starting)
     finally:
         bar.close()
     counts = table[names.STATUS].value_counts().to_dict() if len(table) else {}
     print(f"{len(table)} rows ({', '.join(f'{v} {k}' for k, v in counts.items())}) in {args.out / LAYER_TABLE}")
+    print(f"report: {args.out / REPORT}")
     return EXIT_OK
 
 

@@ -153,8 +153,11 @@ def model_data(rec: LayerSpectrum) -> dict[str, Any]:
 
 
 def fit(source, layer=None, model="htmp", gamma=None, prob=0.9, seed=0, chains=4, draws=1000, warmup=1000, *,
-        floor=None, progress_bar=False) -> FitResult:
-    """Fit one ensemble model to one layer by NUTS (float64). source: matrix, checkpoint path or eigenvalues."""
+        floor=None, progress_bar=False, log_likelihood=True) -> FitResult:
+    """Fit one ensemble model to one layer by NUTS (float64). source: matrix, checkpoint path or eigenvalues.
+
+    log_likelihood=False leaves the pointwise log-likelihood (for LOO) out of the result, saving its computation.
+    """
     from hteval import __version__
 
     if model not in MODELS:
@@ -165,12 +168,14 @@ def fit(source, layer=None, model="htmp", gamma=None, prob=0.9, seed=0, chains=4
     module = MODELS[model]
     model_fn, args, kwargs = layer_model(module, rec), (jnp.asarray(rec.eigenvalues),), model_data(rec)
     z, stats, kernel = run_chains(model_fn, args, kwargs, key=layer_key(seed, rec.name), chains=chains,
-                                  warmup=warmup, draws=draws, progress_bar=progress_bar)
+                                  warmup=warmup, draws=draws, progress_bar=progress_bar,
+                                  dense_mass=getattr(module, "DENSE_MASS", False))
     complete = None
     if hasattr(module, "complete"):
         complete_key = jax.random.fold_in(layer_key(seed, rec.name), 1)
         complete = functools.partial(_complete, module, complete_key, args[0], {"gamma": rec.gamma, **kwargs})
     data = to_datatree(model_fn, args, kwargs, kernel, z, stats, observed=rec.eigenvalues, complete=complete,
+                       with_log_likelihood=log_likelihood,
                        attrs={"hteval_version": __version__, "model": model, "layer": rec.name, "seed": seed})
     summary = _summarise(data, module.PARAMETERS, prob)
     diagnostics = _diagnose(data, summary)

@@ -38,6 +38,7 @@ STATUS_NOT_CONVERGED = "not_converged"  # fitted, numbers kept, but R-hat / ESS 
 
 # Whole-model table (hteval analyze's layers.csv), beside the record fields and <parameter>_<statistic> columns.
 MODEL = "model"
+RANDOMIZED = "randomized"  # the row fits the layer's element-shuffled copy (--randomize), the field's null model
 R_HAT = "r_hat"  # the largest over the model's parameters
 DIVERGENCES = "divergences"
 ERROR = "error"  # why a layer has no numbers, or why its numbers did not converge

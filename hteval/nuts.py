@@ -28,16 +28,19 @@ CHUNK = 50
 #: shapes drops its compiled programs when it nears the limit (they are rebuilt on demand).
 _MAP_BUDGET = 0.6
 
+#: numpyro's default acceptance target; the ensemble models need no other
+TARGET_ACCEPT = 0.8
+
 #: per-iteration NUTS statistics, under ArviZ's sample_stats names
 _STATS = ("diverging", "energy", "lp", "n_steps", "acceptance_rate", "step_size")
 
 
 @functools.lru_cache(maxsize=32)
-def _kernel_and_step(model, warmup: int):
+def _kernel_and_step(model, warmup: int, target_accept: float, dense_mass: bool):
     """One NUTS kernel with its jitted initialisation and chunk per (model function, warm-up length): a later
     layer whose data have the same shapes reuses the compiled programs (the data are arguments; the adaptation
     schedule is static). Initialising eagerly instead would compile the likelihood op by op, ~10 s a chain."""
-    kernel = NUTS(model)
+    kernel = NUTS(model, dense_mass=dense_mass, target_accept_prob=target_accept)
     init = jax.jit(lambda key, args, kwargs: kernel.init(key, warmup, model_args=args, model_kwargs=kwargs))
     return kernel, init, _advance(kernel)
 
@@ -80,10 +83,12 @@ def _advance(kernel: NUTS):
 
 
 def run_chains(model, args: tuple, kwargs: dict[str, Any], *, key, chains: int, warmup: int, draws: int,
-               progress_bar: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], NUTS]:
+               progress_bar: bool = False,
+               target_accept: float = TARGET_ACCEPT,
+               dense_mass: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], NUTS]:
     """Run `chains` NUTS chains one after another: (unconstrained draws, sample stats, each (chain, draw); kernel)."""
     release_compiled_programs_near_map_limit()
-    kernel, init, advance = _kernel_and_step(model, warmup)
+    kernel, init, advance = _kernel_and_step(model, warmup, target_accept, dense_mass)
     n_chunks = math.ceil((warmup + draws) / CHUNK)
     bar = None
     if progress_bar:
@@ -110,28 +115,33 @@ def run_chains(model, args: tuple, kwargs: dict[str, Any], *, key, chains: int, 
 
 
 def to_datatree(model, args: tuple, kwargs: dict[str, Any], kernel: NUTS, z: dict[str, np.ndarray],
-                stats: dict[str, np.ndarray], *, observed: np.ndarray, attrs: dict[str, Any], complete=None):
+                stats: dict[str, np.ndarray], *, observed: np.ndarray, attrs: dict[str, Any], complete=None,
+                with_log_likelihood: bool = True):
     """posterior (constrained and deterministic sites), log_likelihood of the observed eigenvalues, sample_stats
     and observed_data, with the eigenvalue dimension named as everywhere else ("eigenvalues").
 
     complete(posterior) -> (added sites, pointwise log-likelihood): for models that marginalise a latent out of
-    the NUTS target (see `hteval.models`); it replaces numpyro's per-site log-likelihood.
+    the NUTS target (see `hteval.models`); it replaces numpyro's per-site log-likelihood. Without
+    with_log_likelihood (whole-model runs, which compute no LOO) the log_likelihood group is left out, and so is
+    its compilation.
     """
     chains, draws = next(iter(z.values())).shape[:2]
     flat = {k: jnp.asarray(v.reshape((chains * draws,) + v.shape[2:])) for k, v in z.items()}
     constrain, loglik = _draw_functions(kernel, model)
     posterior = constrain(flat, args, kwargs)
     if complete is None:
-        loglik = loglik(posterior, args, kwargs)
+        loglik = loglik(posterior, args, kwargs) if with_log_likelihood else None
     else:
         added, loglik = complete(posterior)
         posterior = {**posterior, **added}
     unflat = lambda v: np.asarray(v).reshape((chains, draws) + np.shape(v)[1:])  # noqa: E731
+    groups = {"posterior": {k: unflat(v) for k, v in posterior.items()},
+              "sample_stats": dict(stats),
+              "observed_data": {"obs": np.asarray(observed)}}
+    if loglik is not None and with_log_likelihood:
+        groups["log_likelihood"] = {"obs": unflat(loglik)}
     return az.from_dict(
-        {"posterior": {k: unflat(v) for k, v in posterior.items()},
-         "log_likelihood": {"obs": unflat(loglik)},
-         "sample_stats": dict(stats),
-         "observed_data": {"obs": np.asarray(observed)}},
+        groups,
         dims={"obs": ["eigenvalues"]},
         attrs={"posterior": attrs, "sample_stats": attrs},
     )

@@ -36,25 +36,32 @@ def parameter_draws(result, n: int, seed: int = 0) -> dict[str, np.ndarray]:
     return {k: v[idx] for k, v in flat.items()}
 
 
+def _law(model: str, what: str, context: dict):
+    """The law function `what` of a model over a batch of draws, for this layer's context."""
+    fn = _batched(model, what, context["gamma"], context["m"])
+    return lambda *args: fn(*args[:2], context["scale_ref"], *args[2:])
+
+
 @functools.lru_cache(maxsize=32)
-def _batched(model: str, what: str, context_items: tuple):
-    """A jitted law function over a batch of draws. lax.map rather than vmap: the per-draw program (one kappa,
+def _batched(model: str, what: str, gamma: float, m: int):
+    """A jitted law function over a batch of draws, compiled once per (model, gamma, M): the ESD mean is an
+    argument, so the layers of one shape share it. lax.map rather than vmap: the per-draw program (one kappa,
     hence one table of log|U|) is the one NUTS compiles, while vmap would batch the table build and run both
     sides of every branch, which costs more to compile than the draws cost to evaluate."""
-    module, context = MODELS[model], dict(context_items)
+    module, context = MODELS[model], {"gamma": gamma, "m": m}
     if what == "draw":
-        def draw(keys, p, n):
-            return jax.lax.map(lambda a: module.draw(a[0], a[1], n, **context), (keys, p))
+        def draw(keys, p, scale_ref, n):
+            return jax.lax.map(lambda a: module.draw(a[0], a[1], n, scale_ref=scale_ref, **context), (keys, p))
 
-        return jax.jit(draw, static_argnums=2)
+        return jax.jit(draw, static_argnums=3)
     function = getattr(module, what)
-    return jax.jit(lambda x, p: jax.lax.map(lambda q: function(x, q, **context), p))
+    return jax.jit(lambda x, p, scale_ref: jax.lax.map(lambda q: function(x, q, scale_ref=scale_ref, **context), p))
 
 
 def log_density_draws(result, x, n: int = 200) -> np.ndarray:
     """log f(x) for n posterior draws: shape (n, len(x)), outlier components included."""
     draws = parameter_draws(result, n)
-    fn = _batched(result.model, "log_density", tuple(_context(result).items()))
+    fn = _law(result.model, "log_density", _context(result))
     return np.asarray(fn(jnp.asarray(x), draws))
 
 
@@ -63,7 +70,7 @@ def spectra_from_draws(model: str, draws: dict[str, np.ndarray], context: dict, 
     """One iid spectrum of n_eigs eigenvalues per parameter draw, each sorted ascending: shape (n_draws, n_eigs)."""
     n = next(iter(draws.values())).size
     keys = jax.random.split(jax.random.PRNGKey(seed), n)
-    fn = _batched(model, "draw", tuple(context.items()))
+    fn = _law(model, "draw", context)
     return np.sort(np.asarray(fn(keys, {k: jnp.asarray(v) for k, v in draws.items()}, n_eigs)), axis=1)
 
 
@@ -97,9 +104,9 @@ def ks_pvalue(result, n: int = 200, seed: int = 0) -> float:
     observed = np.sort(result.data["observed_data"]["obs"].values)
     module = MODELS[result.model]
     if hasattr(module, "cdf"):  # the absolute accuracy of a plain CDF is all KS needs, and it is cheaper
-        cdf = _batched(result.model, "cdf", tuple(_context(result).items()))(jnp.asarray(observed), draws)
+        cdf = _law(result.model, "cdf", _context(result))(jnp.asarray(observed), draws)
     else:
-        cdf = jnp.exp(_batched(result.model, "log_cdf", tuple(_context(result).items()))(jnp.asarray(observed),
+        cdf = jnp.exp(_law(result.model, "log_cdf", _context(result))(jnp.asarray(observed),
                                                                                           draws))
     d_obs = np.asarray(_ks_distance(jnp.asarray(observed), cdf))
     return float(np.mean(kstwo.sf(d_obs, observed.size)))

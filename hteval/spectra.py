@@ -8,9 +8,10 @@ counted as censored, never silently dropped.
 
 import fnmatch
 import logging
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -55,6 +56,8 @@ class LayerSpectrum:
     dtype: str
     eigenvalues: np.ndarray = field(repr=False)
     slice_ids: np.ndarray = field(repr=False)
+    #: the spectrum of the layer's element-shuffled copy (iter_spectra(randomize=seed)), not of the layer itself
+    randomized: bool = False
 
     def to_record(self, with_eigenvalues: bool = False) -> dict[str, Any]:
         """JSON-safe dict keyed by names.RECORD_FIELDS in order, then the eigenvalues or min/max/mean."""
@@ -102,14 +105,18 @@ def spectrum(W: Any, name: str = "W", *, dtype: Any = None, min_eigs: int = 16,
 
 
 def iter_spectra(path: str | Path, *, layers: str | Sequence[str] | None = None, min_eigs: int = 16,
-                 keep_slices: bool = False,
-                 on_error: OnError = "raise") -> Iterator[LayerSpectrum | SkippedLayer]:
+                 keep_slices: bool = False, on_error: OnError = "raise",
+                 randomize: int | None = None) -> Iterator[LayerSpectrum | SkippedLayer]:
     """Yield a LayerSpectrum or a SkippedLayer for each tensor of a checkpoint, in checkpoint order.
 
     `layers` selects tensors: a glob pattern (fnmatch) or a list of exact names. Integer and boolean tensors
     are buffers (position ids, step counters, masks), reported as skipped. With on_error="raise" the first bad
     layer raises its InputError; with "skip" it becomes a SkippedLayer with status 'error' and reading goes
     on. A file without any 2-D floating-point weight, or a selection matching nothing, is an InputError.
+
+    randomize=seed also yields, after each layer's spectrum, the spectrum of its element-shuffled copy
+    (`randomized=True`, same name): the null model of the field, which keeps the weights' marginal
+    distribution and destroys their correlations. The permutation derives from the seed and the layer name.
     """
     if on_error not in ("raise", "skip"):
         raise InputError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
@@ -118,7 +125,10 @@ def iter_spectra(path: str | Path, *, layers: str | Sequence[str] | None = None,
     for tensor in iter_tensors(path):
         if selected(tensor.name):
             tally.add(tensor)
-            yield from _layer_results(tensor, str(path), min_eigs, keep_slices, on_error)
+            results = list(_layer_results(tensor, str(path), min_eigs, keep_slices, on_error))
+            yield from results
+            if randomize is not None and isinstance(results[0], LayerSpectrum):
+                yield from _randomized(tensor, str(path), min_eigs, keep_slices, randomize)
     tally.check(str(path), layers)
 
 
@@ -289,6 +299,16 @@ def _layer_results(tensor: NamedTensor, source: str, min_eigs: int, keep_slices:
         yield SkippedLayer(tensor.name, shape, _bare_message(err), status=names.STATUS_ERROR)
         return
     yield from result if isinstance(result, list) else [result]
+
+
+def _randomized(tensor: NamedTensor, source: str, min_eigs: int, keep_slices: bool,
+                seed: int) -> list[LayerSpectrum]:
+    """The spectra of the tensor with its elements shuffled (one layer's copy at a time, in its stored dtype)."""
+    rng = np.random.default_rng([seed, zlib.crc32(tensor.name.encode())])
+    array = np.asarray(tensor.array)
+    shuffled = rng.permutation(array.reshape(-1)).reshape(array.shape)
+    result = _spectrum(shuffled, tensor.name, dtype=None, min_eigs=min_eigs, keep_slices=keep_slices, source=source)
+    return [replace(r, randomized=True) for r in (result if isinstance(result, list) else [result])]
 
 
 def _bare_message(err: InputError) -> str:

@@ -9,7 +9,8 @@ Each module defines
 * optionally `complete(key, draws, eigenvalues, **data)` for models that marginalise a latent NUTS cannot sample
   (the power law's breakpoint): it draws that latent from its conditional posterior and returns it with the
   pointwise log-likelihood; `complete_prior` does the same for prior draws; `probabilities(posterior)` gives
-  posterior probabilities the model reports beside its parameters.
+  posterior probabilities the model reports beside its parameters; `DENSE_MASS = True` where NUTS should adapt a
+  dense mass matrix (correlated parameters; measured per model).
 
 `MODELS` maps the names used by the API, the CLI flags and the JSON keys.
 """

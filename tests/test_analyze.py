@@ -90,5 +90,36 @@ def test_analyze_command(checkpoint, tmp_path, capsys):
     assert code == 0
     table = read_layer_table(out / LAYER_TABLE)
     assert set(table[names.NAME]) == {"a.weight", "a.bias"}
-    assert str(out / LAYER_TABLE) in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert str(out / LAYER_TABLE) in printed and str(out / "report.md") in printed
+    assert (out / "layers" / "a.weight.htmp.esd.png").stat().st_size > 10_000
     assert main(["analyze", str(checkpoint), "--models", "nope", "--out", str(out)]) == 2
+
+
+def test_randomized_copies_report_and_partial_pooling(tmp_path):
+    """A layer with power-law column scales has a heavy-tailed ESD (small kappa); its element-shuffled copy is
+    white noise again (large kappa). Two such layers are pooled into a model-level kappa."""
+    rng = np.random.default_rng(1)
+    scales = np.arange(1, 49) ** -0.8
+    path = tmp_path / "structured.safetensors"
+    save_file({f"{k}.weight": (rng.standard_normal((96, 48)) * scales).astype(np.float32) for k in "pq"}, path)
+    out = tmp_path / "out"
+    table = analyze(path, out, ("htmp",), randomize=True, hierarchical=True, figures=False, chains=2, draws=300,
+                    warmup=100)
+    assert list(zip(table[names.NAME], table[names.RANDOMIZED], strict=True)) == [
+        ("p.weight", False), ("p.weight", True), ("q.weight", False), ("q.weight", True)]
+    real, shuffled = (table[table[names.RANDOMIZED] == flag].set_index(names.NAME) for flag in (False, True))
+    assert np.all(real["kappa_ci_high"] < shuffled["kappa_ci_low"])
+    assert json.loads((out / "layers" / "p.weight.htmp.randomized.json").read_text())[names.RANDOMIZED] is True
+    pooled = json.loads((out / "hierarchical.json").read_text())["htmp"]
+    usable = real[real[names.STATUS] == names.STATUS_OK]
+    if len(usable) == 2:
+        assert pooled["n_layers"] == 2
+        assert pooled["kappa"]["ci_low"] < pooled["kappa"]["median"] < pooled["kappa"]["ci_high"]
+        assert pooled["kappa"]["ci_low"] < real["kappa_median"].max()
+        assert pooled["kappa"]["ci_high"] > real["kappa_median"].min()
+    else:
+        assert pooled[names.STATUS] == names.STATUS_ERROR
+    report = (out / "report.md").read_text()
+    assert "kappa_forest.png" in report and "p.weight" in report
+    assert (out / "kappa_forest.png").stat().st_size > 10_000

@@ -10,7 +10,7 @@ import pytest
 from hteval.cli import main
 from hteval.infer import eigenvalue_spectrum, fit, layer_key, layer_model
 from hteval.models import MODELS
-from hteval.nuts import _kernel_and_step
+from hteval.nuts import TARGET_ACCEPT, _kernel_and_step
 from hteval.predictive import add_prior_predictive
 from hteval.sampling import sample_htmp_spectrum
 
@@ -94,7 +94,8 @@ def test_chains_and_layers_of_one_shape_share_one_compiled_program():
     before = _kernel_and_step.cache_info().hits
     fit(sample_htmp_spectrum(33, 300, 0.5, 0.7, 2.0), gamma=0.5, chains=2, draws=500, warmup=500, seed=1)
     assert _kernel_and_step.cache_info().hits == before + 1
-    _, init, advance = _kernel_and_step(layer_model(MODELS["htmp"], first.layer), 500)
+    _, init, advance = _kernel_and_step(layer_model(MODELS["htmp"], first.layer), 500, TARGET_ACCEPT,
+                                        MODELS["htmp"].DENSE_MASS)
     assert init._cache_size() == 1 and advance._cache_size() == 1
 
 
