@@ -1,7 +1,8 @@
-"""Checkpoint -> every layer's posterior, one table row per (layer, model), written as each fit finishes.
+"""Checkpoint -> every layer's posterior, one table row per (layer, model) and per shuffled copy with
+--randomize, written as each fit finishes.
 
 A run is resumable: layers.csv is appended one complete, flushed line at a time, and a second run over the same
---out reads it back and fits only the (layer, model) pairs it lacks. A line cut short by a kill is dropped on
+--out reads it back and fits only the (layer, model, randomized) rows it lacks. A line cut short by a kill is dropped on
 resume (its layer is fitted again); finished lines are never rewritten. A layer that cannot be fitted gets a row
 with its status and error, and the run goes on.
 """
@@ -24,6 +25,7 @@ import pandas as pd
 from hteval import names
 from hteval.errors import HtevalError, InputError
 from hteval.hierarchy import Pooled, pool_kappa
+from hteval.infer import fit, median_and_interval
 from hteval.models import MODELS
 from hteval.report.analysis import write_report
 from hteval.report.figures import plot_esd
@@ -66,12 +68,10 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = ("htmp",)
     are fitted in (grouped by compiled program, `hteval.schedule`) or on resuming. The spectra are computed
     first (eigenvalues only, never a whole model's weights in float64); on_row(row, done, total) is called
     after each row is written and on_start(layer, model) before each fit (the command line's progress bar).
-    randomize also fits every layer's
-    element-shuffled copy (rows with randomized = True); hierarchical pools kappa across the converged layers
-    (`hteval.hierarchy`). The report (report.md and forest plots) is rewritten at the end of every run.
+    randomize also fits every layer's element-shuffled copy (rows with randomized = True); hierarchical pools
+    kappa across the converged layers (`hteval.hierarchy`). The report (report.md and forest plots) is rewritten
+    at the end of every run.
     """
-    from hteval.infer import fit
-
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models:
         raise InputError(f"unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(MODELS)}")
@@ -112,19 +112,18 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = ("htmp",)
         for item, model in fit_order(tasks):
             if on_start is not None:
                 on_start(item.name, model)
-            emit(_fit_row(fit, item, model, settings, out, figures))
+            emit(_fit_row(item, model, settings, out, figures))
     order = {name: i for i, name in enumerate(dict.fromkeys(i.name for i in items))}
     result = read_layer_table(table)
     if not result.empty:  # network order (the file keeps the order rows were written in)
         result = result.sort_values(names.NAME, key=lambda c: c.map(order).fillna(len(order)), kind="stable")
         result = result.reset_index(drop=True)
     pooled = pool_layers(result, out, prob=prob, seed=seed) if hierarchical else {}
-    # network order: the checkpoint's, each real layer before its randomized copy
     write_report(result, out, network_order=[i.name for i in items], pooled=pooled, prob=prob, source=str(path))
     return result
 
 
-def _fit_row(fit, item, model: str, settings: dict[str, Any], out: Path, figures: bool) -> dict[str, Any]:
+def _fit_row(item, model: str, settings: dict[str, Any], out: Path, figures: bool) -> dict[str, Any]:
     start = time.perf_counter()
     row = {**item.to_record(), names.MODEL: model, names.RANDOMIZED: item.randomized}
     try:
@@ -152,7 +151,7 @@ def pool_layers(table: pd.DataFrame, out: Path, *, prob: float, seed: int) -> di
     for model in dict.fromkeys(table[names.MODEL].dropna()):
         if names.KAPPA not in MODELS[model].PARAMETERS:
             continue
-        rows = table[(table[names.MODEL] == model) & (table[names.RANDOMIZED].astype(str) != "True")]
+        rows = table[(table[names.MODEL] == model) & ~table[names.RANDOMIZED]]
         usable = rows[rows[names.STATUS] == names.STATUS_OK]
         draws = {name: np.load(out / LAYER_DIR / f"{layer_file_stem(name, model)}{DRAWS_SUFFIX}")[names.KAPPA]
                  for name in usable[names.NAME]}
@@ -177,9 +176,19 @@ def layer_file_stem(layer: str, model: str, randomized: bool = False) -> str:
 
 
 def read_layer_table(path: str | Path) -> pd.DataFrame:
-    """layers.csv as a DataFrame (a trailing line cut short by a kill is ignored)."""
+    """layers.csv as a DataFrame (a trailing line cut short by a kill is ignored); `randomized` is a bool column
+    (False on rows of skipped tensors, whose cell is empty)."""
     text = _complete_lines(Path(path))
-    return pd.read_csv(io.StringIO(text)) if text else pd.DataFrame()
+    if not text:
+        return pd.DataFrame()
+    table = pd.read_csv(io.StringIO(text))
+    if names.RANDOMIZED in table:
+        table[names.RANDOMIZED] = table[names.RANDOMIZED].map(_is_true)
+    return table
+
+
+def _is_true(cell) -> bool:
+    return str(cell) == "True"
 
 
 def _result_row(result) -> dict[str, Any]:
@@ -190,10 +199,8 @@ def _result_row(result) -> dict[str, Any]:
     posterior = result.data["posterior"]
     for p in DERIVED:
         if p in posterior:
-            draws = np.asarray(posterior[p].values).ravel()
-            lo, hi = (1 - result.prob) / 2, (1 + result.prob) / 2
-            row.update({f"{p}_median": np.median(draws), f"{p}_ci_low": np.quantile(draws, lo),
-                        f"{p}_ci_high": np.quantile(draws, hi)})
+            row.update(zip((f"{p}_{s}" for s in STATISTICS), median_and_interval(posterior[p].values, result.prob),
+                           strict=True))
     diagnostics = result.diagnostics
     row.update({names.R_HAT: diagnostics["max_r_hat"], names.CONVERGED: result.converged,
                 names.DIVERGENCES: diagnostics["divergences"],
@@ -250,7 +257,7 @@ def _complete_lines(path: Path) -> str:
 
 
 def _row_key(name: str, model: str, randomized) -> tuple[str, str, bool]:
-    return name, model, str(randomized) == "True"
+    return name, model, _is_true(randomized)
 
 
 def _finished(table: Path, columns: list[str]) -> set[tuple[str, str, bool]]:

@@ -127,7 +127,7 @@ def _add_compare(commands: argparse._SubParsersAction) -> None:
                                  "with stacking weights, Pareto-k diagnostics and posterior predictive p-values; "
                                  "write comparison.json, comparison.csv and figures to --out.")
     _add_source_and_sampler_options(parser)
-    parser.add_argument("--models", default="mp,htmp,htmp-outliers,inverse-htmp,powerlaw,lognormal",
+    parser.add_argument("--models", default=",".join(names.DEFAULT_COMPARE_MODELS),
                         help="comma-separated models (default: %(default)s; correlated-mp is opt-in: its "
                         "posterior does not yet converge, see the README)")
     parser.set_defaults(run=cmd_compare)

@@ -33,9 +33,7 @@ from hteval.predictive import add_posterior_predictive, ks_pvalue
 
 logger = logging.getLogger(__name__)
 
-#: correlated-mp is left out until its likelihood is smooth enough for NUTS (README, "Known defect"): on a
-#: 384-eigenvalue layer its default 4 x 1000 fit ran past 10 minutes at the maximum tree depth
-DEFAULT_MODELS = ("mp", "htmp", "htmp-outliers", "inverse-htmp", "powerlaw", "lognormal")
+DEFAULT_MODELS = names.DEFAULT_COMPARE_MODELS
 #: |d_elpd| / d_se beyond which a loss is called decisive (calibrated: see the module docstring and the README)
 DECISIVE_Z = 4.0
 

@@ -34,6 +34,7 @@ import numpyro.distributions as dist
 from jax.scipy.special import log_ndtr, logsumexp, ndtr
 
 from hteval.errors import InputError
+from hteval.infer import ESS_MIN, RHAT_MAX, median_and_interval
 from hteval.models.priors import LOG_KAPPA_HIGH, LOG_KAPPA_LOW
 from hteval.nuts import run_chains
 
@@ -63,8 +64,8 @@ class Pooled:
         return np.exp(self.mu)
 
     def interval(self, draws: np.ndarray) -> tuple[float, float, float]:
-        lo, hi = (1 - self.prob) / 2, (1 + self.prob) / 2
-        return float(np.median(draws)), float(np.quantile(draws, lo)), float(np.quantile(draws, hi))
+        """Median and equal-tailed interval at this result's prob."""
+        return median_and_interval(draws, self.prob)
 
     def table(self):
         """Per-layer pooled kappa (median, ci_low, ci_high) in the order given."""
@@ -175,8 +176,6 @@ def _draw_layers(key, d, h, mu, tau):
 
 def _diagnostics(post: dict[str, np.ndarray], divergences: int) -> dict:
     import arviz as az
-
-    from hteval.infer import ESS_MIN, RHAT_MAX
 
     r_hat = max(float(az.rhat(np.asarray(post[k]))) for k in ("mu", "tau"))
     ess = min(float(az.ess(np.asarray(post[k]))) for k in ("mu", "tau"))

@@ -101,6 +101,13 @@ def layer_key(seed: int, name: str) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(name.encode()))
 
 
+def median_and_interval(draws, prob: float) -> tuple[float, float, float]:
+    """Median and equal-tailed `prob` interval (ci_low, ci_high) of a set of draws, any shape."""
+    draws = np.ravel(np.asarray(draws))
+    lo, hi = np.quantile(draws, [(1 - prob) / 2, (1 + prob) / 2])
+    return float(np.median(draws)), float(lo), float(hi)
+
+
 def _summarise(data, parameters, prob) -> pd.DataFrame:
     post = data["posterior"].to_dataset()
     rows = {}

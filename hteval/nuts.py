@@ -138,7 +138,7 @@ def to_datatree(model, args: tuple, kwargs: dict[str, Any], kernel: NUTS, z: dic
     groups = {"posterior": {k: unflat(v) for k, v in posterior.items()},
               "sample_stats": dict(stats),
               "observed_data": {"obs": np.asarray(observed)}}
-    if loglik is not None and with_log_likelihood:
+    if with_log_likelihood:
         groups["log_likelihood"] = {"obs": unflat(loglik)}
     return az.from_dict(
         groups,

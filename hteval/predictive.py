@@ -106,8 +106,7 @@ def ks_pvalue(result, n: int = 200, seed: int = 0) -> float:
     if hasattr(module, "cdf"):  # the absolute accuracy of a plain CDF is all KS needs, and it is cheaper
         cdf = _law(result.model, "cdf", _context(result))(jnp.asarray(observed), draws)
     else:
-        cdf = jnp.exp(_law(result.model, "log_cdf", _context(result))(jnp.asarray(observed),
-                                                                                          draws))
+        cdf = jnp.exp(_law(result.model, "log_cdf", _context(result))(jnp.asarray(observed), draws))
     d_obs = np.asarray(_ks_distance(jnp.asarray(observed), cdf))
     return float(np.mean(kstwo.sf(d_obs, observed.size)))
 

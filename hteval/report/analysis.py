@@ -51,8 +51,7 @@ def _fitted(table: pd.DataFrame, network_order: list[str]) -> pd.DataFrame:
     fitted = table[table[names.MODEL].notna()].copy()
     rank = {name: i for i, name in enumerate(dict.fromkeys(network_order))}
     fitted["_order"] = fitted[names.NAME].map(rank).fillna(len(rank))
-    fitted["_randomized"] = fitted[names.RANDOMIZED].astype(str) == "True"
-    return fitted.sort_values(["_order", names.MODEL, "_randomized"], kind="stable")
+    return fitted.sort_values(["_order", names.MODEL, names.RANDOMIZED], kind="stable")
 
 
 def _status_lines(table: pd.DataFrame) -> list[str]:
@@ -72,7 +71,7 @@ def plot_forest(fitted: pd.DataFrame, parameter: str, path: Path, *, pooled: dic
     layer_names = list(dict.fromkeys(rows[names.NAME]))
     models = list(dict.fromkeys(rows[names.MODEL]))
     y_of = {name: i for i, name in enumerate(layer_names)}
-    shuffled = set(rows.loc[rows["_randomized"], names.MODEL])
+    shuffled = set(rows.loc[rows[names.RANDOMIZED], names.MODEL])
     series = [(m, False) for m in models] + [(m, True) for m in models if m in shuffled]
     series += [(m, "pooled") for m in models if m in pooled and parameter == "kappa"]
     step = 0.7 / max(len(series), 1)
@@ -84,7 +83,7 @@ def plot_forest(fitted: pd.DataFrame, parameter: str, path: Path, *, pooled: dic
         if kind == "pooled":
             _pooled_series(ax, pooled[model], y_of, offset, label)
             continue
-        part = rows[(rows[names.MODEL] == model) & (rows["_randomized"] == kind)]
+        part = rows[(rows[names.MODEL] == model) & (rows[names.RANDOMIZED] == kind)]
         y = part[names.NAME].map(y_of).to_numpy() + offset
         med, lo, hi = (part[f"{parameter}_{s}"].to_numpy(dtype=float) for s in ("median", "ci_low", "ci_high"))
         ok = (part[names.STATUS] == names.STATUS_OK).to_numpy()
@@ -102,7 +101,7 @@ def plot_forest(fitted: pd.DataFrame, parameter: str, path: Path, *, pooled: dic
         for bound in (2.0, 6.0):  # the field's heavy (alpha < 2) and light (alpha > 6) tail conventions
             ax.axvline(bound, color="0.8", lw=0.8, ls=":")
     ax.grid(axis="x", which="major", color="0.92")
-    ax.legend(fontsize=7, frameon=False, loc="best")
+    fig.legend(fontsize=7, frameon=False, loc="outside lower center", ncols=2)  # never over a layer's interval
     fig.savefig(path, dpi=150)
     plt.close(fig)
     return path
@@ -116,7 +115,8 @@ def _pooled_series(ax, p, y_of, offset, label):
     ax.errorbar(med, y, xerr=[med - lo, hi - med], fmt="s", color="k", ms=3, elinewidth=1.0,
                 label=f"{label}, partially pooled")
     mid, low, high = p.interval(p.kappa)
-    ax.axvspan(low, high, color="k", alpha=0.08, lw=0, label=f"model-level kappa {mid:.3g}")
+    caveat = "" if p.diagnostics["converged"] else ", NOT CONVERGED"
+    ax.axvspan(low, high, color="k", alpha=0.08, lw=0, label=f"model-level kappa {mid:.3g}{caveat}")
 
 
 def _layer_table(fitted: pd.DataFrame, prob: float) -> list[str]:
@@ -126,7 +126,7 @@ def _layer_table(fitted: pd.DataFrame, prob: float) -> list[str]:
     header = ["layer", "model", "shuffled", *[f"{p} median [{prob:.0%}]" for p in parameters], "r_hat", "status"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in fitted.iterrows():
-        cells = [row[names.NAME], row[names.MODEL], "yes" if row["_randomized"] else ""]
+        cells = [row[names.NAME], row[names.MODEL], "yes" if row[names.RANDOMIZED] else ""]
         for p in parameters:
             med = row[f"{p}_median"]
             cells.append("" if pd.isna(med) else f"{med:.3g} [{row[f'{p}_ci_low']:.3g}, {row[f'{p}_ci_high']:.3g}]")
