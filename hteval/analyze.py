@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from hteval.errors import HtevalError, InputError
 from hteval.hierarchy import Pooled, pool_kappa
 from hteval.infer import fit, median_and_interval
 from hteval.models import MODELS
+from hteval.parallel import run_tasks
 from hteval.report.analysis import write_report
 from hteval.report.figures import plot_esd
 from hteval.schedule import fit_order
@@ -43,6 +45,8 @@ POOLED_TABLE = "pooled.csv"
 STATISTICS = ("median", "ci_low", "ci_high")
 #: derived quantities reported beside a model's parameters when its posterior has them (SPEC section 3)
 DERIVED = (names.TEMPERATURE,)
+#: default cap on worker processes: each holds its own compiled programs (~0.5-1 GB)
+MAX_WORKERS = 4
 
 
 def table_columns(models: Sequence[str]) -> list[str]:
@@ -57,21 +61,26 @@ def table_columns(models: Sequence[str]) -> list[str]:
 
 
 def analyze(path: str | Path, out: str | Path, models: Sequence[str] = ("htmp",), layers=None, *, prob=0.9,
-            seed=0, chains=2, draws=600, warmup=300, randomize: bool = False, hierarchical: bool = False,
-            figures: bool = True, on_row: Callable[[dict[str, Any], int, int], None] | None = None,
+            seed=0, chains=2, draws=600, warmup=300, max_draws: int | None = 2400, randomize: bool = False,
+            hierarchical: bool = False, figures: bool = True, workers: int | None = None,
+            on_row: Callable[[dict[str, Any], int, int], None] | None = None,
             on_start: Callable[[str, str], None] | None = None) -> pd.DataFrame:
     """Fit `models` to every eligible layer of a checkpoint; returns layers.csv (this run's rows and earlier ones).
 
-    Lighter sampler defaults than `fit` (2 x 600 after 300 warm-up): convergence is still judged with fit's
-    criteria, and a layer that misses them gets status "not_converged" with its numbers kept. Each layer's key
+    Lighter sampler defaults than `fit` (2 x 600 after 300 warm-up, run on up to 2400 draws per chain while
+    R-hat or ESS fall short, see `fit`'s max_draws): convergence is still judged with fit's criteria, and a layer
+    that misses them gets status "not_converged" with its numbers kept. Each layer's key
     derives from the seed and its name, so its result does not depend on the other layers, on the order they
     are fitted in (grouped by compiled program, `hteval.schedule`) or on resuming. The spectra are computed
     first (eigenvalues only, never a whole model's weights in float64); on_row(row, done, total) is called
     after each row is written and on_start(layer, model) before each fit (the command line's progress bar).
+    workers: processes fitting side by side (default: the CPU count, at most 4), each taking whole groups of
+    same-program fits (`hteval.parallel`); 1 fits everything in this process.
     randomize also fits every layer's element-shuffled copy (rows with randomized = True); hierarchical pools
     kappa across the converged layers (`hteval.hierarchy`). The report (report.md and forest plots) is rewritten
     at the end of every run.
     """
+    workers = min(os.cpu_count() or 1, MAX_WORKERS) if workers is None else workers
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models:
         raise InputError(f"unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(MODELS)}")
@@ -81,7 +90,8 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = ("htmp",)
     table = out / LAYER_TABLE
     done = _finished(table, columns)
     items = list(iter_spectra(path, layers=layers, on_error="skip", randomize=seed if randomize else None))
-    settings = {"prob": prob, "seed": seed, "chains": chains, "draws": draws, "warmup": warmup}
+    settings = {"prob": prob, "seed": seed, "chains": chains, "draws": draws, "warmup": warmup,
+                "max_draws": max_draws}
     with table.open("a", newline="") as handle:
         if handle.tell() == 0:
             _write_line(handle, columns, dict(zip(columns, columns, strict=True)))
@@ -109,10 +119,8 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = ("htmp",)
                     count += 1
                 else:
                     tasks.append((item, model))
-        for item, model in fit_order(tasks):
-            if on_start is not None:
-                on_start(item.name, model)
-            emit(_fit_row(item, model, settings, out, figures))
+        run_tasks(fit_order(tasks), _fit_row, (settings, out, figures), workers=workers,
+                  on_start=on_start or (lambda name, model: None), on_row=emit)
     order = {name: i for i, name in enumerate(dict.fromkeys(i.name for i in items))}
     result = read_layer_table(table)
     if not result.empty:  # network order (the file keeps the order rows were written in)

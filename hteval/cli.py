@@ -72,13 +72,16 @@ def _add_source_and_sampler_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_sampler_options(parser: argparse.ArgumentParser, chains: int = 4, draws: int = 1000,
-                         warmup: int | None = None) -> None:
-    """Interval probability, seed, NUTS chains / draws / warm-up, and the output directory."""
+                         warmup: int | None = None, max_draws: int | None = None) -> None:
+    """Interval probability, seed, NUTS chains / draws / warm-up / extension, and the output directory."""
     parser.add_argument("--prob", type=float, default=0.9, help="credible interval probability")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chains", type=int, default=chains)
     parser.add_argument("--draws", type=int, default=draws)
     parser.add_argument("--warmup", type=int, default=draws if warmup is None else warmup)
+    parser.add_argument("--max-draws", type=int, default=max_draws,
+                        help="a fit short of R-hat or ESS (without divergences) runs its chains on, doubling the "
+                        "draws up to this many per chain (default: %(default)s)")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
 
 
@@ -90,7 +93,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     source, layer = _source(args)
     result = fit(source, layer=layer, model=args.model, gamma=args.gamma, prob=args.prob, seed=args.seed,
-                 chains=args.chains, draws=args.draws, warmup=args.warmup, floor=args.floor, progress_bar=True)
+                 chains=args.chains, draws=args.draws, warmup=args.warmup, floor=args.floor, progress_bar=True,
+                 max_draws=args.max_draws)
     args.out.mkdir(parents=True, exist_ok=True)
     add_posterior_predictive(result, seed=args.seed)
     add_prior_predictive(result, seed=args.seed)
@@ -147,7 +151,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     fits = fit_models(source, layer=layer, models=models, gamma=args.gamma, prob=args.prob, seed=args.seed,
                       chains=args.chains, draws=args.draws, warmup=args.warmup, floor=args.floor,
-                      progress_bar=True, on_fit=save)
+                      progress_bar=True, on_fit=save, max_draws=args.max_draws)
     comparison = compare_fits(fits, seed=args.seed)
     comparison.table.to_csv(args.out / "comparison.csv")
     figures = plot_comparison(comparison, args.out, args.prob)
@@ -195,10 +199,13 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--hierarchical", action="store_true",
                         help="pool kappa across the converged layers (partial pooling): a model-level kappa "
                         "with its interval in DIR/hierarchical.json, per-layer pooled intervals in DIR/pooled.csv")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes fitting side by side, each taking whole groups of same-shape layers "
+                        "(default: the CPU count, at most 4; 1: all in this process)")
     parser.add_argument("--no-figures", dest="figures", action="store_false",
                         help="skip the per-layer ESD figures (the report's forest plots are always drawn)")
     # lighter than fit's; the convergence criteria are the same
-    _add_sampler_options(parser, chains=2, draws=600, warmup=300)
+    _add_sampler_options(parser, chains=2, draws=600, warmup=300, max_draws=2400)
     parser.set_defaults(run=cmd_analyze)
 
 
@@ -224,8 +231,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     try:
         table = analyze(path, args.out, models, args.layers, prob=args.prob, seed=args.seed, chains=args.chains,
-                        draws=args.draws, warmup=args.warmup, randomize=args.randomize,
-                        hierarchical=args.hierarchical, figures=args.figures, on_row=progress, on_start=starting)
+                        draws=args.draws, warmup=args.warmup, max_draws=args.max_draws, randomize=args.randomize,
+                        hierarchical=args.hierarchical, figures=args.figures, workers=args.workers,
+                        on_row=progress, on_start=starting)
     finally:
         bar.close()
     counts = table[names.STATUS].value_counts().to_dict() if len(table) else {}

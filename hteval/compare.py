@@ -113,7 +113,7 @@ def compare_fits(fits: dict[str, FitResult], *, ppc_draws: int = 200, seed: int 
 
 
 def fit_models(source, layer=None, models=DEFAULT_MODELS, gamma=None, prob=0.9, seed=0, chains=4, draws=1000,
-               warmup=1000, *, floor=None, progress_bar=False, predictive_draws=100, on_fit=None):
+               warmup=1000, *, floor=None, progress_bar=False, predictive_draws=100, on_fit=None, max_draws=None):
     """Fit each model to one layer (same spectrum, same seed), with posterior predictive spectra.
 
     on_fit(model, result) is called as each fit finishes (the CLI writes it out, so nothing computed is lost).
@@ -126,7 +126,7 @@ def fit_models(source, layer=None, models=DEFAULT_MODELS, gamma=None, prob=0.9, 
     for model in models:
         logger.info("fitting %s to %s", model, rec.name)
         fits[model] = fit(rec, model=model, prob=prob, seed=seed, chains=chains, draws=draws, warmup=warmup,
-                          progress_bar=progress_bar)
+                          progress_bar=progress_bar, max_draws=max_draws)
         add_posterior_predictive(fits[model], predictive_draws, seed)
         if on_fit is not None:
             on_fit(model, fits[model])

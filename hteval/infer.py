@@ -21,7 +21,7 @@ import pandas as pd
 from hteval import names
 from hteval.errors import InputError
 from hteval.models import MODELS
-from hteval.nuts import run_chains, to_datatree
+from hteval.nuts import continue_chains, run_chains, to_datatree
 from hteval.spectra import LayerSpectrum, load_spectra, spectrum
 
 logger = logging.getLogger(__name__)
@@ -160,10 +160,14 @@ def model_data(rec: LayerSpectrum) -> dict[str, Any]:
 
 
 def fit(source, layer=None, model="htmp", gamma=None, prob=0.9, seed=0, chains=4, draws=1000, warmup=1000, *,
-        floor=None, progress_bar=False, log_likelihood=True) -> FitResult:
+        floor=None, progress_bar=False, log_likelihood=True, max_draws=None) -> FitResult:
     """Fit one ensemble model to one layer by NUTS (float64). source: matrix, checkpoint path or eigenvalues.
 
     log_likelihood=False leaves the pointwise log-likelihood (for LOO) out of the result, saving its computation.
+    max_draws: a fit that misses only the R-hat or ESS criteria (no divergences) runs its chains on, doubling the
+    draws per chain up to this many, before it is called unconverged; a fixed rule, recorded in the settings
+    (draws is what the result holds, draws_requested what was asked for). Longer chains cannot mend divergent
+    transitions, so those fits are not extended.
     """
     from hteval import __version__
 
@@ -174,22 +178,33 @@ def fit(source, layer=None, model="htmp", gamma=None, prob=0.9, seed=0, chains=4
     rec = layer_from_source(source, layer, gamma, floor)
     module = MODELS[model]
     model_fn, args, kwargs = layer_model(module, rec), (jnp.asarray(rec.eigenvalues),), model_data(rec)
-    z, stats, kernel = run_chains(model_fn, args, kwargs, key=layer_key(seed, rec.name), chains=chains,
-                                  warmup=warmup, draws=draws, progress_bar=progress_bar,
-                                  dense_mass=getattr(module, "DENSE_MASS", False))
+    sampler = {"warmup": warmup, "progress_bar": progress_bar, "dense_mass": getattr(module, "DENSE_MASS", False)}
+    z, stats, kernel, states = run_chains(model_fn, args, kwargs, key=layer_key(seed, rec.name), chains=chains,
+                                          draws=draws, **sampler)
     complete = None
     if hasattr(module, "complete"):
         complete_key = jax.random.fold_in(layer_key(seed, rec.name), 1)
         complete = functools.partial(_complete, module, complete_key, args[0], {"gamma": rec.gamma, **kwargs})
-    data = to_datatree(model_fn, args, kwargs, kernel, z, stats, observed=rec.eigenvalues, complete=complete,
-                       with_log_likelihood=log_likelihood,
-                       attrs={"hteval_version": __version__, "model": model, "layer": rec.name, "seed": seed})
-    summary = _summarise(data, module.PARAMETERS, prob)
-    diagnostics = _diagnose(data, summary)
+    attrs = {"hteval_version": __version__, "model": model, "layer": rec.name, "seed": seed}
+    total = draws
+    while True:
+        data = to_datatree(model_fn, args, kwargs, kernel, z, stats, observed=rec.eigenvalues, complete=complete,
+                           with_log_likelihood=log_likelihood, attrs=attrs)
+        summary = _summarise(data, module.PARAMETERS, prob)
+        diagnostics = _diagnose(data, summary)
+        if diagnostics["converged"] or diagnostics["divergences"] or max_draws is None or total >= max_draws:
+            break
+        more = min(total, max_draws - total)
+        logger.info("%s / %s: %s; %d more draws per chain", rec.name, model, "; ".join(diagnostics["reasons"]), more)
+        z_more, stats_more, states = continue_chains(model_fn, args, kwargs, states, draws=more, **sampler)
+        z, stats = (jax.tree.map(lambda a, b: np.concatenate([a, b], axis=1), old, new)
+                    for old, new in ((z, z_more), (stats, stats_more)))
+        total += more
     if not diagnostics["converged"]:
         logger.warning("%s / %s did not converge: %s", rec.name, model, "; ".join(diagnostics["reasons"]))
-    settings = {"seed": seed, "chains": chains, "draws": draws, "warmup": warmup, "sampler": "NUTS",
-                "chain_method": "sequential, one compiled program", "backend": jax.default_backend()}
+    settings = {"seed": seed, "chains": chains, "draws": total, "draws_requested": draws, "max_draws": max_draws,
+                "warmup": warmup, "sampler": "NUTS", "chain_method": "sequential, one compiled program",
+                "backend": jax.default_backend()}
     probabilities = {}
     if hasattr(module, "probabilities"):
         probabilities = module.probabilities({k: v.values for k, v in data["posterior"].to_dataset().items()})

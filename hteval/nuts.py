@@ -85,19 +85,34 @@ def _advance(kernel: NUTS):
 def run_chains(model, args: tuple, kwargs: dict[str, Any], *, key, chains: int, warmup: int, draws: int,
                progress_bar: bool = False,
                target_accept: float = TARGET_ACCEPT,
-               dense_mass: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], NUTS]:
-    """Run `chains` NUTS chains one after another: (unconstrained draws, sample stats, each (chain, draw); kernel)."""
+               dense_mass: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], NUTS, list]:
+    """Run `chains` NUTS chains one after another: (unconstrained draws, sample stats, each (chain, draw); kernel;
+    each chain's final state, from which `continue_chains` draws more)."""
     release_compiled_programs_near_map_limit()
     kernel, init, advance = _kernel_and_step(model, warmup, target_accept, dense_mass)
-    n_chunks = math.ceil((warmup + draws) / CHUNK)
+    states = [init(chain_key, args, kwargs) for chain_key in jax.random.split(key, chains)]
+    z, stats, states = _advance_all(advance, states, args, kwargs, skip=warmup, keep=draws, progress_bar=progress_bar)
+    return z, stats, kernel, states
+
+
+def continue_chains(model, args: tuple, kwargs: dict[str, Any], states: list, *, warmup: int, draws: int,
+                    progress_bar: bool = False, target_accept: float = TARGET_ACCEPT,
+                    dense_mass: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list]:
+    """`draws` more draws per chain from the states `run_chains` (same settings) returned, with the step size and
+    mass matrix its warm-up adapted (adaptation ends with the warm-up) and the same compiled program."""
+    _, _, advance = _kernel_and_step(model, warmup, target_accept, dense_mass)
+    return _advance_all(advance, states, args, kwargs, skip=0, keep=draws, progress_bar=progress_bar)
+
+
+def _advance_all(advance, states, args, kwargs, *, skip: int, keep: int, progress_bar: bool):
+    n_chunks = math.ceil((skip + keep) / CHUNK)
     bar = None
     if progress_bar:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=chains * n_chunks * CHUNK, unit="it", desc="NUTS")
-    z_chains, stat_chains = [], []
-    for chain_key in jax.random.split(key, chains):
-        state = init(chain_key, args, kwargs)
+        bar = tqdm(total=len(states) * n_chunks * CHUNK, unit="it", desc="NUTS")
+    z_chains, stat_chains, finals = [], [], []
+    for state in states:
         pieces = []
         for _ in range(n_chunks):
             state, collected = advance(state, args, kwargs)
@@ -105,13 +120,14 @@ def run_chains(model, args: tuple, kwargs: dict[str, Any], *, key, chains: int, 
             if bar is not None:
                 bar.update(CHUNK)
                 bar.set_postfix(chain=len(z_chains), step_size=f"{float(state.adapt_state.step_size):.3g}")
-        z, stats = jax.tree.map(lambda *p: np.concatenate(p)[warmup:warmup + draws], *pieces)
+        z, stats = jax.tree.map(lambda *p: np.concatenate(p)[skip:skip + keep], *pieces)
         z_chains.append(z)
         stat_chains.append(stats)
+        finals.append(state)
     if bar is not None:
         bar.close()
     stack = lambda *c: np.stack(c)  # noqa: E731
-    return jax.tree.map(stack, *z_chains), jax.tree.map(stack, *stat_chains), kernel
+    return jax.tree.map(stack, *z_chains), jax.tree.map(stack, *stat_chains), finals
 
 
 def to_datatree(model, args: tuple, kwargs: dict[str, Any], kernel: NUTS, z: dict[str, np.ndarray],

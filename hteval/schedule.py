@@ -5,10 +5,12 @@ any are censored; every other layer with the same four reuses it (`hteval.infer.
 persistent cache keeps it across runs. Grouping the fits by that key means each program is built once and then
 stays hot, so a run's cost grows with its number of distinct shapes plus a few seconds per layer.
 
+The groups are also the unit of parallel work (`hteval.parallel`): `partition` deals them out to worker
+processes so that no program is compiled twice and the workers' loads are even.
+
 Measured and rejected on this 2-core CPU: vmapping the chains of all same-shape layers (each NUTS step then costs
 the longest tree of the batch, which undoes the 2x throughput of the batched density), and compiling the next
-groups in a background process (it competes for the second core that sampling and XLA already use, and saved
-under 10%).
+groups in a background process while the main one samples (under 10%: it only overlaps compilation).
 """
 
 from __future__ import annotations
@@ -22,9 +24,30 @@ def program_key(rec, model: str) -> Hashable:
     return (model, float(rec.gamma), int(rec.n_eigs), bool(rec.n_censored))
 
 
-def fit_order(tasks: Sequence[tuple[Any, str]]) -> list[tuple[Any, str]]:
-    """(layer, model) tasks grouped by program_key, groups in order of first appearance, network order inside."""
+#: rough cost on one CPU core of building a program (density table and XLA compilation) and of one fit with it;
+#: only their ratio matters, for balancing the workers
+COMPILE_SECONDS, FIT_SECONDS = 20.0, 2.5
+
+
+def _groups(tasks: Sequence[tuple[Any, str]]) -> list[list[tuple[Any, str]]]:
     groups: dict[Hashable, list[tuple[Any, str]]] = {}
     for rec, model in tasks:
         groups.setdefault(program_key(rec, model), []).append((rec, model))
-    return [task for group in groups.values() for task in group]
+    return list(groups.values())
+
+
+def fit_order(tasks: Sequence[tuple[Any, str]]) -> list[tuple[Any, str]]:
+    """(layer, model) tasks grouped by program_key, groups in order of first appearance, network order inside."""
+    return [task for group in _groups(tasks) for task in group]
+
+
+def partition(tasks: Sequence[tuple[Any, str]], workers: int) -> list[list[tuple[Any, str]]]:
+    """Whole groups dealt to at most `workers` bins, largest first to the least loaded (LPT); empty bins dropped.
+    Each bin keeps fit_order's order, so a worker builds each of its programs once."""
+    bins: list[list[tuple[Any, str]]] = [[] for _ in range(max(workers, 1))]
+    load = [0.0] * len(bins)
+    for group in sorted(_groups(tasks), key=len, reverse=True):  # stable: ties keep network order
+        i = load.index(min(load))
+        bins[i].extend(group)
+        load[i] += COMPILE_SECONDS + FIT_SECONDS * len(group)
+    return [b for b in bins if b]

@@ -16,6 +16,8 @@ draw, which gives xmin's posterior and the pointwise log-likelihood PSIS-LOO nee
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpyro
@@ -27,7 +29,7 @@ PARAMETERS = ("alpha", "xmin", "tail_weight", "mu", "sigma")
 LAW_SITES = ("alpha", "xmin", "tail_weight", "mu", "sigma")
 MIN_TAIL = 10
 MIN_BULK = 10
-_HALF_LOG_TWO_PI = 0.5 * float(jnp.log(2 * jnp.pi))
+_HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)  # math, not jnp: a module constant must not depend on x64
 
 
 def _candidates(n: int) -> tuple[int, int]:

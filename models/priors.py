@@ -22,8 +22,9 @@ import numpyro.distributions as dist
 
 from hteval.densities.htmp import KAPPA_MAX, KAPPA_MIN
 
-LOG_KAPPA_LOW = float(jnp.log(KAPPA_MIN))
-LOG_KAPPA_HIGH = float(jnp.log(KAPPA_MAX))
+# math, not jnp: computed at import, before the caller may have enabled float64
+LOG_KAPPA_LOW = math.log(KAPPA_MIN)
+LOG_KAPPA_HIGH = math.log(KAPPA_MAX)
 
 
 def kappa_prior():

@@ -15,7 +15,7 @@ from hteval.cli import main
 from hteval.errors import InputError
 from hteval.spectra import iter_spectra
 
-LIGHT = {"chains": 1, "draws": 100, "warmup": 100}
+LIGHT = {"chains": 1, "draws": 100, "warmup": 100, "max_draws": None}  # no extension: one chain has no R-hat
 
 
 @pytest.fixture
@@ -74,6 +74,24 @@ def test_resume_keeps_finished_rows_and_refits_only_what_is_missing(checkpoint, 
         again.shape
 
 
+def test_worker_processes_give_the_numbers_of_one_process(tmp_path):
+    """Two shapes, hence two groups, one per spawned worker; rows come back to the one writer, and each layer's
+    numbers are those of a single-process run (its key depends on the seed and its name only)."""
+    rng = np.random.default_rng(1)
+    path = tmp_path / "two_shapes.safetensors"
+    save_file({"a.weight": rng.standard_normal((96, 48)).astype(np.float32),
+               "d.weight": rng.standard_normal((64, 48)).astype(np.float32)}, path)
+    started = []
+    parallel = analyze(path, tmp_path / "two", ("htmp",), workers=2, figures=False,
+                       on_start=lambda name, model: started.append(name), **LIGHT).set_index(names.NAME)
+    single = analyze(path, tmp_path / "one", ("htmp",), workers=1, figures=False, **LIGHT).set_index(names.NAME)
+    assert sorted(started) == ["a.weight", "d.weight"]
+    for column in ("kappa_median", "kappa_ci_high", "scale_median", names.R_HAT):
+        np.testing.assert_array_equal(parallel.loc[["a.weight", "d.weight"], column],
+                                      single.loc[["a.weight", "d.weight"], column])
+    assert (tmp_path / "two" / "layers" / "d.weight.htmp.json").exists()
+
+
 def test_other_models_need_a_new_output_directory(checkpoint, tmp_path):
     out = tmp_path / "out"
     (out).mkdir()
@@ -85,8 +103,8 @@ def test_other_models_need_a_new_output_directory(checkpoint, tmp_path):
 
 def test_analyze_command(checkpoint, tmp_path, capsys):
     out = tmp_path / "cli"
-    code = main(["analyze", str(checkpoint), "--layers", "a.*", "--chains", "1", "--draws", "100",
-                 "--warmup", "100", "--out", str(out)])
+    code = main(["analyze", str(checkpoint), "--layers", "a.*", "--chains", "1", "--draws", "100", "--warmup", "100",
+                 "--max-draws", "100", "--out", str(out)])
     assert code == 0
     table = read_layer_table(out / LAYER_TABLE)
     assert set(table[names.NAME]) == {"a.weight", "a.bias"}

@@ -50,8 +50,8 @@ def test_pooling_matches_the_conjugate_answer():
 
 
 def test_a_network_with_larger_kappa_ranks_above_with_high_probability():
-    low = pool_kappa(_gaussian_draws(CENTRES, SDS), seed=0, chains=2, samples=500, warmup=500)
-    high = pool_kappa(_gaussian_draws(CENTRES + 2.0, SDS), seed=0, chains=2, samples=500, warmup=500)
+    low = pool_kappa(_gaussian_draws(CENTRES, SDS), seed=0)
+    high = pool_kappa(_gaussian_draws(CENTRES + 2.0, SDS), seed=0)
     assert probability_lower(low, high) > 0.97
     assert probability_lower(high, low) < 0.03
     assert list(low.table().index) == [f"layer{i}" for i in range(len(CENTRES))]

@@ -55,6 +55,19 @@ def test_unconverged_fit_says_so(spectrum_and_fit):
     assert result.to_json()["diagnostics"]["converged"] is False
 
 
+def test_short_chains_run_on_until_converged(spectrum_and_fit):
+    # 2 x 100 draws cannot reach ESS 400; max_draws doubles them from where they stopped (the fixture's chains,
+    # same key and warm-up, continued): the first draws are the fixture's own
+    x, full = spectrum_and_fit
+    result = fit(x, gamma=0.5, chains=2, draws=100, warmup=500, seed=1, max_draws=800)
+    assert result.converged, result.diagnostics
+    assert result.settings["draws_requested"] == 100 and result.settings["draws"] in (200, 400, 800)
+    kappa = result.data["posterior"]["kappa"].values
+    assert kappa.shape == (2, result.settings["draws"])
+    shared = min(kappa.shape[1], 500)
+    assert np.array_equal(kappa[:, :shared], full.data["posterior"]["kappa"].values[:, :shared])
+
+
 def test_layer_key_depends_on_seed_and_name_only():
     assert np.array_equal(layer_key(0, "a"), layer_key(0, "a"))
     assert not np.array_equal(layer_key(0, "a"), layer_key(0, "b"))

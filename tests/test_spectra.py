@@ -221,3 +221,40 @@ def test_fit_works_when_arviz_was_imported_first():
             "import hteval; print(callable(hteval.fit) and callable(hteval.compare))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip().endswith("True"), out.stderr[-2000:]
+
+
+_MODULE_CONSTANTS = """
+import sys
+{enable}
+import pkgutil, importlib, numbers, json
+import numpy as np
+import hteval, hteval.models
+{late}
+found = {{}}
+for package in (hteval, hteval.models):
+    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        if info.name.startswith("hteval.cli"):
+            continue
+        module = importlib.import_module(info.name)
+        for key, value in vars(module).items():
+            if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                found[info.name + "." + key] = float(value).hex()
+            elif isinstance(value, (np.ndarray, np.generic)) or type(value).__module__.startswith("jax"):
+                if not hasattr(value, "dtype") or not np.issubdtype(value.dtype, np.number):
+                    continue
+                found[info.name + "." + key] = str(value.dtype) + np.asarray(value, dtype=np.float64).tobytes().hex()
+print(json.dumps(found))
+"""
+
+
+def test_module_constants_do_not_depend_on_when_float64_was_enabled():
+    """The command line imports all of hteval before it enables float64; a constant computed with jnp at import
+    (log 1e-3 of the kappa prior's box was) then came out float32 and moved every chain (the pooler of MiniLM
+    fitted from the command line diverged where the same fit from Python did not)."""
+    enable = "import jax; jax.config.update('jax_enable_x64', True)"
+    runs = [subprocess.run([sys.executable, "-c", _MODULE_CONSTANTS.format(enable=a, late=b)], capture_output=True,
+                           text=True) for a, b in ((enable, ""), ("", enable))]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-2000:]
+    first, late = (json.loads(r.stdout) for r in runs)
+    assert len(first) > 20 and first == late, {k: (first.get(k), late.get(k)) for k in first if first[k] != late.get(k)}
