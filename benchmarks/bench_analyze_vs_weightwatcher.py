@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -33,10 +34,32 @@ def busy_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_rss_mib(root: int) -> float:
+    """Resident memory of a process and all its descendants (hteval analyze's worker processes), from /proc."""
+    parents, rss = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+        except OSError:
+            continue  # exited meanwhile
+        parents[int(entry)] = int(fields["PPid"])
+        rss[int(entry)] = int(fields.get("VmRSS", "0 kB").split()[0]) / 1024
+    tree, grew = {root}, True
+    while grew:
+        added = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= added
+        grew = bool(added)
+    return sum(rss.get(pid, 0.0) for pid in tree)
+
+
 def run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> tuple[float, float, float, float, str]:
     """Run cmd with stdout to LOG.out, stderr to LOG.err; exits on failure.
 
-    Returns (wall s, CPU s, CPU s used by everything else meanwhile, peak RSS MiB, stdout). On a 2-core machine
+    Returns (wall s, CPU s, CPU s used by everything else meanwhile, peak RSS MiB, stdout). Peak RSS is that of
+    the whole process tree (the parent and its workers together), sampled every 0.1 s. On a 2-core machine
     another job starting mid-run inflates wall time far more than CPU time, and the third figure shows whether
     one did, so a contaminated run can be told from a clean one after the fact.
     """
@@ -45,15 +68,26 @@ def run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> tuple[f
     with out_path.open("w") as out, err_path.open("w") as err:
         start, busy_before = time.perf_counter(), busy_cpu_seconds()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=ROOT)
-        # os.wait4 gives this child's own rusage; RUSAGE_CHILDREN would be the maximum over every child so far,
-        # so the second and third runs could only ever report the first one's peak or more
+        peak, done = [0.0], threading.Event()
+
+        def sample():
+            while not done.wait(0.1):
+                peak[0] = max(peak[0], tree_rss_mib(proc.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        # os.wait4 gives this child's rusage (its CPU time includes its waited-for workers'); RUSAGE_CHILDREN would
+        # accumulate over every child so far
         _, status, usage = os.wait4(proc.pid, 0)
         wall, busy = time.perf_counter() - start, busy_cpu_seconds() - busy_before
+        done.set()
+        sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         sys.exit(f"{cmd[0]} exited {proc.returncode}; end of its stderr:\n{err_path.read_text()[-3000:]}")
     cpu = usage.ru_utime + usage.ru_stime
-    return wall, cpu, max(busy - cpu, 0.0), usage.ru_maxrss / 1024, out_path.read_text()  # ru_maxrss is in KiB on Linux
+    # ru_maxrss (KiB) is the largest single process; the sampled tree total is what the machine had to hold
+    return wall, cpu, max(busy - cpu, 0.0), max(peak[0], usage.ru_maxrss / 1024), out_path.read_text()
 
 
 def hteval_layers(out_dir: Path) -> tuple[int, str]:
@@ -88,7 +122,7 @@ def main() -> None:
 
     rows = []
     for label, out_dir in (("hteval analyze (cold cache)", cold_dir), ("hteval analyze (warm cache)", warm_dir)):
-        cmd = [hteval, "analyze", "--bundled", "--out", str(out_dir)]
+        cmd = [hteval, "analyze", "--bundled", "--hierarchical", "--out", str(out_dir)]
         wall, cpu, other, rss, _ = run(cmd, work / out_dir.name, env)
         layers, breakdown = hteval_layers(out_dir)
         rows.append((label, layers, wall, cpu, other, rss))
