@@ -81,10 +81,11 @@ def test_raw_eigenvalues_are_censored_below_float64_floor():
 
 def test_fit_command_writes_summary_and_posterior(tmp_path, capsys):
     path = tmp_path / "eigs.npy"
-    np.save(path, sample_htmp_spectrum(5, 150, 0.25, 3.0))
+    # the module fixture's gamma, size and warm-up: its compiled sampler is reused (only the outputs are tested)
+    np.save(path, sample_htmp_spectrum(5, 300, 0.5, 3.0))
     out = tmp_path / "out"
-    code = main(["fit", "--eigenvalues", str(path), "--gamma", "0.25", "--chains", "1", "--draws", "200",
-                 "--warmup", "200", "--out", str(out)])
+    code = main(["fit", "--eigenvalues", str(path), "--gamma", "0.5", "--chains", "1", "--draws", "200",
+                 "--warmup", "500", "--out", str(out)])
     assert code == 0
     doc = json.loads((out / "summary.json").read_text())
     assert doc["layer"] == "eigs" and doc["model"] == "htmp" and (out / "posterior.nc").stat().st_size > 0
