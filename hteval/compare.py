@@ -121,6 +121,10 @@ def fit_models(source, layer=None, models=DEFAULT_MODELS, gamma=None, prob=0.9, 
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise InputError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    joint = [m for m in models if not getattr(MODELS[m], "POINTWISE", True)]
+    if joint:
+        raise InputError(f"{', '.join(joint)}: a joint likelihood has no pointwise terms, so no PSIS-LOO; "
+                         "compare its iid counterpart (htmp) instead")
     rec = layer_from_source(source, layer, gamma, floor)
     fits = {}
     for model in models:

@@ -53,7 +53,8 @@ SCALE = "scale"
 TEMPERATURE = "T"
 
 # Ensemble models: the names of the API, the CLI's --model/--models and the JSON "model" keys, with plot labels.
-MODEL_LABELS = {"mp": "MP + outliers", "htmp": "HTMP", "htmp-outliers": "HTMP + outliers",
+MODEL_LABELS = {"mp": "MP + outliers", "htmp": "HTMP", "htmp-exact": "HTMP, exact likelihood",
+                "htmp-outliers": "HTMP + outliers",
                 "inverse-htmp": "inverse HTMP", "powerlaw": "power-law tail", "correlated-mp": "correlated MP",
                 "lognormal": "log-normal"}
 

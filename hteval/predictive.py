@@ -118,7 +118,7 @@ def prior_draws(model: str, rec, n: int = 200, seed: int = 0) -> dict[str, np.nd
     from hteval.infer import layer_model, model_data
 
     module = MODELS[model]
-    data = model_data(rec)
+    data = model_data(rec, module)
     predictive = Predictive(layer_model(module, rec), num_samples=n)
     out = predictive(jax.random.PRNGKey(seed), jnp.asarray(rec.eigenvalues), **data)
     draws = {k: np.asarray(v) for k, v in out.items() if k not in ("obs", "censored", "marginal_likelihood")}

@@ -20,8 +20,12 @@ from typing import Any
 
 
 def program_key(rec, model: str) -> Hashable:
-    """What a fit's compiled programs depend on (besides the sampler settings, which are one per run)."""
-    return (model, float(rec.gamma), int(rec.n_eigs), bool(rec.n_censored))
+    """What a fit's compiled programs depend on (besides the sampler settings, which are one per run); a joint
+    likelihood (htmp-exact) also depends on how many eigenvalues are censored."""
+    from hteval.models import MODELS
+
+    censored = bool(rec.n_censored) if getattr(MODELS.get(model), "POINTWISE", True) else int(rec.n_censored)
+    return (model, float(rec.gamma), int(rec.n_eigs), censored)
 
 
 #: rough cost on one CPU core of building a program (density table and XLA compilation) and of one fit with it;

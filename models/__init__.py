@@ -10,14 +10,16 @@ Each module defines
   (the power law's breakpoint): it draws that latent from its conditional posterior and returns it with the
   pointwise log-likelihood; `complete_prior` does the same for prior draws; `probabilities(posterior)` gives
   posterior probabilities the model reports beside its parameters; `DENSE_MASS = True` where NUTS should adapt a
-  dense mass matrix (correlated parameters; measured per model).
+  dense mass matrix (correlated parameters; measured per model); `POINTWISE = False` for a joint likelihood
+  (no pointwise log-likelihood, so no LOO; the censored count is bound into the model) with `statistics(eigenvalues)`
+  giving the data summaries it needs, computed once per spectrum.
 
 `MODELS` maps the names used by the API, the CLI flags and the JSON keys.
 """
 
-from hteval.models import correlated_mp, htmp, htmp_outliers, inverse_htmp, lognormal, mp, powerlaw
+from hteval.models import correlated_mp, htmp, htmp_exact, htmp_outliers, inverse_htmp, lognormal, mp, powerlaw
 
-MODELS = {"mp": mp, "htmp": htmp, "htmp-outliers": htmp_outliers, "inverse-htmp": inverse_htmp,
-          "powerlaw": powerlaw, "correlated-mp": correlated_mp, "lognormal": lognormal}
+MODELS = {"mp": mp, "htmp": htmp, "htmp-exact": htmp_exact, "htmp-outliers": htmp_outliers,
+          "inverse-htmp": inverse_htmp, "powerlaw": powerlaw, "correlated-mp": correlated_mp, "lognormal": lognormal}
 
 __all__ = ["MODELS"]

@@ -18,6 +18,7 @@ CONTEXT = {"gamma": 0.5, "m": 200, "scale_ref": 1.0}
 DRAWS = {
     "mp": {"sigma2": 1.0, "outlier_weight": 0.05},
     "htmp": {"kappa": 2.0, "scale": 1.0},
+    "htmp-exact": {"kappa": 2.0, "scale": 1.0},
     "htmp-outliers": {"kappa": 2.0, "scale": 1.0, "outlier_weight": 0.05},
     "inverse-htmp": {"kappa": 6.0, "scale": 1.0},
     "powerlaw": {"alpha": 3.0, "mu": 0.0, "sigma": 0.5, "xmin": 1.5, "tail_weight": 0.1},
@@ -44,8 +45,9 @@ def test_every_model_has_law_functions():
 
 # correlated-mp's density has its own normalisation, CDF and simulation checks (tests/test_correlated_mp.py);
 # through quad here it costs ~40 s, so it runs with the slow checks
-@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.slow) if m == "correlated-mp" else m
-                                   for m in sorted(DRAWS)])
+# htmp-exact's one-point law is HTMP's (its joint likelihood and sampler: tests/test_htmp_exact.py)
+@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.slow) if m in ("correlated-mp", "htmp-exact")
+                                   else m for m in sorted(DRAWS)])
 def test_law_normalised_cdf_consistent_draws_match(model):
     module, p, density, cdf = _law(model)
     f = lambda t: float(density(jnp.asarray(t)))  # noqa: E731
@@ -65,7 +67,7 @@ def test_law_normalised_cdf_consistent_draws_match(model):
 
 # the HTMP family's censoring terms have their own finiteness grids in test_htmp.py; compiling their full models
 # again here costs ~40 s each, so they run with the slow checks
-_LIGHT_MODELS = ("mp", "powerlaw", "lognormal")
+_LIGHT_MODELS = ("mp", "powerlaw", "lognormal", "htmp-exact")
 
 
 @pytest.mark.parametrize("model", [m if m in _LIGHT_MODELS else pytest.param(m, marks=pytest.mark.slow)
@@ -74,7 +76,7 @@ def test_model_log_density_and_gradient_finite_with_censoring(model):
     x = sample_htmp_spectrum(5, 120, 0.5, 1.5)
     x[:3] = 0.0  # censored below the floor
     rec = eigenvalue_spectrum(x, gamma=0.5, floor=1e-6)
-    fn, data = layer_model(MODELS[model], rec), model_data(rec)
+    fn, data = layer_model(MODELS[model], rec), model_data(rec, MODELS[model])
     assert rec.n_censored == 3
     info = initialize_model(jax.random.PRNGKey(0), fn, model_args=(jnp.asarray(rec.eigenvalues),),
                             model_kwargs=data)

@@ -1,0 +1,96 @@
+"""The exact finite-size HTMP likelihood (SPEC section 4): normalised, its censoring term the integral it stands
+for, gradients, the JAX sampler against the numpy one, and a fit that recovers the truth."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from hteval.densities.htmp_exact import htmp_exact_loglik, htmp_exact_sample, log_vandermonde
+from hteval.infer import fit
+from hteval.sampling import sample_htmp_spectrum
+
+jax.config.update("jax_enable_x64", True)
+
+
+def _pair_log_density(gamma, kappa, scale):
+    """log of the ordered density of M = 2 eigenvalues (x1 < x2) at (log x1, log x2), jitted once per case."""
+    fn = jax.jit(lambda v1, v2: htmp_exact_loglik(jnp.log(jnp.exp(v2) - jnp.exp(v1)), v1 + v2,
+                                                  jnp.exp(v1) + jnp.exp(v2), n=2, n_censored=0, floor=0.0,
+                                                  gamma=gamma, kappa=kappa, scale=scale))
+    return lambda v1, v2: float(fn(v1, v2)) if v2 > v1 else -np.inf
+
+
+@pytest.mark.parametrize(("gamma", "kappa", "scale"), [(0.5, 1.0, 1.0), (1.0, 0.3, 2.0), (0.25, 5.0, 0.5)])
+def test_two_eigenvalues_are_normalised_and_censoring_is_their_integral(gamma, kappa, scale):
+    log_p = _pair_log_density(gamma, kappa, scale)
+    # in log coordinates (the Jacobian x1 x2 folded into the exponent): the density has integrable singularities
+    # at x1 = 0 (x^alpha, alpha = -0.925 at kappa 0.3 and gamma 1: the mass below x lies as x^0.075, hence the far
+    # lower limit) and at x1 = x2
+    total, _ = integrate.dblquad(lambda v2, v1: np.exp(log_p(v1, v2) + v1 + v2), -300, 8, lambda v1: v1, 8,
+                                 epsabs=1e-7)
+    assert total == pytest.approx(1.0, abs=1e-4)
+    # one eigenvalue below the floor f, the other observed at x2: the closed form is the integral over [0, f]
+    f, x2 = 1e-6, 0.8
+    alpha = kappa / (2 * gamma) - 1 - kappa / 4  # M = 2: the integrand in log x falls as x^(alpha + 1)
+    numeric, _ = integrate.quad(lambda v1: np.exp(log_p(v1, np.log(x2)) + v1), np.log(f) - 40 / (alpha + 1),
+                                np.log(f), epsabs=0, epsrel=1e-10, limit=200)
+    closed = float(np.exp(htmp_exact_loglik(0.0, np.log(x2), x2, n=1, n_censored=1, floor=f, gamma=gamma,
+                                            kappa=kappa, scale=scale)))
+    assert closed == pytest.approx(numeric, rel=1e-4)  # the approximation's error is O(f / x2)
+
+
+def test_gradients_match_finite_differences():
+    x = sample_htmp_spectrum(3, 60, 0.5, 1.5)
+    v, s1, s0 = log_vandermonde(x[3:]), float(np.sum(np.log(x[3:]))), float(np.sum(x[3:]))
+
+    def loglik(theta):
+        return htmp_exact_loglik(v, s1, s0, n=57, n_censored=3, floor=float(x[3]) * 1e-3, gamma=0.5,
+                                 kappa=theta[0], scale=theta[1])
+
+    theta = jnp.array([1.3, 0.9])
+    grad = np.asarray(jax.grad(loglik)(theta))
+    for i in range(2):
+        step = np.zeros(2)
+        step[i] = 1e-6
+        numeric = (float(loglik(theta + step)) - float(loglik(theta - step))) / 2e-6
+        assert grad[i] == pytest.approx(numeric, rel=1e-6)
+    assert np.isfinite(float(loglik(jnp.array([1e-3, 1e-3])))) and np.isfinite(float(loglik(jnp.array([1e3, 1e3]))))
+
+
+def test_log_vandermonde_is_the_pairwise_sum():
+    x = np.array([0.5, 2.0, 1.0, 4.0])
+    pairs = [abs(a - b) for i, a in enumerate(x) for b in x[i + 1:]]
+    assert log_vandermonde(x) == pytest.approx(np.sum(np.log(pairs)), rel=1e-14)
+    with pytest.raises(ValueError, match="distinct"):
+        log_vandermonde(np.array([1.0, 1.0, 2.0]))
+
+
+def test_jax_sampler_matches_the_numpy_sampler():
+    m, gamma, kappa, scale = 40, 0.5, 2.0, 1.5
+    a = np.array([sample_htmp_spectrum(s, m, gamma, kappa, scale) for s in range(300)])
+    keys = jax.random.split(jax.random.PRNGKey(0), 300)
+    b = np.asarray(jax.jit(jax.vmap(lambda k: htmp_exact_sample(k, m, gamma, kappa, scale)))(keys))
+    for statistic in (lambda s: s.mean(axis=1), lambda s: np.log(s).mean(axis=1), lambda s: s.max(axis=1)):
+        assert stats.ks_2samp(statistic(a), statistic(b)).pvalue > 1e-3
+    # sum of the eigenvalues is exactly scale * gamma / kappa * chi^2(M kappa / gamma) (SPEC section 4)
+    assert b.sum(axis=1).mean() == pytest.approx(m * scale, rel=0.03)
+
+
+@pytest.mark.parametrize("kappa", [0.5, 4.0])
+def test_exact_fit_recovers_kappa_and_narrows_scale(kappa):
+    """On an exact spectrum the joint likelihood recovers kappa, and its scale interval is the narrower one: the
+    iid likelihood ignores repulsion and overstates Var(scale) by (kappa + 2) / 2 (SPEC section 4)."""
+    x = sample_htmp_spectrum(11, 150, 0.5, kappa, 1.0)
+    exact = fit(x, gamma=0.5, model="htmp-exact", chains=2, draws=500, warmup=300, seed=4)
+    assert exact.converged, exact.diagnostics
+    row = exact.summary.loc["kappa"]
+    assert abs(row["median"] - kappa) <= 3 * row["sd"] and row["sd"] < 0.3 * kappa
+    assert abs(exact.summary.loc["scale", "median"] - 1.0) <= 3 * exact.summary.loc["scale", "sd"]
+    iid = fit(x, gamma=0.5, model="htmp", chains=2, draws=500, warmup=300, seed=4)
+    ratio = iid.summary.loc["scale", "sd"] / exact.summary.loc["scale", "sd"]
+    assert ratio == pytest.approx(np.sqrt((kappa + 2) / 2), rel=0.35)
+    assert "log_likelihood" not in exact.data.children  # a joint density: no pointwise terms, no LOO
