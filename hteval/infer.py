@@ -137,29 +137,33 @@ def _diagnose(data, summary) -> dict[str, Any]:
 
 
 def layer_model(module, rec: LayerSpectrum):
-    """The model with what fixes its shape bound in: gamma (the density's table) and whether anything is censored
-    (for a joint likelihood, `POINTWISE = False`, how many: its Selberg products have that length).
+    """The model with what fixes its shape bound in: gamma (the density's table), whether anything is censored, and
+    a module's `static_bound(layer)` (the joint likelihood's bound on the spectrum's size).
 
     Everything else about the layer goes in as data (`model_data`), traced under jit, so that the compiled sampler
     is reused by every chain and by every layer of the same gamma and eigenvalue count instead of being rebuilt.
     """
-    count = None if getattr(module, "POINTWISE", True) else int(rec.n_censored)
-    return _bound_model(module, rec.gamma, bool(rec.n_censored), count)
+    bound = tuple(module.static_bound(rec).items()) if hasattr(module, "static_bound") else ()
+    return _bound_model(module, rec.gamma, bool(rec.n_censored), bound)
 
 
 @functools.lru_cache(maxsize=64)
-def _bound_model(module, gamma: float, censored: bool, count: int | None = None):
+def _bound_model(module, gamma: float, censored: bool, bound: tuple = ()):
     # cached so that the same (model, gamma, censoring) is the same function object: the compiled sampler's key
-    if count is not None:
-        return functools.partial(module.model, gamma=gamma, n_censored=count)
     static = {"gamma": gamma} if censored else {"gamma": gamma, "n_censored": 0}  # a concrete 0: no censoring term
-    return functools.partial(module.model, **static)
+    return functools.partial(module.model, **static, **dict(bound))
+
+
+def model_input(module, rec: LayerSpectrum) -> jax.Array:
+    """The eigenvalue array the model is called with; a joint likelihood reads only `statistics`, so it gets an
+    empty one and its compiled sampler does not depend on how many eigenvalues the layer kept."""
+    return jnp.asarray(rec.eigenvalues) if getattr(module, "POINTWISE", True) else jnp.zeros(0)
 
 
 def model_data(rec: LayerSpectrum, module=None) -> dict[str, Any]:
     """The layer's traced model arguments; a module's `statistics` (computed once per spectrum) are added."""
     data = {"m": rec.M, "floor": rec.floor, "scale_ref": float(np.mean(rec.eigenvalues))}
-    if rec.n_censored and getattr(module, "POINTWISE", True):
+    if rec.n_censored:
         data["n_censored"] = rec.n_censored
     if hasattr(module, "statistics"):
         data.update(module.statistics(rec.eigenvalues))
@@ -167,7 +171,7 @@ def model_data(rec: LayerSpectrum, module=None) -> dict[str, Any]:
 
 
 def fit(source, layer=None, model="htmp", gamma=None, prob=0.9, seed=0, chains=4, draws=1000, warmup=1000, *,
-        floor=None, progress_bar=False, log_likelihood=True, max_draws=None) -> FitResult:
+        floor=None, progress_bar=False, log_likelihood=True, max_draws=None, scale_ref=None) -> FitResult:
     """Fit one ensemble model to one layer by NUTS (float64). source: matrix, checkpoint path or eigenvalues.
 
     log_likelihood=False leaves the pointwise log-likelihood (for LOO) out of the result, saving its computation;
@@ -176,6 +180,8 @@ def fit(source, layer=None, model="htmp", gamma=None, prob=0.9, seed=0, chains=4
     draws per chain up to this many, before it is called unconverged; a fixed rule, recorded in the settings
     (draws is what the result holds, draws_requested what was asked for). Longer chains cannot mend divergent
     transitions, so those fits are not extended.
+    scale_ref: the centre of the scale prior (default: the ESD's mean, which makes the prior scale-free); fixing it
+    makes the prior independent of the data, as simulation-based calibration needs.
     """
     from hteval import __version__
 
@@ -185,8 +191,10 @@ def fit(source, layer=None, model="htmp", gamma=None, prob=0.9, seed=0, chains=4
         raise RuntimeError("hteval needs float64: call jax.config.update('jax_enable_x64', True) first")
     rec = layer_from_source(source, layer, gamma, floor)
     module = MODELS[model]
-    model_fn, args, kwargs = layer_model(module, rec), (jnp.asarray(rec.eigenvalues),), model_data(rec, module)
+    model_fn, args, kwargs = layer_model(module, rec), (model_input(module, rec),), model_data(rec, module)
     log_likelihood = log_likelihood and getattr(module, "POINTWISE", True)  # a joint density has no pointwise terms
+    if scale_ref is not None:
+        kwargs["scale_ref"] = float(scale_ref)
     sampler = {"warmup": warmup, "progress_bar": progress_bar, "dense_mass": getattr(module, "DENSE_MASS", False)}
     z, stats, kernel, states = run_chains(model_fn, args, kwargs, key=layer_key(seed, rec.name), chains=chains,
                                           draws=draws, **sampler)

@@ -21,11 +21,13 @@ from typing import Any
 
 def program_key(rec, model: str) -> Hashable:
     """What a fit's compiled programs depend on (besides the sampler settings, which are one per run); a joint
-    likelihood (htmp-exact) also depends on how many eigenvalues are censored."""
+    likelihood (htmp-exact) only on the bucket of its size (`static_bound`), not on the eigenvalue count."""
     from hteval.models import MODELS
 
-    censored = bool(rec.n_censored) if getattr(MODELS.get(model), "POINTWISE", True) else int(rec.n_censored)
-    return (model, float(rec.gamma), int(rec.n_eigs), censored)
+    module = MODELS.get(model)
+    if hasattr(module, "static_bound"):
+        return (model, float(rec.gamma), bool(rec.n_censored), tuple(module.static_bound(rec).items()))
+    return (model, float(rec.gamma), int(rec.n_eigs), bool(rec.n_censored))
 
 
 #: rough cost on one CPU core of building a program (density table and XLA compilation) and of one fit with it;

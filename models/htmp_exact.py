@@ -11,23 +11,32 @@ one eigenvalue, what an ESD histogram shows), and `draw` gives exact finite-size
 
 from __future__ import annotations
 
-import jax.numpy as jnp
+import numpy as np
 import numpyro
 
 from hteval.densities.htmp import htmp_cdf, htmp_log_cdf, htmp_logpdf
-from hteval.densities.htmp_exact import htmp_exact_loglik, htmp_exact_sample, log_vandermonde
+from hteval.densities.htmp_exact import htmp_exact_loglik, htmp_exact_sample, log_vandermonde, size_bucket
 from hteval.models.priors import kappa_prior, scale_prior
 
 PARAMETERS = ("kappa", "scale")
 LAW_SITES = ("kappa", "scale")
 DENSE_MASS = True
-#: one joint density: no pointwise log-likelihood (no LOO), and M and the censored count fix the program's shape
+#: one joint density: no pointwise log-likelihood (no LOO). The model reads only the spectrum's statistics, never
+#: the eigenvalue array, and the static bound on M is a power of two (`size_bucket`): layers and simulations of
+#: similar sizes share one compiled program whatever their censored counts.
 POINTWISE = False
 
 
+def static_bound(rec) -> dict:
+    """Static model arguments for a layer: the bucket of its size M."""
+    return {"size": size_bucket(rec.M)}
+
+
 def statistics(eigenvalues) -> dict:
-    """What the likelihood needs of a spectrum beyond its sums, computed once (O(M^2)) outside the sampler."""
-    return {"log_vandermonde": log_vandermonde(eigenvalues)}
+    """The spectrum's sufficient statistics, computed once (O(M^2) for the pairwise sum) outside the sampler."""
+    x = np.asarray(eigenvalues, dtype=np.float64)
+    return {"log_vandermonde": log_vandermonde(x), "log_sum": float(np.sum(np.log(x))), "total": float(np.sum(x)),
+            "n_observed": float(x.size)}
 
 
 def log_density(x, p, *, gamma, m, scale_ref):
@@ -49,10 +58,11 @@ def draw(key, p, n, *, gamma, m, scale_ref):
 
 
 def model(eigenvalues, *, gamma: float, m: int, n_censored: int = 0, floor: float = 0.0, scale_ref: float = 1.0,
-          log_vandermonde: float = 0.0):
+          log_vandermonde: float = 0.0, log_sum: float = 0.0, total: float = 0.0, n_observed: float = 0.0,
+          size: int = 16):
+    """eigenvalues is not read (see POINTWISE): the statistics carry all the likelihood needs."""
     kappa = kappa_prior()
     scale = scale_prior("scale", scale_ref)
     numpyro.deterministic("T", m / kappa)
-    numpyro.factor("joint", htmp_exact_loglik(
-        log_vandermonde, jnp.sum(jnp.log(eigenvalues)), jnp.sum(eigenvalues), n=eigenvalues.shape[-1],
-        n_censored=n_censored, floor=floor, gamma=gamma, kappa=kappa, scale=scale))
+    numpyro.factor("joint", htmp_exact_loglik(log_vandermonde, log_sum, total, n=n_observed, n_censored=n_censored,
+                                              floor=floor, gamma=gamma, kappa=kappa, scale=scale, size=size))

@@ -111,14 +111,13 @@ def test_log_tail_masses_are_finite_with_finite_gradients():
     a near-degenerate aspect ratio and the square case (gamma = 0.5 is covered by the censored fits)."""
     grid = list(zip(*(v.ravel() for v in np.meshgrid([1e-3, 0.3, 30.0, 1e3], [1e-6, 1.0, 1e4],
                                                       [1e-300, 1e-12, 1.0, 1e12])), strict=True))
-    for gamma in (0.05, 1.0):
-        for fn in (htmp_log_cdf, inverse_htmp_log_cdf):
-            value_and_grad = jax.jit(jax.value_and_grad(lambda k, sc, x, fn=fn, g=gamma: fn(x, g, k, sc),
-                                                        argnums=(0, 1)))
-            for k, sc, x in grid:
-                value, grads = value_and_grad(k, sc, x)
-                assert float(value) <= 0 and not np.isnan(float(value)), (fn.__name__, gamma, k, sc, x)
-                assert all(np.isfinite(float(g)) for g in grads), (fn.__name__, gamma, k, sc, x)
+    # the inverse model's mass is HTMP's upper tail: one aspect ratio suffices for it (each pair costs a compilation)
+    for gamma, fn in ((0.05, htmp_log_cdf), (1.0, htmp_log_cdf), (1.0, inverse_htmp_log_cdf)):
+        value_and_grad = jax.jit(jax.value_and_grad(lambda k, sc, x, fn=fn, g=gamma: fn(x, g, k, sc), argnums=(0, 1)))
+        for k, sc, x in grid:
+            value, grads = value_and_grad(k, sc, x)
+            assert float(value) <= 0 and not np.isnan(float(value)), (fn.__name__, gamma, k, sc, x)
+            assert all(np.isfinite(float(g)) for g in grads), (fn.__name__, gamma, k, sc, x)
 
 
 def _quadrature(gamma, kappa, cut=1e-10):

@@ -113,7 +113,9 @@ def test_chains_and_layers_of_one_shape_share_one_compiled_program():
     assert init._cache_size() == 1 and advance._cache_size() == 1
 
 
-@pytest.mark.parametrize("model", ["htmp", "inverse-htmp", "mp"])
+# the inverse model's censoring term has its finiteness grid in test_htmp.py; compiling its sampler at gamma = 1
+# costs ~45 s, so its whole fit runs with the slow checks
+@pytest.mark.parametrize("model", ["htmp", pytest.param("inverse-htmp", marks=pytest.mark.slow), "mp"])
 def test_censored_eigenvalues_enter_every_model_finitely(model):
     """A square layer's near-zero eigenvalues are censored at the floor: every model's likelihood stays finite
     (the inverse model's P(lambda <= floor) is an upper-tail mass of about exp(-1e10), far below the phase

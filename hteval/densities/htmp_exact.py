@@ -31,15 +31,13 @@ Float64 needs ``jax_enable_x64``; as a library this module does not switch it on
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln
 from jax.typing import ArrayLike
 
-__all__ = ["htmp_exact_loglik", "htmp_exact_sample", "log_vandermonde"]
+__all__ = ["htmp_exact_loglik", "htmp_exact_sample", "log_vandermonde", "size_bucket"]
 
 
 def log_vandermonde(x: np.ndarray) -> float:
@@ -64,43 +62,54 @@ def _parameters(gamma, kappa, scale, m):
     return beta, alpha, theta
 
 
-def htmp_exact_loglik(v: ArrayLike, log_sum: ArrayLike, total: ArrayLike, *, n: int, n_censored: int,
-                      floor: ArrayLike, gamma: float, kappa: ArrayLike, scale: ArrayLike) -> jax.Array:
+def size_bucket(m: int) -> int:
+    """Static length of the Selberg products for a spectrum of M eigenvalues: the next power of two >= M (at least
+    16), so that layers and simulations of similar sizes, censored or not, share one compiled program."""
+    return max(16, 1 << (int(m) - 1).bit_length())
+
+
+def htmp_exact_loglik(v: ArrayLike, log_sum: ArrayLike, total: ArrayLike, *, n: ArrayLike, n_censored: ArrayLike,
+                      floor: ArrayLike, gamma: float, kappa: ArrayLike, scale: ArrayLike,
+                      size: int | None = None) -> jax.Array:
     """Exact log-likelihood of a layer's spectrum under HTMP(gamma, kappa, scale) at its finite size.
 
     Parameters
     ----------
     v, log_sum, total : array_like
         Statistics of the n observed eigenvalues: sum_{i<j} log|x_i - x_j| (`log_vandermonde`), sum log x, sum x.
-    n, n_censored : int
-        Observed and censored counts (static: M = n + n_censored sets the length of the Selberg products).
+    n, n_censored : array_like
+        Observed and censored counts (may be traced); M = n + n_censored.
     floor : array_like
         Censoring floor f (used only when n_censored > 0).
     gamma : float
         Aspect ratio M / N in (0, 1].
     kappa, scale : array_like
         Parameters (scalars, may be traced).
+    size : int, optional
+        Static bound >= M on the products' length (`size_bucket`); default: M, which must then be concrete.
 
     Returns
     -------
     jax.Array
         log p, a scalar; differentiable in kappa and scale.
     """
-    m, k = n + n_censored, n_censored
+    size = size_bucket(int(n) + int(n_censored)) if size is None else size
+    k = jnp.asarray(n_censored, dtype=float)
+    m = jnp.asarray(n, dtype=float) + k
     beta, alpha, theta = _parameters(gamma, kappa, scale, m)
     c = 0.5 * beta
-    j = jnp.arange(m, dtype=float)
-    log_z = jnp.sum(gammaln(alpha + 1.0 + j * c) + gammaln(1.0 + (j + 1.0) * c)) - m * gammaln(1.0 + c)
-    log_theta = jnp.log(theta)
-    value = (beta * v + (alpha + k * beta) * log_sum - total / theta - log_z
-             - (m * (alpha + 1.0) + 0.5 * beta * m * (m - 1)) * log_theta
-             + math.lgamma(m + 1.0) - math.lgamma(k + 1.0))
-    if k:
-        i = jnp.arange(k, dtype=float)
-        log_selberg = jnp.sum(gammaln(alpha + 1.0 + i * c) + gammaln(1.0 + i * c) + gammaln(1.0 + (i + 1.0) * c)
-                              - gammaln(alpha + 2.0 + (k + i - 1.0) * c)) - k * gammaln(1.0 + c)
-        value = value + (k * (alpha + 1.0) + 0.5 * beta * k * (k - 1)) * jnp.log(floor) + log_selberg
-    return value
+    j = jnp.arange(size, dtype=float)
+    log_z = jnp.sum(jnp.where(j < m, gammaln(alpha + 1.0 + j * c) + gammaln(1.0 + (j + 1.0) * c), 0.0))
+    log_z = log_z - m * gammaln(1.0 + c)
+    # censored eigenvalues: the Selberg integral on [0, floor] with exponents (alpha, 0), k <= M terms
+    jacobi = (gammaln(alpha + 1.0 + j * c) + gammaln(1.0 + j * c) + gammaln(1.0 + (j + 1.0) * c)
+              - gammaln(alpha + 2.0 + (k + j - 1.0) * c))
+    log_selberg = jnp.sum(jnp.where(j < k, jacobi, 0.0)) - k * gammaln(1.0 + c)
+    log_floor = jnp.log(jnp.where(k > 0, floor, 1.0))
+    return (beta * v + (alpha + k * beta) * log_sum - total / theta - log_z
+            - (m * (alpha + 1.0) + 0.5 * beta * m * (m - 1.0)) * jnp.log(theta)
+            + gammaln(m + 1.0) - gammaln(k + 1.0)
+            + (k * (alpha + 1.0) + 0.5 * beta * k * (k - 1.0)) * log_floor + log_selberg)
 
 
 def htmp_exact_sample(key: jax.Array, m: int, gamma: float, kappa: ArrayLike, scale: ArrayLike) -> jax.Array:
