@@ -14,9 +14,11 @@ from __future__ import annotations
 import numpy as np
 import numpyro
 
-from hteval.densities.htmp import htmp_cdf, htmp_log_cdf, htmp_logpdf
 from hteval.densities.htmp_exact import htmp_exact_loglik, htmp_exact_sample, log_vandermonde, size_bucket
+from hteval.models.htmp import cdf, log_cdf, log_density  # the one-point law is HTMP's
 from hteval.models.priors import kappa_prior, scale_prior
+
+__all__ = ["cdf", "draw", "log_cdf", "log_density", "model", "statistics", "static_bound"]
 
 PARAMETERS = ("kappa", "scale")
 LAW_SITES = ("kappa", "scale")
@@ -39,20 +41,8 @@ def statistics(eigenvalues) -> dict:
             "n_observed": float(x.size)}
 
 
-def log_density(x, p, *, gamma, m, scale_ref):
-    return htmp_logpdf(x, gamma, p["kappa"], p["scale"])
-
-
-def cdf(x, p, *, gamma, m, scale_ref):
-    return htmp_cdf(x, gamma, p["kappa"], p["scale"])
-
-
-def log_cdf(x, p, *, gamma, m, scale_ref):
-    return htmp_log_cdf(x, gamma, p["kappa"], p["scale"])
-
-
 def draw(key, p, n, *, gamma, m, scale_ref):
-    """The top n of an exact spectrum of M = max(m, n) eigenvalues, in random order like the iid models' draws."""
+    """The top n of an exact spectrum of M = max(m, n) eigenvalues (ascending)."""
     spectrum = htmp_exact_sample(key, max(int(m), n), gamma, p["kappa"], p["scale"])
     return spectrum[-n:]
 
