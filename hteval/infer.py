@@ -191,6 +191,10 @@ def fit(source, layer=None, model="htmp", gamma=None, prob=0.9, seed=0, chains=4
         raise RuntimeError("hteval needs float64: call jax.config.update('jax_enable_x64', True) first")
     rec = layer_from_source(source, layer, gamma, floor)
     module = MODELS[model]
+    if not getattr(module, "POINTWISE", True) and rec.n_slices > 1:
+        raise InputError(f"{model} needs one joint density per conv slice, which is not implemented yet; this "
+                         f"layer pools {rec.n_slices} slices (fit htmp, whose iid likelihood pools them)",
+                         source=rec.name)
     model_fn, args, kwargs = layer_model(module, rec), (model_input(module, rec),), model_data(rec, module)
     log_likelihood = log_likelihood and getattr(module, "POINTWISE", True)  # a joint density has no pointwise terms
     if scale_ref is not None:

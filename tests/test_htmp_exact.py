@@ -110,3 +110,12 @@ def test_reduced_simulation_based_calibration_of_the_exact_likelihood():
     for p in ("kappa", "scale"):
         assert s[f"in90_{p}"] >= 15 / 20 and 4 / 20 <= s[f"in50_{p}"] <= 16 / 20, s
         assert s[f"rank_pvalue_{p}"] > 1e-3, s
+
+
+def test_conv_layers_are_refused_until_slices_get_their_own_joint_density():
+    from hteval.errors import InputError
+    from hteval.spectra import spectrum
+
+    conv = np.random.default_rng(0).standard_normal((16, 8, 3, 3))
+    with pytest.raises(InputError, match="conv slice"):
+        fit(spectrum(conv, name="conv"), model="htmp-exact", chains=1, draws=10, warmup=10)
