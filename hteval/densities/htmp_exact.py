@@ -49,7 +49,8 @@ def log_vandermonde(x: np.ndarray) -> float:
         rows = x[start:start + block, None]
         gaps = x[None, :] - rows  # upper triangle: j > i
         mask = np.arange(x.size)[None, :] > np.arange(start, start + rows.shape[0])[:, None]
-        total += float(np.sum(np.log(np.abs(gaps[mask]))))
+        with np.errstate(divide="ignore"):  # equal values give -inf, reported below
+            total += float(np.sum(np.log(np.abs(gaps[mask]))))
     if not np.isfinite(total):
         raise ValueError("eigenvalues must be distinct for the exact likelihood (two are equal)")
     return total
