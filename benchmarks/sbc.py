@@ -113,6 +113,7 @@ def _plot_ranks(table, path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from scipy import stats
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 3), sharey=True)
     done = table[table["error"].fillna("") == ""]
@@ -120,8 +121,6 @@ def _plot_ranks(table, path: Path, title: str) -> None:
     for ax, p in zip(axes, PARAMETERS, strict=True):
         ax.hist(done[f"rank_{p}"], bins=np.linspace(0, RANK_DRAWS + 1, 11), color="C0", edgecolor="white")
         # 99% band of a bin count under uniform ranks
-        from scipy import stats
-
         lo, hi = stats.binom.ppf([0.005, 0.995], n, 0.1)
         ax.axhspan(lo, hi, color="0.85", zorder=0, label="99% band if calibrated")
         ax.set_xlabel(f"rank of true {p} among {RANK_DRAWS} posterior draws")

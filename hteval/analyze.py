@@ -31,7 +31,6 @@ from hteval.models import MODELS
 from hteval.parallel import run_tasks
 from hteval.report.analysis import write_report
 from hteval.report.figures import plot_esd
-from hteval.schedule import fit_order
 from hteval.spectra import SkippedLayer, iter_spectra
 
 logger = logging.getLogger(__name__)
@@ -119,7 +118,7 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = ("htmp",)
                     count += 1
                 else:
                     tasks.append((item, model))
-        run_tasks(fit_order(tasks), _fit_row, (settings, out, figures), workers=workers,
+        run_tasks(tasks, _fit_row, (settings, out, figures), workers=workers,
                   on_start=on_start or (lambda name, model: None), on_row=emit)
     order = {name: i for i, name in enumerate(dict.fromkeys(i.name for i in items))}
     result = read_layer_table(table)

@@ -172,10 +172,18 @@ class _Grid:
 
     z_edges: np.ndarray
     u_edges: np.ndarray
-    tau_scale: float
-    mass: np.ndarray  # (n_z, n_tau), sums to 1
-    means: np.ndarray = field(repr=False)
+    means: np.ndarray = field(repr=False)  # per layer: mean and variance of its kernel density of log kappa
     variances: np.ndarray = field(repr=False)
+    mass: np.ndarray = field(default_factory=lambda: np.empty(0))  # (n_z, n_u), sums to 1
+
+    @staticmethod
+    def layer_moments(d, h) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and variance of each layer's kernel density (its kernels' centres d, widths h)."""
+        return np.asarray(d).mean(axis=1), np.asarray(d).var(axis=1) + np.asarray(h) ** 2
+
+    @property
+    def tau_scale(self) -> float:
+        return _tau_scale(self.variances)
 
     def conditional(self, tau):
         """(centre, width) of mu given tau."""
@@ -194,11 +202,8 @@ class _Grid:
         return tau_c, centre + z_c * width, np.log(width) + np.log(self.tau_scale) + u_c
 
     @classmethod
-    def evaluate(cls, d, h, z_range, u_range, n_z, n_u) -> _Grid:
-        means = np.asarray(d).mean(axis=1)
-        variances = np.asarray(d).var(axis=1) + np.asarray(h) ** 2
-        grid = cls(np.linspace(*z_range, n_z + 1), np.linspace(*u_range, n_u + 1), float(np.sqrt(variances.mean())),
-                   np.empty(0), means, variances)
+    def evaluate(cls, d, h, moments, z_range, u_range, n_z, n_u) -> _Grid:
+        grid = cls(np.linspace(*z_range, n_z + 1), np.linspace(*u_range, n_u + 1), *moments)
         tau_c, mu_c, log_area = grid._cells()
         log_p = np.asarray(_log_posterior_jit(d, h, jnp.asarray(mu_c.ravel()), jnp.asarray(tau_c.ravel())))
         # far outside the prior's box a few terms overflow; that is where the posterior is not
@@ -240,6 +245,11 @@ class _Grid:
         return centre + z * width, tau
 
 
+def _tau_scale(variances) -> float:
+    """Where the grid's u turns from linear to logarithmic in tau: a typical layer's posterior sd of log kappa."""
+    return float(np.sqrt(np.mean(variances)))
+
+
 def _centres(edges):
     return 0.5 * (edges[1:] + edges[:-1])
 
@@ -260,12 +270,12 @@ def pool_kappa(draws: Mapping[str, np.ndarray], *, prob: float = 0.9, seed: int 
         raise RuntimeError("hteval needs float64: call jax.config.update('jax_enable_x64', True) first")
     layers, d, h = _kernel_inputs(draws)
     d, h = jnp.asarray(d), jnp.asarray(h)
-    tau_scale = _Grid.evaluate(d, h, _FIRST_Z, (0.0, 1.0), 1, 1).tau_scale
-    box = (_FIRST_Z, (0.0, float(np.log1p(_FIRST_TAU / tau_scale))))
+    moments = _Grid.layer_moments(d, h)
+    box = (_FIRST_Z, (0.0, float(np.log1p(_FIRST_TAU / _tau_scale(moments[1])))))
     for _ in range(2):  # find the posterior, then frame it
-        box = _Grid.evaluate(d, h, *box, 32, 32).support(1e-10)
-    fine = _Grid.evaluate(d, h, *box, GRID_CELLS, GRID_CELLS)
-    coarse = _Grid.evaluate(d, h, *box, GRID_CELLS // 2, GRID_CELLS // 2)
+        box = _Grid.evaluate(d, h, moments, *box, 32, 32).support(1e-10)
+    fine = _Grid.evaluate(d, h, moments, *box, GRID_CELLS, GRID_CELLS)
+    coarse = _Grid.evaluate(d, h, moments, *box, GRID_CELLS // 2, GRID_CELLS // 2)
     mu, tau = fine.draw(np.random.default_rng(seed), samples)
     log_kappa = np.asarray(_draw_layers(jax.random.PRNGKey(seed), d, h, jnp.asarray(mu), jnp.asarray(tau)))
     a, b = fine.moments(), coarse.moments()

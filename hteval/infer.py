@@ -143,8 +143,12 @@ def layer_model(module, rec: LayerSpectrum):
     Everything else about the layer goes in as data (`model_data`), traced under jit, so that the compiled sampler
     is reused by every chain and by every layer of the same gamma and eigenvalue count instead of being rebuilt.
     """
-    bound = tuple(module.static_bound(rec).items()) if hasattr(module, "static_bound") else ()
-    return _bound_model(module, rec.gamma, bool(rec.n_censored), bound)
+    return _bound_model(module, rec.gamma, bool(rec.n_censored), static_arguments(module, rec))
+
+
+def static_arguments(module, rec: LayerSpectrum) -> tuple:
+    """A module's `static_bound(layer)` as hashable (name, value) pairs; () for models without one."""
+    return tuple(module.static_bound(rec).items()) if hasattr(module, "static_bound") else ()
 
 
 @functools.lru_cache(maxsize=64)

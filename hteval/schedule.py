@@ -22,11 +22,12 @@ from typing import Any
 def program_key(rec, model: str) -> Hashable:
     """What a fit's compiled programs depend on (besides the sampler settings, which are one per run); a joint
     likelihood (htmp-exact) only on the bucket of its size (`static_bound`), not on the eigenvalue count."""
+    from hteval.infer import static_arguments
     from hteval.models import MODELS
 
-    module = MODELS.get(model)
-    if hasattr(module, "static_bound"):
-        return (model, float(rec.gamma), bool(rec.n_censored), tuple(module.static_bound(rec).items()))
+    bound = static_arguments(MODELS[model], rec)
+    if bound:
+        return (model, float(rec.gamma), bool(rec.n_censored), bound)
     return (model, float(rec.gamma), int(rec.n_eigs), bool(rec.n_censored))
 
 
@@ -35,25 +36,18 @@ def program_key(rec, model: str) -> Hashable:
 COMPILE_SECONDS, FIT_SECONDS = 20.0, 2.5
 
 
-def _groups(tasks: Sequence[tuple[Any, str]]) -> list[list[tuple[Any, str]]]:
+def partition(tasks: Sequence[tuple[Any, str]], workers: int) -> list[list[tuple[Any, str]]]:
+    """(layer, model) tasks grouped by program_key, whole groups dealt to at most `workers` bins, largest first to
+    the least loaded (LPT); empty bins dropped. Inside a bin the groups keep their order of first appearance and
+    the tasks network order, so a worker builds each of its programs once (one bin: all tasks, grouped)."""
     groups: dict[Hashable, list[tuple[Any, str]]] = {}
     for rec, model in tasks:
         groups.setdefault(program_key(rec, model), []).append((rec, model))
-    return list(groups.values())
-
-
-def fit_order(tasks: Sequence[tuple[Any, str]]) -> list[tuple[Any, str]]:
-    """(layer, model) tasks grouped by program_key, groups in order of first appearance, network order inside."""
-    return [task for group in _groups(tasks) for task in group]
-
-
-def partition(tasks: Sequence[tuple[Any, str]], workers: int) -> list[list[tuple[Any, str]]]:
-    """Whole groups dealt to at most `workers` bins, largest first to the least loaded (LPT); empty bins dropped.
-    Each bin keeps fit_order's order, so a worker builds each of its programs once."""
-    bins: list[list[tuple[Any, str]]] = [[] for _ in range(max(workers, 1))]
+    ordered = list(groups.values())
+    bins: list[list[int]] = [[] for _ in range(max(workers, 1))]
     load = [0.0] * len(bins)
-    for group in sorted(_groups(tasks), key=len, reverse=True):  # stable: ties keep network order
+    for g in sorted(range(len(ordered)), key=lambda g: len(ordered[g]), reverse=True):  # stable: ties in order
         i = load.index(min(load))
-        bins[i].extend(group)
-        load[i] += COMPILE_SECONDS + FIT_SECONDS * len(group)
-    return [b for b in bins if b]
+        bins[i].append(g)
+        load[i] += COMPILE_SECONDS + FIT_SECONDS * len(ordered[g])
+    return [[task for g in sorted(b) for task in ordered[g]] for b in bins if b]

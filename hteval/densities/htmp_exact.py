@@ -102,15 +102,17 @@ def htmp_exact_loglik(v: ArrayLike, log_sum: ArrayLike, total: ArrayLike, *, n: 
     j = jnp.arange(size, dtype=float)
     log_z = jnp.sum(jnp.where(j < m, gammaln(alpha + 1.0 + j * c) + gammaln(1.0 + (j + 1.0) * c), 0.0))
     log_z = log_z - m * gammaln(1.0 + c)
+    value = (beta * v + (alpha + k * beta) * log_sum - total / theta - log_z
+             - (m * (alpha + 1.0) + 0.5 * beta * m * (m - 1.0)) * jnp.log(theta)
+             + gammaln(m + 1.0) - gammaln(k + 1.0))
+    if isinstance(n_censored, int) and n_censored == 0:
+        return value  # known uncensored when the model is built: no Selberg terms on [0, floor] in the program
     # censored eigenvalues: the Selberg integral on [0, floor] with exponents (alpha, 0), k <= M terms
     jacobi = (gammaln(alpha + 1.0 + j * c) + gammaln(1.0 + j * c) + gammaln(1.0 + (j + 1.0) * c)
               - gammaln(alpha + 2.0 + (k + j - 1.0) * c))
     log_selberg = jnp.sum(jnp.where(j < k, jacobi, 0.0)) - k * gammaln(1.0 + c)
     log_floor = jnp.log(jnp.where(k > 0, floor, 1.0))
-    return (beta * v + (alpha + k * beta) * log_sum - total / theta - log_z
-            - (m * (alpha + 1.0) + 0.5 * beta * m * (m - 1.0)) * jnp.log(theta)
-            + gammaln(m + 1.0) - gammaln(k + 1.0)
-            + (k * (alpha + 1.0) + 0.5 * beta * k * (k - 1.0)) * log_floor + log_selberg)
+    return value + (k * (alpha + 1.0) + 0.5 * beta * k * (k - 1.0)) * log_floor + log_selberg
 
 
 def htmp_exact_sample(key: jax.Array, m: int, gamma: float, kappa: ArrayLike, scale: ArrayLike) -> jax.Array:
