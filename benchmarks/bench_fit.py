@@ -26,10 +26,11 @@ def main() -> None:
     for m in args.sizes:
         x = sample_htmp_spectrum(m, m, args.gamma, 2.0)
         start = time.perf_counter()
-        result = fit(x, gamma=args.gamma)
+        result = fit(x, gamma=args.gamma, model="htmp")
         wall = time.perf_counter() - start
         start = time.perf_counter()
-        fit(sample_htmp_spectrum(m + 1, m, args.gamma, 2.0), gamma=args.gamma)  # same shapes: compiled programs reused
+        # same shapes: compiled programs reused
+        fit(sample_htmp_spectrum(m + 1, m, args.gamma, 2.0), gamma=args.gamma, model="htmp")
         again = time.perf_counter() - start
         ess = result.summary["ess_bulk"].min()
         steps = int(result.data["sample_stats"]["n_steps"].sum())

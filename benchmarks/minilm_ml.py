@@ -63,7 +63,7 @@ def main() -> None:
     for rec in layers:
         start = time.perf_counter()
         kappa_ml, _ = ml_kappa(rec)
-        result = fit(rec, chains=args.chains, draws=args.draws, warmup=args.draws)
+        result = fit(rec, model="htmp", chains=args.chains, draws=args.draws, warmup=args.draws)
         row = result.summary.loc["kappa"]
         z = abs(row["median"] - kappa_ml) / row["sd"]
         agree += z <= 1

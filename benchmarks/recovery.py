@@ -25,7 +25,7 @@ GAMMAS = (0.25, 0.5, 1.0)
 
 def run_case(kappa: float, gamma: float, m: int, seed: int, chains: int, draws: int) -> dict:
     x = sample_htmp_spectrum(seed, m, gamma, kappa)
-    result = fit(x, gamma=gamma, seed=seed, chains=chains, draws=draws, warmup=draws)
+    result = fit(x, gamma=gamma, model="htmp", seed=seed, chains=chains, draws=draws, warmup=draws)
     row = result.summary.loc["kappa"]
     return {"kappa": kappa, "gamma": gamma, "m": m, "median": row["median"], "sd": row["sd"],
             "ci_low": row["ci_low"], "ci_high": row["ci_high"],

@@ -1,6 +1,6 @@
 """Simulation-based calibration of the HTMP fits (Talts et al. 2018) with the exact finite-size sampler.
 
-Run: python benchmarks/sbc.py [--model htmp-exact|htmp] [--sims 200] [--m 100] [--gamma 0.5] [--out DIR]
+Run: python benchmarks/sbc.py [--model htmp-exact|htmp] [--sims 200] [--m 100] [--slices 1] [--gamma 0.5] [--out DIR]
 
 Each simulation draws (kappa, scale) from the prior (log kappa uniform on [log 1e-3, log 1e3], log scale
 ~ Normal(0, 1): the scale prior with its centre fixed at 1, so that the prior does not depend on the data),
@@ -8,7 +8,8 @@ simulates one spectrum of M eigenvalues with the exact Dumitriu-Edelman sampler,
 the truth among 100 thinned posterior draws and whether the 50% and 90% equal-tailed intervals cover it. With a
 calibrated posterior the ranks are uniform on 0..100 and the coverages are 50% and 90% up to binomial noise.
 Prints the coverage table and a chi-square test of the ranks; --out also writes the rows (CSV) and the rank
-histograms (PNG).
+histograms (PNG). --slices S simulates a conv layer: S independent spectra of M eigenvalues each, with one
+(kappa, scale), pooled into one layer record with their slice ids.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)
 
 from hteval.errors import HtevalError  # noqa: E402
-from hteval.infer import fit  # noqa: E402
+from hteval.infer import RAW_FLOOR_FACTOR, fit  # noqa: E402
 from hteval.models.priors import LOG_KAPPA_HIGH, LOG_KAPPA_LOW  # noqa: E402
 from hteval.sampling import sample_htmp_spectrum  # noqa: E402
+from hteval.spectra import LayerSpectrum  # noqa: E402
 
 PARAMETERS = ("kappa", "scale")
 RANK_DRAWS = 100
@@ -34,14 +36,14 @@ LEVELS = (0.5, 0.9)
 
 
 def simulate_and_fit(i: int, *, m: int, gamma: float, model: str, seed: int = 0, chains: int = 2, draws: int = 500,
-                     warmup: int = 300) -> dict:
+                     warmup: int = 300, slices: int = 1) -> dict:
     """One simulation: prior draw, exact spectrum, fit; ranks and interval coverage of each parameter."""
     rng = np.random.default_rng([seed, i])
     truth = {"kappa": math.exp(rng.uniform(LOG_KAPPA_LOW, LOG_KAPPA_HIGH)), "scale": math.exp(rng.normal())}
     row = {"sim": i, **{f"true_{p}": v for p, v in truth.items()}}
-    x = sample_htmp_spectrum(rng, m, gamma, truth["kappa"], truth["scale"])
+    spectra = [sample_htmp_spectrum(rng, m, gamma, truth["kappa"], truth["scale"]) for _ in range(slices)]
     try:
-        result = fit(x, gamma=gamma, model=model, seed=seed + i, chains=chains, draws=draws, warmup=warmup,
+        result = fit(conv_layer(spectra, gamma), model=model, seed=seed + i, chains=chains, draws=draws, warmup=warmup,
                      scale_ref=1.0, log_likelihood=False)
     except (HtevalError, ValueError) as err:
         return {**row, "error": " ".join(str(err).split())}
@@ -55,6 +57,22 @@ def simulate_and_fit(i: int, *, m: int, gamma: float, model: str, seed: int = 0,
             lo, hi = np.quantile(d, [(1 - level) / 2, (1 + level) / 2])
             row[f"in{round(100 * level)}_{p}"] = bool(lo <= truth[p] <= hi)
     return row
+
+
+def conv_layer(spectra: list[np.ndarray], gamma: float) -> LayerSpectrum:
+    """A layer record of one or more simulated slices, censored like raw eigenvalues (below float64's floor)."""
+    m = spectra[0].size
+    floor = RAW_FLOOR_FACTOR * m * max(float(np.max(s)) for s in spectra)
+    values = np.concatenate(spectra)
+    ids = np.repeat(np.arange(len(spectra)), m)
+    keep = values > floor
+    order = np.argsort(values[keep], kind="stable")
+    n = int(round(m / gamma))
+    # named as raw eigenvalues are (eigenvalue_spectrum): the name seeds the fit's keys, so runs stay reproducible
+    return LayerSpectrum(name="eigenvalues", shape=(n, m, len(spectra)) if len(spectra) > 1 else (n, m), N=n, M=m,
+                         gamma=gamma, n_slices=len(spectra), n_eigs=int(keep.sum()),
+                         n_censored=int(values.size - keep.sum()), floor=floor, normalisation="simulated",
+                         dtype="float64", eigenvalues=values[keep][order], slice_ids=ids[keep][order])
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -78,6 +96,7 @@ def main() -> None:
     parser.add_argument("--model", default="htmp-exact")
     parser.add_argument("--sims", type=int, default=200)
     parser.add_argument("--m", type=int, default=100)
+    parser.add_argument("--slices", type=int, default=1, help="conv slices per simulated layer")
     parser.add_argument("--gamma", type=float, default=0.5)
     parser.add_argument("--chains", type=int, default=2)
     parser.add_argument("--draws", type=int, default=500)
@@ -88,11 +107,12 @@ def main() -> None:
     start, rows = time.perf_counter(), []
     for i in range(args.sims):
         rows.append(simulate_and_fit(i, m=args.m, gamma=args.gamma, model=args.model, seed=args.seed,
-                                     chains=args.chains, draws=args.draws, warmup=args.warmup))
+                                     chains=args.chains, draws=args.draws, warmup=args.warmup, slices=args.slices))
         if (i + 1) % 20 == 0:
             print(f"{i + 1}/{args.sims} simulations, {time.perf_counter() - start:.0f} s", flush=True)
     s = summarise(rows)
-    print(f"model {args.model}, M = {args.m}, gamma = {args.gamma}, {args.chains} x {args.draws} draws: "
+    print(f"model {args.model}, M = {args.m}, {args.slices} slice(s), gamma = {args.gamma}, "
+          f"{args.chains} x {args.draws} draws: "
           f"{s['fitted']} fitted, {s['failed']} failed, {s['converged']} converged, "
           f"{time.perf_counter() - start:.0f} s")
     print("| parameter | 50% interval covers | 90% interval covers | ranks chi-square p (10 bins) |")
@@ -104,8 +124,10 @@ def main() -> None:
 
         args.out.mkdir(parents=True, exist_ok=True)
         table = pd.DataFrame(rows)
-        table.to_csv(args.out / f"sbc_{args.model}_m{args.m}.csv", index=False)
-        _plot_ranks(table, args.out / f"sbc_{args.model}_m{args.m}.png", f"{args.model}, M = {args.m}")
+        stem = f"sbc_{args.model}_m{args.m}" + (f"_s{args.slices}" if args.slices > 1 else "")
+        table.to_csv(args.out / f"{stem}.csv", index=False)
+        _plot_ranks(table, args.out / f"{stem}.png", f"{args.model}, M = {args.m}"
+                    + (f", {args.slices} slices" if args.slices > 1 else ""))
 
 
 def _plot_ranks(table, path: Path, title: str) -> None:

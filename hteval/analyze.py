@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hteval import names
+from hteval import calibration, names
 from hteval.errors import HtevalError, InputError
 from hteval.hierarchy import Pooled, pool_kappa
 from hteval.infer import fit, median_and_interval
@@ -56,10 +56,11 @@ def table_columns(models: Sequence[str]) -> list[str]:
             if p not in parameters:
                 parameters.append(p)
     return [*names.RECORD_FIELDS, names.MODEL, names.RANDOMIZED, *[f"{p}_{s}" for p in parameters for s in STATISTICS],
-            names.R_HAT, names.CONVERGED, names.DIVERGENCES, names.STATUS, names.ERROR, names.SECONDS]
+            names.R_HAT, names.CONVERGED, names.DIVERGENCES, names.INTERVALS, names.STATUS, names.ERROR,
+            names.SECONDS]
 
 
-def analyze(path: str | Path, out: str | Path, models: Sequence[str] = ("htmp",), layers=None, *, prob=0.9,
+def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DEFAULT_MODEL,), layers=None, *, prob=0.9,
             seed=0, chains=2, draws=600, warmup=300, max_draws: int | None = 2400, randomize: bool = False,
             hierarchical: bool = False, figures: bool = True, workers: int | None = None,
             on_row: Callable[[dict[str, Any], int, int], None] | None = None,
@@ -168,7 +169,8 @@ def pool_layers(table: pd.DataFrame, out: Path, *, prob: float, seed: int) -> di
         except InputError as err:
             documents[model] = {names.STATUS: names.STATUS_ERROR, names.ERROR: str(err), "left_out": left_out}
             continue
-        documents[model] = {**pooled[model].to_json(), "left_out": left_out}
+        documents[model] = {**pooled[model].to_json(), "left_out": left_out,
+                            names.INTERVALS: calibration.intervals(model)}
     _atomic(out / HIERARCHICAL_JSON, lambda h: h.write(json.dumps(documents, indent=2).encode()))
     frames = [p.table().reset_index().assign(**{names.MODEL: m}) for m, p in pooled.items()]
     if frames:
@@ -210,7 +212,7 @@ def _result_row(result) -> dict[str, Any]:
                            strict=True))
     diagnostics = result.diagnostics
     row.update({names.R_HAT: diagnostics["max_r_hat"], names.CONVERGED: result.converged,
-                names.DIVERGENCES: diagnostics["divergences"],
+                names.DIVERGENCES: diagnostics["divergences"], names.INTERVALS: calibration.intervals(result.model),
                 names.STATUS: names.STATUS_OK if result.converged else names.STATUS_NOT_CONVERGED,
                 names.ERROR: "; ".join(diagnostics["reasons"])})
     return row

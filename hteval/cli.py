@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from hteval import __version__, names
+from hteval import __version__, calibration, names
 from hteval.errors import HtevalError, InputError
 from hteval.io import bundled_checkpoint
 from hteval.spectra import LayerSpectrum, SkippedLayer, iter_spectra
@@ -57,7 +57,8 @@ def _add_fit(commands: argparse._SubParsersAction) -> None:
                                  description="Fit HTMP (or inverse HTMP, MP) to one layer of a checkpoint, or to a "
                                  "file of eigenvalues, and write summary.json and posterior.nc to --out.")
     _add_source_and_sampler_options(parser)
-    parser.add_argument("--model", default="htmp", choices=list(names.MODEL_LABELS))
+    parser.add_argument("--model", default=names.DEFAULT_MODEL, choices=list(names.MODEL_LABELS),
+                        help="ensemble model (default: %(default)s, whose intervals are calibrated)")
     parser.set_defaults(run=cmd_fit)
 
 
@@ -108,6 +109,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if not result.converged:
         print(f"NOT CONVERGED ({'; '.join(result.diagnostics['reasons'])}): intervals below are unreliable")
     print(result.summary[["median", "ci_low", "ci_high", "r_hat", "ess_bulk"]].to_string())
+    print(f"intervals: {calibration.note(result.model)}")
     print(f"wrote summary.json, posterior.nc, {', '.join(f.name for f in figures)} to {args.out}")
     return EXIT_OK
 
@@ -160,6 +162,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     (args.out / "comparison.json").write_text(json.dumps(document, indent=2))
     print(comparison.table.to_string(float_format="{:.4g}".format))
     print(f"best: {comparison.best}")
+    for model in comparison.table.index:
+        print(f"intervals of {model}: {calibration.note(model)}")
     for note in comparison.warnings:
         print(f"warning: {note}")
     print(f"wrote comparison.json, comparison.csv, {', '.join(f.name for f in figures)} to {args.out}")
@@ -191,7 +195,8 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
                                  "DIR/report.md with forest plots of kappa (and alpha) across layers. Run again "
                                  "with the same --out to resume: finished rows are kept and not refitted.")
     _add_checkpoint_argument(parser)
-    parser.add_argument("--models", default="htmp", help="comma-separated models (default: %(default)s)")
+    parser.add_argument("--models", default=names.DEFAULT_MODEL,
+                        help="comma-separated models (default: %(default)s, whose intervals are calibrated)")
     parser.add_argument("--layers", metavar="PATTERN", help="glob pattern of tensor names, e.g. 'encoder.*'")
     parser.add_argument("--randomize", action="store_true",
                         help="also fit each layer's element-shuffled copy (seeded): the null model, rows with "

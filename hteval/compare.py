@@ -25,7 +25,7 @@ import arviz as az
 import numpy as np
 import pandas as pd
 
-from hteval import names
+from hteval import calibration, names
 from hteval.errors import InputError
 from hteval.infer import FitResult, fit, layer_from_source
 from hteval.models import MODELS
@@ -70,6 +70,7 @@ class Comparison:
             entry["parameters"] = {p: _number(self.fits[model].summary.loc[p, "median"])
                                    for p in self.fits[model].summary.index}
             entry["probabilities"] = self.fits[model].probabilities
+            entry[names.INTERVALS] = calibration.intervals(model)
             rows.append(entry)
         return {"layer": self.layer, "best": self.best, "decisive_z": DECISIVE_Z, "models": rows,
                 "warnings": self.warnings, "record": self.record}

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from hteval import names
+from hteval import calibration, names
 from hteval.errors import InputError
 from hteval.models import MODELS
 from hteval.nuts import continue_chains, run_chains, to_datatree
@@ -56,7 +56,9 @@ class FitResult:
         parameters = {name: {k: _json_number(v) for k, v in row.items()} for name, row in self.summary.iterrows()}
         return {"model": self.model, "layer": self.record[names.NAME], names.N_EIGS: self.record[names.N_EIGS],
                 names.N_CENSORED: self.record[names.N_CENSORED], names.GAMMA: self.record[names.GAMMA],
-                "prob": self.prob, "parameters": parameters, "diagnostics": self.diagnostics,
+                "prob": self.prob, "parameters": parameters,
+                names.INTERVALS: calibration.intervals(self.model), names.INTERVALS_NOTE: calibration.note(self.model),
+                "diagnostics": self.diagnostics,
                 "probabilities": self.probabilities, "settings": self.settings, "record": self.record,
                 "version": self.version}
 
@@ -170,12 +172,13 @@ def model_data(rec: LayerSpectrum, module=None) -> dict[str, Any]:
     if rec.n_censored:
         data["n_censored"] = rec.n_censored
     if hasattr(module, "statistics"):
-        data.update(module.statistics(rec.eigenvalues))
+        data.update(module.statistics(rec))
     return data
 
 
-def fit(source, layer=None, model="htmp", gamma=None, prob=0.9, seed=0, chains=4, draws=1000, warmup=1000, *,
-        floor=None, progress_bar=False, log_likelihood=True, max_draws=None, scale_ref=None) -> FitResult:
+def fit(source, layer=None, model=names.DEFAULT_MODEL, gamma=None, prob=0.9, seed=0, chains=4, draws=1000,
+        warmup=1000, *, floor=None, progress_bar=False, log_likelihood=True, max_draws=None,
+        scale_ref=None) -> FitResult:
     """Fit one ensemble model to one layer by NUTS (float64). source: matrix, checkpoint path or eigenvalues.
 
     log_likelihood=False leaves the pointwise log-likelihood (for LOO) out of the result, saving its computation;
@@ -187,18 +190,12 @@ def fit(source, layer=None, model="htmp", gamma=None, prob=0.9, seed=0, chains=4
     scale_ref: the centre of the scale prior (default: the ESD's mean, which makes the prior scale-free); fixing it
     makes the prior independent of the data, as simulation-based calibration needs.
     """
-    from hteval import __version__
-
     if model not in MODELS:
         raise InputError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
     if not jax.config.jax_enable_x64:
         raise RuntimeError("hteval needs float64: call jax.config.update('jax_enable_x64', True) first")
     rec = layer_from_source(source, layer, gamma, floor)
     module = MODELS[model]
-    if not getattr(module, "POINTWISE", True) and rec.n_slices > 1:
-        raise InputError(f"{model} needs one joint density per conv slice, which is not implemented yet; this "
-                         f"layer pools {rec.n_slices} slices (fit htmp, whose iid likelihood pools them)",
-                         source=rec.name)
     model_fn, args, kwargs = layer_model(module, rec), (model_input(module, rec),), model_data(rec, module)
     log_likelihood = log_likelihood and getattr(module, "POINTWISE", True)  # a joint density has no pointwise terms
     if scale_ref is not None:
@@ -206,17 +203,10 @@ def fit(source, layer=None, model="htmp", gamma=None, prob=0.9, seed=0, chains=4
     sampler = {"warmup": warmup, "progress_bar": progress_bar, "dense_mass": getattr(module, "DENSE_MASS", False)}
     z, stats, kernel, states = run_chains(model_fn, args, kwargs, key=layer_key(seed, rec.name), chains=chains,
                                           draws=draws, **sampler)
-    complete = None
-    if hasattr(module, "complete"):
-        complete_key = jax.random.fold_in(layer_key(seed, rec.name), 1)
-        complete = functools.partial(_complete, module, complete_key, args[0], {"gamma": rec.gamma, **kwargs})
-    attrs = {"hteval_version": __version__, "model": model, "layer": rec.name, "seed": seed}
     total = draws
     while True:
-        data = to_datatree(model_fn, args, kwargs, kernel, z, stats, observed=rec.eigenvalues, complete=complete,
-                           with_log_likelihood=log_likelihood, attrs=attrs)
-        summary = _summarise(data, module.PARAMETERS, prob)
-        diagnostics = _diagnose(data, summary)
+        data, summary, diagnostics = assemble(module, model, rec, model_fn, args, kwargs, kernel, z, stats,
+                                              prob=prob, seed=seed, log_likelihood=log_likelihood)
         if diagnostics["converged"] or diagnostics["divergences"] or max_draws is None or total >= max_draws:
             break
         more = min(total, max_draws - total)
@@ -225,11 +215,34 @@ def fit(source, layer=None, model="htmp", gamma=None, prob=0.9, seed=0, chains=4
         z, stats = (jax.tree.map(lambda a, b: np.concatenate([a, b], axis=1), old, new)
                     for old, new in ((z, z_more), (stats, stats_more)))
         total += more
-    if not diagnostics["converged"]:
-        logger.warning("%s / %s did not converge: %s", rec.name, model, "; ".join(diagnostics["reasons"]))
     settings = {"seed": seed, "chains": chains, "draws": total, "draws_requested": draws, "max_draws": max_draws,
                 "warmup": warmup, "sampler": "NUTS", "chain_method": "sequential, one compiled program",
                 "backend": jax.default_backend()}
+    return fit_result(module, model, rec, data, summary, diagnostics, settings, prob)
+
+
+def assemble(module, model: str, rec: LayerSpectrum, model_fn, args, kwargs, kernel, z, stats, *, prob: float,
+             seed: int, log_likelihood: bool):
+    """Draws of one layer (chain, draw) -> (ArviZ data, summary table, diagnostics)."""
+    from hteval import __version__
+
+    complete = None
+    if hasattr(module, "complete"):
+        complete_key = jax.random.fold_in(layer_key(seed, rec.name), 1)
+        complete = functools.partial(_complete, module, complete_key, args[0], {"gamma": rec.gamma, **kwargs})
+    attrs = {"hteval_version": __version__, "model": model, "layer": rec.name, "seed": seed,
+             names.INTERVALS: calibration.intervals(model), names.INTERVALS_NOTE: calibration.note(model)}
+    data = to_datatree(model_fn, args, kwargs, kernel, z, stats, observed=rec.eigenvalues, complete=complete,
+                       with_log_likelihood=log_likelihood, attrs=attrs)
+    summary = _summarise(data, module.PARAMETERS, prob)
+    return data, summary, _diagnose(data, summary)
+
+
+def fit_result(module, model: str, rec: LayerSpectrum, data, summary, diagnostics, settings, prob) -> FitResult:
+    from hteval import __version__
+
+    if not diagnostics["converged"]:
+        logger.warning("%s / %s did not converge: %s", rec.name, model, "; ".join(diagnostics["reasons"]))
     probabilities = {}
     if hasattr(module, "probabilities"):
         probabilities = module.probabilities({k: v.values for k, v in data["posterior"].to_dataset().items()})

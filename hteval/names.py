@@ -43,6 +43,11 @@ R_HAT = "r_hat"  # the largest over the model's parameters
 DIVERGENCES = "divergences"
 ERROR = "error"  # why a layer has no numbers, or why its numbers did not converge
 SECONDS = "seconds"
+#: whether the row's intervals were found calibrated by simulation (hteval.calibration); the same key in JSON
+INTERVALS = "intervals"
+INTERVALS_CALIBRATED = "calibrated"
+INTERVALS_UNCALIBRATED = "uncalibrated"
+INTERVALS_NOTE = "intervals_note"
 
 # The one normalisation hteval uses (SPEC section 1): X = W^T W / N with N >= M.
 NORMALISATION_GRAM_OVER_N = "svd(W)^2/N"
@@ -57,6 +62,10 @@ MODEL_LABELS = {"mp": "MP + outliers", "htmp": "HTMP", "htmp-exact": "HTMP, exac
                 "htmp-outliers": "HTMP + outliers",
                 "inverse-htmp": "inverse HTMP", "powerlaw": "power-law tail", "correlated-mp": "correlated MP",
                 "lognormal": "log-normal"}
+
+#: the model `hteval fit` and `hteval analyze` use when none is named: the one whose intervals are calibrated
+#: (README, "Which likelihood is the default")
+DEFAULT_MODEL = "htmp-exact"
 
 # Models compared when none are named (hteval compare's --models default). correlated-mp is left out until its
 # likelihood is smooth enough for NUTS (README, "Known defect"): on a 384-eigenvalue layer its default 4 x 1000

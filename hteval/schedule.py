@@ -9,8 +9,9 @@ The groups are also the unit of parallel work (`hteval.parallel`): `partition` d
 processes so that no program is compiled twice and the workers' loads are even.
 
 Measured and rejected on this 2-core CPU: vmapping the chains of all same-shape layers (each NUTS step then costs
-the longest tree of the batch, which undoes the 2x throughput of the batched density), and compiling the next
-groups in a background process while the main one samples (under 10%: it only overlaps compilation).
+the longest tree of the batch, which undoes the 2x throughput of the batched density; on a GPU it is the fast
+path, `hteval.batched`), and compiling the next groups in a background process while the main one samples
+(under 10%: it only overlaps compilation).
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from typing import Any
 
 def program_key(rec, model: str) -> Hashable:
     """What a fit's compiled programs depend on (besides the sampler settings, which are one per run); a joint
-    likelihood (htmp-exact) only on the bucket of its size (`static_bound`), not on the eigenvalue count."""
+    likelihood (htmp-exact) only on the bucket of its size (`static_bound`) and its number of conv slices, not on
+    the eigenvalue count."""
     from hteval.infer import static_arguments
     from hteval.models import MODELS
 
     bound = static_arguments(MODELS[model], rec)
-    if bound:
-        return (model, float(rec.gamma), bool(rec.n_censored), bound)
+    if bound:  # per-slice statistics: one array entry per conv slice
+        return (model, float(rec.gamma), bool(rec.n_censored), bound, int(rec.n_slices))
     return (model, float(rec.gamma), int(rec.n_eigs), bool(rec.n_censored))
 
 

@@ -11,7 +11,7 @@ Each module defines
   pointwise log-likelihood; `complete_prior` does the same for prior draws; `probabilities(posterior)` gives
   posterior probabilities the model reports beside its parameters; `DENSE_MASS = True` where NUTS should adapt a
   dense mass matrix (correlated parameters; measured per model); `POINTWISE = False` for a joint likelihood
-  (no pointwise log-likelihood, so no LOO), `statistics(eigenvalues)` for data summaries computed once per
+  (no pointwise log-likelihood, so no LOO), `statistics(layer)` for data summaries computed once per
   spectrum, and `static_bound(layer)` for static model arguments (bound into the compiled sampler).
 
 `MODELS` maps the names used by the API, the CLI flags and the JSON keys.

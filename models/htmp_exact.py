@@ -3,7 +3,9 @@
 Same parameters and priors as `htmp`, but the eigenvalues are not treated as iid: their repulsion (beta = kappa/M)
 enters through sum log|x_i - x_j| (`hteval.densities.htmp_exact`). The likelihood is one joint density, not a sum
 over eigenvalues, so it has no pointwise log-likelihood and takes no part in PSIS-LOO comparisons. Censored
-eigenvalues are integrated out over [0, floor] (the density module says how).
+eigenvalues are integrated out over [0, floor] (the density module says how). A conv layer's slices are separate
+matrices: its likelihood is the sum of one joint density per slice (SPEC section 4), each with its own statistics
+and censored count; the floor of every slice is the layer's (the largest slice floor, an upper bound on each).
 
 For figures and predictive checks, `log_density` and `log_cdf` are HTMP's one-point law (the large-M marginal of
 one eigenvalue, what an ESD histogram shows), and `draw` gives exact finite-size spectra.
@@ -11,6 +13,8 @@ one eigenvalue, what an ESD histogram shows), and `draw` gives exact finite-size
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import numpyro
 
@@ -34,11 +38,17 @@ def static_bound(rec) -> dict:
     return {"size": size_bucket(rec.M)}
 
 
-def statistics(eigenvalues) -> dict:
-    """The spectrum's sufficient statistics, computed once (O(M^2) for the pairwise sum) outside the sampler."""
-    x = np.asarray(eigenvalues, dtype=np.float64)
-    return {"log_vandermonde": log_vandermonde(x), "log_sum": float(np.sum(np.log(x))), "total": float(np.sum(x)),
-            "n_observed": float(x.size)}
+def statistics(rec) -> dict:
+    """Per-slice sufficient statistics of a layer (arrays of length n_slices), computed once outside the sampler:
+    O(M^2) per slice for the pairwise sum. `slice_censored` counts each slice's eigenvalues below the floor."""
+    x = np.asarray(rec.eigenvalues, dtype=np.float64)
+    # a slice with every eigenvalue below the floor keeps none: it contributes only P(all M below the floor)
+    parts = [x] if rec.n_slices == 1 else [x[np.asarray(rec.slice_ids) == s] for s in range(rec.n_slices)]
+    return {"log_vandermonde": np.array([log_vandermonde(p) for p in parts]),
+            "log_sum": np.array([np.sum(np.log(p)) for p in parts]),
+            "total": np.array([np.sum(p) for p in parts]),
+            "n_observed": np.array([p.size for p in parts], dtype=np.float64),
+            "slice_censored": np.array([rec.M - p.size for p in parts], dtype=np.float64)}
 
 
 def draw(key, p, n, *, gamma, m, scale_ref):
@@ -48,11 +58,18 @@ def draw(key, p, n, *, gamma, m, scale_ref):
 
 
 def model(eigenvalues, *, gamma: float, m: int, n_censored: int = 0, floor: float = 0.0, scale_ref: float = 1.0,
-          log_vandermonde: float = 0.0, log_sum: float = 0.0, total: float = 0.0, n_observed: float = 0.0,
-          size: int = 16):
-    """eigenvalues is not read (see POINTWISE): the statistics carry all the likelihood needs."""
+          log_vandermonde=0.0, log_sum=0.0, total=0.0, n_observed=0.0, slice_censored=0.0, size: int = 16):
+    """eigenvalues is not read (see POINTWISE): the per-slice statistics carry all the likelihood needs.
+    n_censored is the layer's total, a concrete 0 when nothing is censored (no censoring terms are built)."""
     kappa = kappa_prior()
     scale = scale_prior("scale", scale_ref)
     numpyro.deterministic("T", m / kappa)
-    numpyro.factor("joint", htmp_exact_loglik(log_vandermonde, log_sum, total, n=n_observed, n_censored=n_censored,
-                                              floor=floor, gamma=gamma, kappa=kappa, scale=scale, size=size))
+    uncensored = isinstance(n_censored, int) and n_censored == 0
+
+    def one_slice(v, log_x, total_x, n, k):
+        return htmp_exact_loglik(v, log_x, total_x, n=n, n_censored=0 if uncensored else k, floor=floor,
+                                 gamma=gamma, kappa=kappa, scale=scale, size=size)
+
+    per_slice = jax.vmap(one_slice)(*(jnp.atleast_1d(jnp.asarray(a, dtype=float))
+                                      for a in (log_vandermonde, log_sum, total, n_observed, slice_censored)))
+    numpyro.factor("joint", jnp.sum(per_slice))

@@ -48,6 +48,7 @@ def test_every_tensor_gets_a_row_and_each_fit_its_json(checkpoint, tmp_path):
         assert row["T_median"] == pytest.approx(48 / row["kappa_median"], rel=0.2)  # T = M / kappa
         doc = json.loads((out / "layers" / f"{layer}.htmp.json").read_text())
         assert doc["layer"] == layer and doc["model"] == "htmp"
+        assert row[names.INTERVALS] == doc[names.INTERVALS] == names.INTERVALS_UNCALIBRATED  # the iid likelihood
     # scale is the mean eigenvalue: c's weights are half as large, so its scale is a quarter of a's
     assert table.loc["c.weight", "scale_median"] / table.loc["a.weight", "scale_median"] == pytest.approx(0.25,
                                                                                                           rel=0.1)
@@ -111,7 +112,9 @@ def test_analyze_command(checkpoint, tmp_path, capsys):
     assert set(table[names.NAME]) == {"a.weight", "a.bias"}
     printed = capsys.readouterr().out
     assert str(out / LAYER_TABLE) in printed and str(out / "report.md") in printed
-    assert (out / "layers" / "a.weight.htmp.esd.png").stat().st_size > 10_000
+    assert (out / "layers" / "a.weight.htmp-exact.esd.png").stat().st_size > 10_000  # the default model
+    assert set(table[names.INTERVALS].dropna()) == {names.INTERVALS_CALIBRATED}
+    assert "Intervals of htmp-exact: calibrated" in (out / "report.md").read_text()
     assert main(["analyze", str(checkpoint), "--models", "nope", "--out", str(out)]) == 2
 
 

@@ -20,7 +20,7 @@ PARAMETER_KEYS = {"mean", "median", "sd", "ci_low", "ci_high", "hdi_low", "hdi_h
 @pytest.fixture(scope="module")
 def spectrum_and_fit():
     x = sample_htmp_spectrum(3, 300, 0.5, 2.0, 1.0)
-    return x, fit(x, gamma=0.5, chains=2, draws=500, warmup=500, seed=1)
+    return x, fit(x, gamma=0.5, model="htmp", chains=2, draws=500, warmup=500, seed=1)
 
 
 def test_fit_reports_intervals_and_diagnostics(spectrum_and_fit):
@@ -32,6 +32,9 @@ def test_fit_reports_intervals_and_diagnostics(spectrum_and_fit):
         assert p["ci_low"] < p["median"] < p["ci_high"] and p["hdi_low"] < p["hdi_high"]
     assert {"converged", "divergences", "reasons"} <= set(doc["diagnostics"])
     assert doc["settings"]["seed"] == 1 and doc["version"]
+    # the iid likelihood's intervals are labelled, in the JSON and the ArviZ data: SBC found them too wide
+    assert doc["intervals"] == "uncalibrated" and "too wide" in doc["intervals_note"]
+    assert result.data["posterior"].attrs["intervals"] == "uncalibrated"
     json.dumps(doc)  # JSON-safe
     # the truth (kappa 2, scale 1) within 3 posterior sd
     for name, truth in (("kappa", 2.0), ("scale", 1.0)):
@@ -41,7 +44,7 @@ def test_fit_reports_intervals_and_diagnostics(spectrum_and_fit):
 
 def test_same_seed_same_draws(spectrum_and_fit):
     x, result = spectrum_and_fit
-    again = fit(x, gamma=0.5, chains=2, draws=500, warmup=500, seed=1)
+    again = fit(x, gamma=0.5, model="htmp", chains=2, draws=500, warmup=500, seed=1)
     a = result.data["posterior"]["kappa"].values
     b = again.data["posterior"]["kappa"].values
     assert np.array_equal(a, b)
@@ -50,7 +53,7 @@ def test_same_seed_same_draws(spectrum_and_fit):
 def test_unconverged_fit_says_so(spectrum_and_fit):
     # the fixture's shape and warm-up length: the compiled sampler is reused, and 50 draws cannot reach ESS 400
     x, _ = spectrum_and_fit
-    result = fit(x, gamma=0.5, chains=1, draws=50, warmup=500, seed=1)
+    result = fit(x, gamma=0.5, model="htmp", chains=1, draws=50, warmup=500, seed=1)
     assert not result.converged and result.diagnostics["reasons"]
     assert result.to_json()["diagnostics"]["converged"] is False
 
@@ -59,7 +62,7 @@ def test_short_chains_run_on_until_converged(spectrum_and_fit):
     # 2 x 100 draws cannot reach ESS 400; max_draws doubles them from where they stopped (the fixture's chains,
     # same key and warm-up, continued): the first draws are the fixture's own
     x, full = spectrum_and_fit
-    result = fit(x, gamma=0.5, chains=2, draws=100, warmup=500, seed=1, max_draws=800)
+    result = fit(x, gamma=0.5, model="htmp", chains=2, draws=100, warmup=500, seed=1, max_draws=800)
     assert result.converged, result.diagnostics
     assert result.settings["draws_requested"] == 100 and result.settings["draws"] in (200, 400, 800)
     kappa = result.data["posterior"]["kappa"].values
@@ -80,18 +83,20 @@ def test_raw_eigenvalues_are_censored_below_float64_floor():
 
 
 def test_fit_command_writes_summary_and_posterior(tmp_path, capsys):
+    """The default model is the exact likelihood, and every output says its intervals are calibrated."""
     path = tmp_path / "eigs.npy"
-    # the module fixture's gamma, size and warm-up: its compiled sampler is reused (only the outputs are tested)
     np.save(path, sample_htmp_spectrum(5, 300, 0.5, 3.0))
     out = tmp_path / "out"
     code = main(["fit", "--eigenvalues", str(path), "--gamma", "0.5", "--chains", "1", "--draws", "200",
                  "--warmup", "500", "--out", str(out)])
     assert code == 0
     doc = json.loads((out / "summary.json").read_text())
-    assert doc["layer"] == "eigs" and doc["model"] == "htmp" and (out / "posterior.nc").stat().st_size > 0
+    assert doc["layer"] == "eigs" and doc["model"] == "htmp-exact" and (out / "posterior.nc").stat().st_size > 0
+    assert doc["intervals"] == "calibrated" and "simulation-based calibration" in doc["intervals_note"]
     for name in ("esd.png", "rank.png", "trace.png", "prior_predictive.png"):
         assert (out / name).stat().st_size > 10_000 and name in doc["figures"]
-    assert "kappa" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "kappa" in printed and "intervals: calibrated" in printed
 
 
 def test_fit_command_needs_gamma_for_raw_eigenvalues(tmp_path, capsys):
@@ -104,9 +109,10 @@ def test_fit_command_needs_gamma_for_raw_eigenvalues(tmp_path, capsys):
 def test_chains_and_layers_of_one_shape_share_one_compiled_program():
     """The chunked sampler is compiled once per (model, gamma, censoring, warm-up, data shapes): two chains and a
     second layer of the same size reuse it (recompiling is ~15 s a time on a CPU)."""
-    first = fit(sample_htmp_spectrum(3, 300, 0.5, 2.0, 1.0), gamma=0.5, chains=2, draws=500, warmup=500, seed=1)
+    first = fit(sample_htmp_spectrum(3, 300, 0.5, 2.0, 1.0), gamma=0.5, model="htmp", chains=2, draws=500, warmup=500,
+                seed=1)
     before = _kernel_and_step.cache_info().hits
-    fit(sample_htmp_spectrum(33, 300, 0.5, 0.7, 2.0), gamma=0.5, chains=2, draws=500, warmup=500, seed=1)
+    fit(sample_htmp_spectrum(33, 300, 0.5, 0.7, 2.0), gamma=0.5, model="htmp", chains=2, draws=500, warmup=500, seed=1)
     assert _kernel_and_step.cache_info().hits == before + 1
     _, init, advance = _kernel_and_step(layer_model(MODELS["htmp"], first.layer), 500, TARGET_ACCEPT,
                                         MODELS["htmp"].DENSE_MASS)

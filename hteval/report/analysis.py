@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from hteval import names  # noqa: E402
+from hteval import calibration, names  # noqa: E402
 
 REPORT = "report.md"
 #: parameters that get a forest plot when a model reports them (kappa: the HTMP family; alpha: the power-law tail)
@@ -61,7 +61,8 @@ def _status_lines(table: pd.DataFrame) -> list[str]:
     lines = ["| model | status | layers |", "|---|---|---|"]
     lines += [f"| {model} | {status} | {n} |" for (model, status), n in counts.items()]
     return [*lines, "", "A layer is `ok` only with R-hat <= 1.01, bulk and tail ESS >= 400 and no divergences; "
-            "`not_converged` rows keep their numbers but are not to be read as results.", ""]
+            "`not_converged` rows keep their numbers but are not to be read as results.", "",
+            *[f"Intervals of {m}: {calibration.note(m)}." for m in dict.fromkeys(table[names.MODEL].dropna())], ""]
 
 
 def plot_forest(fitted: pd.DataFrame, parameter: str, path: Path, *, pooled: dict, prob: float) -> Path:
@@ -80,6 +81,8 @@ def plot_forest(fitted: pd.DataFrame, parameter: str, path: Path, *, pooled: dic
     for k, (model, kind) in enumerate(series):
         offset = (k - (len(series) - 1) / 2) * step
         label = names.MODEL_LABELS[model]
+        if calibration.intervals(model) != names.INTERVALS_CALIBRATED:
+            label += " (uncalibrated intervals)"
         if kind == "pooled":
             _pooled_series(ax, pooled[model], y_of, offset, label)
             continue
@@ -123,7 +126,8 @@ def _layer_table(fitted: pd.DataFrame, prob: float) -> list[str]:
     if fitted.empty:
         return []
     parameters = [p for p in FOREST_PARAMETERS if f"{p}_median" in fitted]
-    header = ["layer", "model", "shuffled", *[f"{p} median [{prob:.0%}]" for p in parameters], "r_hat", "status"]
+    header = ["layer", "model", "shuffled", *[f"{p} median [{prob:.0%}]" for p in parameters], "r_hat",
+              names.INTERVALS, "status"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in fitted.iterrows():
         cells = [row[names.NAME], row[names.MODEL], "yes" if row[names.RANDOMIZED] else ""]
@@ -131,6 +135,6 @@ def _layer_table(fitted: pd.DataFrame, prob: float) -> list[str]:
             med = row[f"{p}_median"]
             cells.append("" if pd.isna(med) else f"{med:.3g} [{row[f'{p}_ci_low']:.3g}, {row[f'{p}_ci_high']:.3g}]")
         r_hat = row.get(names.R_HAT)
-        cells += ["" if pd.isna(r_hat) else f"{r_hat:.3f}", row[names.STATUS]]
+        cells += ["" if pd.isna(r_hat) else f"{r_hat:.3f}", calibration.intervals(row[names.MODEL]), row[names.STATUS]]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return ["## Layers", "", *lines, ""]

@@ -11,11 +11,17 @@ matplotlib.use("Agg")  # files only: hteval never opens windows
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from hteval import names  # noqa: E402
+from hteval import calibration, names  # noqa: E402
 from hteval.densities.mp import mp_logpdf  # noqa: E402
 from hteval.predictive import log_density_draws, predictive_spectra  # noqa: E402
 
 _LABELS = names.MODEL_LABELS
+
+
+def band_label(model: str, prob: float) -> str:
+    """Legend text of a model's credible band, which says when its intervals are not calibrated."""
+    caveat = "" if calibration.intervals(model) == names.INTERVALS_CALIBRATED else " (uncalibrated, iid likelihood)"
+    return f"{_LABELS[model]} {prob:.0%} band{caveat}"
 
 
 def _eigenvalues(result) -> np.ndarray:
@@ -33,7 +39,7 @@ def plot_esd(result, path: Path, prob: float = 0.9) -> Path:
     mp = np.exp(np.asarray(mp_logpdf(grid, result.record["gamma"], float(x.mean())))) * grid * np.log(10)
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     heights, *_ = ax.hist(np.log10(x), bins=min(60, max(15, x.size // 8)), density=True, color="0.8", label="ESD")
-    ax.fill_between(np.log10(grid), lo, hi, color="C0", alpha=0.3, label=f"{_LABELS[result.model]} {prob:.0%} band")
+    ax.fill_between(np.log10(grid), lo, hi, color="C0", alpha=0.3, label=band_label(result.model, prob))
     ax.plot(np.log10(grid), mid, color="C0", label=f"{_LABELS[result.model]} posterior median")
     ax.plot(np.log10(grid), mp, color="C3", ls="--", label=r"MP, $\sigma^2$ = mean eigenvalue")
     ax.set_xlabel(r"$\log_{10}$ eigenvalue")
