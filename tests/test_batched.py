@@ -25,20 +25,15 @@ def layers():
 def test_lanes_run_the_sequential_chains(layers):
     # a short run: NUTS is chaotic, and after a few hundred iterations a last-bit difference from vmapping can flip
     # a U-turn and part two chains; over 100 iterations they still agree to rounding
-    batched = fit_batched(layers[:2], chains=2, draws=50, warmup=50)  # one program, 4 lanes
+    batched = fit_batched(layers, chains=2, draws=50, warmup=50)  # two programs: l1 and l2 in 4 lanes, l3 in 2
+    assert [r.record["name"] for r in batched] == ["l1", "l2", "l3"]
     assert "4 (layer, chain) lanes" in batched[0].settings["chain_method"]
-    for b, rec in zip(batched, layers[:2], strict=True):
+    assert "2 (layer, chain) lanes" in batched[2].settings["chain_method"]
+    for b, rec in zip(batched[:2], layers[:2], strict=True):  # one sequential program suffices to compare
         s = fit(rec, chains=2, draws=50, warmup=50)
         kb, ks = (r.data["posterior"]["kappa"].values for r in (b, s))
         assert len(np.unique(ks)) > 50  # the chains move: the comparison is not of two constants
         np.testing.assert_allclose(kb, ks, rtol=1e-5)
-
-
-def test_batched_fits_recover_each_layer(layers):
-    results = fit_batched(layers, chains=2, draws=400, warmup=300)
-    assert [r.record["name"] for r in results] == ["l1", "l2", "l3"]
-    for r, (_, _, kappa) in zip(results, TRUTH, strict=True):
-        assert r.settings["draws"] == 400 and {"converged", "reasons", "divergences"} <= set(r.diagnostics)
-        row = r.summary.loc["kappa"]
-        assert r.diagnostics["divergences"] == 0 and abs(row["median"] - kappa) <= 3 * row["sd"]
-        assert r.to_json()["intervals"] == "calibrated"
+        assert b.summary.loc["kappa", "median"] == pytest.approx(s.summary.loc["kappa", "median"], rel=1e-4)
+        assert b.diagnostics.keys() == s.diagnostics.keys() and b.to_json()["intervals"] == "calibrated"
+    assert batched[2].data["posterior"]["kappa"].shape == (2, 50)

@@ -57,9 +57,10 @@ def test_logpdf_matches_mpmath_reference_square():
 
 
 def test_logpdf_matches_mpmath_reference_reduced():
-    """CI's share of the 836-point table: 12 of its 149 aspect ratios, integer and near-integer a included."""
-    ref = _some_gammas(_reference("htmp_logpdf_reference.npz"), 12)
-    assert len(np.unique(ref["gamma"])) == 12 and len(ref["x"]) > 60
+    """CI's share of the 836-point table: 8 of its 149 aspect ratios, integer and near-integer a included (the
+    slow test below checks every point)."""
+    ref = _some_gammas(_reference("htmp_logpdf_reference.npz"), 8)
+    assert len(np.unique(ref["gamma"])) == 8 and len(ref["x"]) > 40
     assert max_error(ref) <= 1e-8
 
 
