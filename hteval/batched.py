@@ -21,9 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hteval import names
-from hteval.errors import InputError
-from hteval.infer import FitResult, assemble, fit_result, layer_key, layer_model, model_data, model_input
-from hteval.models import MODELS
+from hteval.infer import FitResult, assemble, fit_result, layer_key, layer_model, model_data, model_input, model_module
 from hteval.nuts import CHUNK, TARGET_ACCEPT, _kernel_and_step
 from hteval.schedule import program_key
 from hteval.spectra import LayerSpectrum
@@ -36,11 +34,7 @@ def fit_batched(layers: Sequence[LayerSpectrum], model: str = names.DEFAULT_MODE
     Returns one FitResult per layer, in the given order, judged by the same convergence rules as `fit`. There is
     no run-on (max_draws): lanes of one batch share their iteration count.
     """
-    if model not in MODELS:
-        raise InputError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
-    if not jax.config.jax_enable_x64:
-        raise RuntimeError("hteval needs float64: call jax.config.update('jax_enable_x64', True) first")
-    module = MODELS[model]
+    module = model_module(model)
     groups: dict = {}
     for i, rec in enumerate(layers):
         groups.setdefault(program_key(rec, model), []).append(i)

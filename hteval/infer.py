@@ -190,12 +190,8 @@ def fit(source, layer=None, model=names.DEFAULT_MODEL, gamma=None, prob=0.9, see
     scale_ref: the centre of the scale prior (default: the ESD's mean, which makes the prior scale-free); fixing it
     makes the prior independent of the data, as simulation-based calibration needs.
     """
-    if model not in MODELS:
-        raise InputError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
-    if not jax.config.jax_enable_x64:
-        raise RuntimeError("hteval needs float64: call jax.config.update('jax_enable_x64', True) first")
+    module = model_module(model)
     rec = layer_from_source(source, layer, gamma, floor)
-    module = MODELS[model]
     model_fn, args, kwargs = layer_model(module, rec), (model_input(module, rec),), model_data(rec, module)
     log_likelihood = log_likelihood and getattr(module, "POINTWISE", True)  # a joint density has no pointwise terms
     if scale_ref is not None:
@@ -219,6 +215,15 @@ def fit(source, layer=None, model=names.DEFAULT_MODEL, gamma=None, prob=0.9, see
                 "warmup": warmup, "sampler": "NUTS", "chain_method": "sequential, one compiled program",
                 "backend": jax.default_backend()}
     return fit_result(module, model, rec, data, summary, diagnostics, settings, prob)
+
+
+def model_module(model: str):
+    """The module of a model name, once float64 is known to be on: what every fitting entry point checks first."""
+    if model not in MODELS:
+        raise InputError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
+    if not jax.config.jax_enable_x64:
+        raise RuntimeError("hteval needs float64: call jax.config.update('jax_enable_x64', True) first")
+    return MODELS[model]
 
 
 def assemble(module, model: str, rec: LayerSpectrum, model_fn, args, kwargs, kernel, z, stats, *, prob: float,
