@@ -4,7 +4,7 @@ Run: python benchmarks/bench_gpu.py [--model htmp-exact] [--cpu-baseline] [--out
 
 Prints the device every figure was measured on. Parts:
 
-1. spectra: float64 singular values of every 2-D weight on the JAX device (jnp.linalg.svd), against
+1. spectra: float64 singular values of every layer on the JAX device (load_spectra(svd="device")), against
    hteval.spectra's scipy path on the CPU; the largest relative difference of the eigenvalues.
 2. fits: every layer's fit, batched (`hteval.batched.fit_batched`: all layers of one compiled program as lanes of
    one vmapped NUTS run) and sequential (`hteval.infer.fit`, chains one after another) on the JAX device;
@@ -33,24 +33,15 @@ import numpy as np  # noqa: E402
 
 from hteval.batched import fit_batched  # noqa: E402
 from hteval.infer import fit  # noqa: E402
-from hteval.io import bundled_checkpoint, iter_tensors  # noqa: E402
+from hteval.io import bundled_checkpoint  # noqa: E402
 from hteval.spectra import load_spectra  # noqa: E402
 
 
 def device_spectra(path) -> tuple[dict[str, np.ndarray], float]:
-    """Eigenvalues of W^T W / N (N >= M) of every 2-D float weight, by float64 SVD on the default JAX device."""
-    svd = jax.jit(lambda w: jax.numpy.linalg.svd(w, compute_uv=False))
-    out = {}
+    """Eigenvalues of every layer by float64 SVD on the default JAX device (`load_spectra(svd="device")`)."""
     start = time.perf_counter()
-    for tensor in iter_tensors(path):
-        array = np.asarray(tensor.array)
-        if array.ndim != 2 or array.dtype.kind != "f" or min(array.shape) < 16:
-            continue
-        w = array.astype(np.float64)
-        w = w if w.shape[0] >= w.shape[1] else w.T
-        s = jax.device_get(svd(jax.device_put(w)))
-        out[tensor.name] = np.sort(s**2 / w.shape[0])
-    return out, time.perf_counter() - start
+    layers = load_spectra(path, svd="device")
+    return {rec.name: rec.eigenvalues for rec in layers}, time.perf_counter() - start
 
 
 def fits(layers, model, chains, draws, warmup, sequential_layers, batched=True) -> dict:
@@ -97,9 +88,9 @@ def main() -> None:
     cpu_spectra_s = time.perf_counter() - start
     if not args.fits_only:
         on_device, device_s = device_spectra(path)
-        diff = max(float(np.max(np.abs(on_device[rec.name] - rec.eigenvalues[-on_device[rec.name].size:])
+        diff = max(float(np.max(np.abs(on_device[rec.name] - rec.eigenvalues)
                                 / np.maximum(rec.eigenvalues.max(), 1e-300)))
-                   for rec in layers if rec.n_censored == 0)
+                   for rec in layers if on_device[rec.name].size == rec.eigenvalues.size)
         report["spectra"] = {"layers": len(on_device), "device_s": round(device_s, 2),
                              "cpu_scipy_s": round(cpu_spectra_s, 2), "max_diff_relative_to_largest": diff}
         print(f"spectra of {len(on_device)} layers: {device_s:.2f} s on {jax.devices()[0].device_kind} "

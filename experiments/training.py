@@ -56,8 +56,12 @@ def accuracy(params, x, y, chunk: int = 10_000) -> float:
 
 
 def train(x, y, x_test, y_test, *, batch_size: int, epochs: int, learning_rate: float = 0.01,
-          seed: int = 0) -> Trained:
-    """Plain SGD (no momentum, no weight decay) for `epochs` passes over the data in `batch_size` mini-batches."""
+          seed: int = 0, on_epoch=None) -> Trained:
+    """Plain SGD (no momentum, no weight decay) for `epochs` passes over the data in `batch_size` mini-batches.
+
+    on_epoch(step, weights) is called with the initial weights (step 0) and after every epoch (step = SGD steps
+    so far), weights as in Trained.weights: what a run's checkpoints hold.
+    """
     optimizer = optax.sgd(learning_rate)
     key = jax.random.PRNGKey(seed)
     params = init_params(jax.random.fold_in(key, 0))
@@ -78,10 +82,18 @@ def train(x, y, x_test, y_test, *, batch_size: int, epochs: int, learning_rate: 
         (params, state), _ = jax.lax.scan(step, (params, state), batches)
         return params, state
 
+    names = [f"fc{i + 1}" for i in range(len(params))]
+    if on_epoch is not None:
+        on_epoch(0, _weights(names, params))
     for e in range(epochs):
         params, state = epoch(params, state, jax.random.permutation(jax.random.fold_in(key, e + 1), len(x)))
-    names = [f"fc{i + 1}" for i in range(len(params))]
+        if on_epoch is not None:
+            on_epoch((e + 1) * steps, _weights(names, params))
     return Trained(batch_size=batch_size, epochs=epochs,
-                   weights={n: np.asarray(p["w"]) for n, p in zip(names, params, strict=True)},
+                   weights=_weights(names, params),
                    train_accuracy=accuracy(params, x, y), test_accuracy=accuracy(params, jnp.asarray(x_test), y_test),
                    steps=steps * epochs)
+
+
+def _weights(names, params) -> dict[str, np.ndarray]:
+    return {n: np.asarray(p["w"]) for n, p in zip(names, params, strict=True)}

@@ -9,8 +9,6 @@ with its status and error, and the run goes on.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
@@ -31,6 +29,8 @@ from hteval.models import MODELS
 from hteval.parallel import run_tasks
 from hteval.report.analysis import write_report
 from hteval.report.figures import plot_esd
+from hteval.rowfile import RowFile, atomic_write, read_table
+from hteval.schedule import program_key
 from hteval.spectra import SkippedLayer, iter_spectra
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ def table_columns(models: Sequence[str]) -> list[str]:
 def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DEFAULT_MODEL,), layers=None, *, prob=0.9,
             seed=0, chains=2, draws=600, warmup=300, max_draws: int | None = 2400, randomize: bool = False,
             hierarchical: bool = False, figures: bool = True, workers: int | None = None,
+            batched: bool | None = None, svd: str = "host",
             on_row: Callable[[dict[str, Any], int, int], None] | None = None,
             on_start: Callable[[str, str], None] | None = None) -> pd.DataFrame:
     """Fit `models` to every eligible layer of a checkpoint; returns layers.csv (this run's rows and earlier ones).
@@ -76,6 +77,10 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DE
     after each row is written and on_start(layer, model) before each fit (the command line's progress bar).
     workers: processes fitting side by side (default: the CPU count, at most 4), each taking whole groups of
     same-program fits (`hteval.parallel`); 1 fits everything in this process.
+    batched fits each group of same-program layers in one vmapped NUTS run (`hteval.batched`: the accelerator
+    path, without fit's run-on, so max_draws is not used); None (the default) batches when JAX's backend is a
+    GPU or TPU, where it is the fast path, and not on a CPU, where it is not. svd="device" computes the spectra
+    with JAX on its default device (`iter_spectra`).
     randomize also fits every layer's element-shuffled copy (rows with randomized = True); hierarchical pools
     kappa across the converged layers (`hteval.hierarchy`). The report (report.md and forest plots) is rewritten
     at the end of every run.
@@ -86,21 +91,23 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DE
         raise InputError(f"unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(MODELS)}")
     out = Path(out)
     (out / LAYER_DIR).mkdir(parents=True, exist_ok=True)
-    columns = table_columns(models)
-    table = out / LAYER_TABLE
-    done = _finished(table, columns)
-    items = list(iter_spectra(path, layers=layers, on_error="skip", randomize=seed if randomize else None))
+    rows = RowFile(out / LAYER_TABLE, table_columns(models), key=(names.NAME, names.MODEL, names.RANDOMIZED))
+    done = rows.finished()
+    items = list(iter_spectra(path, layers=layers, on_error="skip", randomize=seed if randomize else None,
+                              svd=svd))
+    if batched is None:
+        import jax
+
+        batched = jax.default_backend() != "cpu"
     settings = {"prob": prob, "seed": seed, "chains": chains, "draws": draws, "warmup": warmup,
                 "max_draws": max_draws}
-    with table.open("a", newline="") as handle:
-        if handle.tell() == 0:
-            _write_line(handle, columns, dict(zip(columns, columns, strict=True)))
+    with rows.appending() as write:
         total = sum(1 if isinstance(i, SkippedLayer) else len(models) for i in items)
         count = 0
 
         def emit(row):
             nonlocal count
-            _write_line(handle, columns, row)
+            write(row)
             count += 1
             if on_row is not None:
                 on_row(row, count, total)
@@ -108,21 +115,26 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DE
         tasks = []
         for item in items:
             if isinstance(item, SkippedLayer):
-                if _row_key(item.name, "", False) in done:
+                if rows.key_of({names.NAME: item.name}) in done:
                     count += 1
                 else:
                     emit({names.NAME: item.name, names.SHAPE: list(item.shape), names.STATUS: item.status,
                           names.ERROR: item.reason})
                 continue
             for model in models:
-                if _row_key(item.name, model, item.randomized) in done:
+                key = {names.NAME: item.name, names.MODEL: model, names.RANDOMIZED: item.randomized}
+                if rows.key_of(key) in done:
                     count += 1
                 else:
                     tasks.append((item, model))
-        run_tasks(tasks, _fit_row, (settings, out, figures), workers=workers,
-                  on_start=on_start or (lambda name, model: None), on_row=emit)
+        if batched:
+            _fit_batched_rows(tasks, settings, out, figures, on_start=on_start or (lambda name, model: None),
+                              on_row=emit)
+        else:
+            run_tasks(tasks, _fit_row, (settings, out, figures), workers=workers,
+                      on_start=on_start or (lambda name, model: None), on_row=emit)
     order = {name: i for i, name in enumerate(dict.fromkeys(i.name for i in items))}
-    result = read_layer_table(table)
+    result = read_layer_table(rows.path)
     if not result.empty:  # network order (the file keeps the order rows were written in)
         result = result.sort_values(names.NAME, key=lambda c: c.map(order).fillna(len(order)), kind="stable")
         result = result.reset_index(drop=True)
@@ -133,11 +145,41 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DE
 
 def _fit_row(item, model: str, settings: dict[str, Any], out: Path, figures: bool) -> dict[str, Any]:
     start = time.perf_counter()
-    row = {**item.to_record(), names.MODEL: model, names.RANDOMIZED: item.randomized}
     try:
         result = fit(item, model=model, log_likelihood=False, **settings)
     except (HtevalError, ValueError, FloatingPointError) as err:
-        row.update({names.STATUS: names.STATUS_ERROR, names.ERROR: " ".join(str(err).split())})
+        result = err
+    return _row(item, model, result, out, figures, time.perf_counter() - start)
+
+
+def _fit_batched_rows(tasks, settings: dict[str, Any], out: Path, figures: bool, *, on_start, on_row) -> None:
+    """One vmapped run per group of same-program (layer, model) tasks; the group's rows when it finishes, each
+    with its share of the group's time."""
+    from hteval.batched import fit_batched
+
+    groups: dict[Any, list] = {}
+    for item, model in tasks:
+        groups.setdefault(program_key(item, model), []).append((item, model))
+    sampler = {k: settings[k] for k in ("prob", "seed", "chains", "draws", "warmup")}
+    for group in groups.values():
+        model = group[0][1]
+        for item, _ in group:
+            on_start(item.name, model)
+        start = time.perf_counter()
+        try:
+            results = fit_batched([item for item, _ in group], model, **sampler)
+        except (HtevalError, ValueError, FloatingPointError) as err:
+            results = [err] * len(group)
+        share = (time.perf_counter() - start) / len(group)
+        for (item, _), result in zip(group, results, strict=True):
+            on_row(_row(item, model, result, out, figures, share))
+
+
+def _row(item, model: str, result, out: Path, figures: bool, seconds: float) -> dict[str, Any]:
+    """A layer's table row from its FitResult, or from the error that stopped its fit; its files written."""
+    row = {**item.to_record(), names.MODEL: model, names.RANDOMIZED: item.randomized}
+    if isinstance(result, Exception):
+        row.update({names.STATUS: names.STATUS_ERROR, names.ERROR: " ".join(str(result).split())})
     else:
         row.update(_result_row(result))
         stem = out / LAYER_DIR / layer_file_stem(item.name, model, item.randomized)
@@ -145,7 +187,7 @@ def _fit_row(item, model: str, settings: dict[str, Any], out: Path, figures: boo
         _write_draws(stem.with_name(stem.name + DRAWS_SUFFIX), result)
         if figures:
             plot_esd(result, stem.with_name(stem.name + ".esd.png"), prob=result.prob)
-    row[names.SECONDS] = round(time.perf_counter() - start, 2)
+    row[names.SECONDS] = round(seconds, 2)
     return row
 
 
@@ -171,7 +213,7 @@ def pool_layers(table: pd.DataFrame, out: Path, *, prob: float, seed: int) -> di
             continue
         documents[model] = {**pooled[model].to_json(), "left_out": left_out,
                             names.INTERVALS: calibration.intervals(model)}
-    _atomic(out / HIERARCHICAL_JSON, lambda h: h.write(json.dumps(documents, indent=2).encode()))
+    atomic_write(out / HIERARCHICAL_JSON, lambda h: h.write(json.dumps(documents, indent=2).encode()))
     frames = [p.table().reset_index().assign(**{names.MODEL: m}) for m, p in pooled.items()]
     if frames:
         pooled_table = pd.concat(frames)[[names.NAME, names.MODEL, "kappa_median", "kappa_ci_low", "kappa_ci_high"]]
@@ -187,17 +229,7 @@ def layer_file_stem(layer: str, model: str, randomized: bool = False) -> str:
 def read_layer_table(path: str | Path) -> pd.DataFrame:
     """layers.csv as a DataFrame (a trailing line cut short by a kill is ignored); `randomized` is a bool column
     (False on rows of skipped tensors, whose cell is empty)."""
-    text = _complete_lines(Path(path))
-    if not text:
-        return pd.DataFrame()
-    table = pd.read_csv(io.StringIO(text))
-    if names.RANDOMIZED in table:
-        table[names.RANDOMIZED] = table[names.RANDOMIZED].map(_is_true)
-    return table
-
-
-def _is_true(cell) -> bool:
-    return str(cell) == "True"
+    return read_table(path, bool_columns=(names.RANDOMIZED,))
 
 
 def _result_row(result) -> dict[str, Any]:
@@ -220,7 +252,7 @@ def _result_row(result) -> dict[str, Any]:
 
 def _write_json(path: Path, result, randomized: bool) -> None:
     document = {**result.to_json(), names.RANDOMIZED: randomized}
-    _atomic(path, lambda handle: handle.write(json.dumps(document, indent=2).encode()))
+    atomic_write(path, lambda handle: handle.write(json.dumps(document, indent=2).encode()))
 
 
 def _write_draws(path: Path, result) -> None:
@@ -228,57 +260,7 @@ def _write_draws(path: Path, result) -> None:
     posterior = result.data["posterior"]
     arrays = {p: np.asarray(posterior[p].values) for p in (*MODELS[result.model].PARAMETERS, *DERIVED)
               if p in posterior}
-    _atomic(path, lambda handle: np.savez(handle, **arrays))
-
-
-def _atomic(path: Path, write) -> None:
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("wb") as handle:
-        write(handle)
-    partial.replace(path)  # a reader never sees half a file
-
-
-def _write_line(handle, columns, row) -> None:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow([_cell(row.get(c)) for c in columns])
-    handle.write(buffer.getvalue())  # one write per complete line, so a kill leaves at most one partial line
-    handle.flush()
-
-
-def _cell(value):
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple)):
-        return "x".join(str(v) for v in value)
-    if isinstance(value, (float, np.floating)):
-        return repr(float(value)) if np.isfinite(value) else ""
-    return value
-
-
-def _complete_lines(path: Path) -> str:
-    if not path.exists():
-        return ""
-    text = path.read_text()
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-        path.write_text(text)  # drop the line a kill cut short; it is fitted again
-    return text
-
-
-def _row_key(name: str, model: str, randomized) -> tuple[str, str, bool]:
-    return name, model, _is_true(randomized)
-
-
-def _finished(table: Path, columns: list[str]) -> set[tuple[str, str, bool]]:
-    text = _complete_lines(table)
-    if not text:
-        return set()
-    rows = list(csv.reader(io.StringIO(text)))
-    if rows[0] != columns:
-        raise InputError(f"{table} was written for other models or by another hteval version; "
-                         "choose a new --out (or delete it to start again)")
-    i_name, i_model, i_random = (columns.index(c) for c in (names.NAME, names.MODEL, names.RANDOMIZED))
-    return {_row_key(r[i_name], r[i_model], r[i_random]) for r in rows[1:]}
+    atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
 
 def _file_stem(layer: str) -> str:

@@ -136,6 +136,12 @@ def _add_compare(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--models", default=",".join(names.DEFAULT_COMPARE_MODELS),
                         help="comma-separated models (default: %(default)s; correlated-mp is opt-in: its "
                         "posterior does not yet converge, see the README)")
+    parser.add_argument("--layers", metavar="PATTERN",
+                        help="compare every layer matching this glob pattern ('*': all) instead of one --layer: "
+                        "one row per layer in DIR/comparisons.csv as each finishes (resumable), each layer's "
+                        "comparison in DIR/layers/LAYER.comparison.json")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="with --layers: processes comparing side by side (default: the CPU count, at most 4)")
     parser.set_defaults(run=cmd_compare)
 
 
@@ -145,6 +151,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from hteval.report.figures import plot_comparison
 
     models = _model_list(args.models, at_least=2)
+    if args.layers is not None:
+        return _compare_every_layer(args, models)
     source, layer = _source(args)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -170,6 +178,36 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _compare_every_layer(args: argparse.Namespace, models: list[str]) -> int:
+    from tqdm.auto import tqdm
+
+    from hteval.layer_comparison import COMPARISON_TABLE, compare_layers
+
+    if args.path is None or args.eigenvalues is not None or args.layer is not None:
+        raise InputError("--layers compares the layers of a checkpoint PATH; give no --layer or --eigenvalues")
+    bar = tqdm(unit="layer", desc="layers")
+
+    def progress(row, done, total):
+        bar.total, bar.n = total, done
+        bar.set_postfix_str(f"{row[names.NAME]} {row.get(names.BEST) or row[names.STATUS]}")
+        bar.refresh()
+
+    try:
+        table = compare_layers(args.path, args.out, models, args.layers, prob=args.prob, seed=args.seed,
+                               chains=args.chains, draws=args.draws, warmup=args.warmup,
+                               max_draws=args.max_draws, workers=args.workers, on_row=progress)
+    finally:
+        bar.close()
+    ranked = table[table[names.STATUS] == names.STATUS_OK] if len(table) else table
+    if len(ranked):
+        print(ranked[[names.NAME, names.BEST, names.WEIGHT, names.RUNNER_UP, names.D_ELPD, names.D_SE,
+                      names.DECISIVE]].to_string(index=False, float_format="{:.4g}".format))
+        print("best model counts: " + ", ".join(f"{m} {n}" for m, n in ranked[names.BEST].value_counts().items()))
+    counts = table[names.STATUS].value_counts().to_dict() if len(table) else {}
+    print(f"{len(table)} rows ({', '.join(f'{v} {k}' for k, v in counts.items())}) in {args.out / COMPARISON_TABLE}")
+    return EXIT_OK
+
+
 def _model_list(text: str, at_least: int) -> list[str]:
     """--models: comma-separated model names, each known, at least `at_least` of them."""
     models = [m.strip() for m in text.split(",") if m.strip()]
@@ -188,13 +226,23 @@ def _add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_analyze(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("analyze", help="fit every layer of a checkpoint (resumable)",
+    parser = commands.add_parser("analyze", help="fit every layer of a checkpoint, or of many (resumable)",
                                  description="Fit one or more ensemble models to every eligible layer of a "
                                  "checkpoint; write DIR/layers.csv one row per layer and model as each fit "
                                  "finishes, DIR/layers/LAYER.MODEL.{json,draws.npz,esd.png}, and at the end "
                                  "DIR/report.md with forest plots of kappa (and alpha) across layers. Run again "
-                                 "with the same --out to resume: finished rows are kept and not refitted.")
-    _add_checkpoint_argument(parser)
+                                 "with the same --out to resume: finished rows are kept and not refitted. "
+                                 "Given many checkpoints (several PATHs, a directory of them, a quoted glob or a "
+                                 ".txt list file), each is analyzed into DIR/checkpoints/NAME/, their rows are "
+                                 "gathered into DIR/checkpoints.csv (indexed by checkpoint, step and layer) and "
+                                 "DIR/dynamics.{csv,md} and DIR/dynamics_*.png show kappa against the training "
+                                 "step.")
+    parser.add_argument("path", nargs="*", type=Path, metavar="PATH",
+                        help="checkpoint (.safetensors, shard directory, .npy, .npz, .pt/.bin), or many: several "
+                        "PATHs, a directory of checkpoints, a quoted glob ('run/step_*.safetensors') or a .txt "
+                        "file listing one per line")
+    parser.add_argument("--bundled", action="store_true",
+                        help="use the installed all-MiniLM-L6-v2 checkpoint instead of PATH")
     parser.add_argument("--models", default=names.DEFAULT_MODEL,
                         help="comma-separated models (default: %(default)s, whose intervals are calibrated)")
     parser.add_argument("--layers", metavar="PATTERN", help="glob pattern of tensor names, e.g. 'encoder.*'")
@@ -206,7 +254,22 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
                         "with its interval in DIR/hierarchical.json, per-layer pooled intervals in DIR/pooled.csv")
     parser.add_argument("--workers", type=int, default=None,
                         help="processes fitting side by side, each taking whole groups of same-shape layers "
-                        "(default: the CPU count, at most 4; 1: all in this process)")
+                        "(default: the CPU count, at most 4; 1: all in this process); with --engine dask, the "
+                        "local cluster's worker processes")
+    parser.add_argument("--engine", choices=("local", "dask"), default="local",
+                        help="many checkpoints: one after another here (local), or one Dask task per checkpoint "
+                        "(dask; needs the distributed extra) on a local loopback cluster or on --scheduler "
+                        "(default: %(default)s)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="with --engine dask: a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (DIR must "
+                        "be on a file system its workers share)")
+    parser.add_argument("--batched", action=argparse.BooleanOptionalAction, default=None,
+                        help="fit each group of same-shape layers in one vmapped NUTS run, all chains of all "
+                        "its layers as lanes (the accelerator path; no --max-draws run-on). Default: on when "
+                        "JAX runs on a GPU, off on a CPU, where it is slower")
+    parser.add_argument("--svd", choices=("host", "device"), default="host",
+                        help="singular values with LAPACK on the CPU (host) or with JAX on its device "
+                        "(default: %(default)s, which was faster even beside an H100)")
     parser.add_argument("--no-figures", dest="figures", action="store_false",
                         help="skip the per-layer ESD figures (the report's forest plots are always drawn)")
     # lighter than fit's; the convergence criteria are the same
@@ -215,14 +278,27 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    """Fit every layer, one progress bar over (layer, model) pairs; print where the table is."""
+    """Fit every layer, one progress bar over (layer, model) pairs (over checkpoints when there are many); print
+    where the table is."""
     from tqdm.auto import tqdm
 
     from hteval.analyze import LAYER_TABLE, analyze
+    from hteval.io.checkpoint_set import is_checkpoint_set
     from hteval.report.analysis import REPORT
 
-    path = _checkpoint_path(args)
+    if args.bundled and args.path:
+        raise InputError("give PATH or --bundled, not both")
+    if not args.bundled and not args.path:
+        raise InputError("a checkpoint PATH (or --bundled) is required")
+    source = bundled_checkpoint() if args.bundled else args.path[0] if len(args.path) == 1 else args.path
     models = _model_list(args.models, at_least=1)
+    options = dict(prob=args.prob, seed=args.seed, chains=args.chains, draws=args.draws, warmup=args.warmup,
+                   max_draws=args.max_draws, randomize=args.randomize, hierarchical=args.hierarchical,
+                   figures=args.figures, batched=args.batched, svd=args.svd)
+    if is_checkpoint_set(source):
+        return _analyze_checkpoints(args, source, models, options)
+    if args.engine != "local" or args.scheduler:
+        raise InputError("--engine dask and --scheduler distribute many checkpoints; PATH names one")
     bar = tqdm(unit="fit", desc="layers")
 
     def progress(row, done, total):
@@ -235,15 +311,39 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         bar.set_postfix_str(f"fitting {name} {model}")
 
     try:
-        table = analyze(path, args.out, models, args.layers, prob=args.prob, seed=args.seed, chains=args.chains,
-                        draws=args.draws, warmup=args.warmup, max_draws=args.max_draws, randomize=args.randomize,
-                        hierarchical=args.hierarchical, figures=args.figures, workers=args.workers,
-                        on_row=progress, on_start=starting)
+        table = analyze(source, args.out, models, args.layers, workers=args.workers, on_row=progress,
+                        on_start=starting, **options)
     finally:
         bar.close()
     counts = table[names.STATUS].value_counts().to_dict() if len(table) else {}
     print(f"{len(table)} rows ({', '.join(f'{v} {k}' for k, v in counts.items())}) in {args.out / LAYER_TABLE}")
     print(f"report: {args.out / REPORT}")
+    return EXIT_OK
+
+
+def _analyze_checkpoints(args: argparse.Namespace, source, models: list[str], options: dict) -> int:
+    from tqdm.auto import tqdm
+
+    from hteval.checkpoints import CHECKPOINT_TABLE, analyze_checkpoints
+    from hteval.report.dynamics import DYNAMICS_REPORT
+
+    bar = tqdm(unit="checkpoint", desc="checkpoints")
+
+    def progress(checkpoint, done, total):
+        bar.total, bar.n = total, done
+        bar.set_postfix_str(checkpoint.name)
+        bar.refresh()
+
+    try:
+        table = analyze_checkpoints(source, args.out, models, args.layers, engine=args.engine,
+                                    scheduler=args.scheduler, workers=args.workers, on_checkpoint=progress,
+                                    **options)
+    finally:
+        bar.close()
+    counts = table[names.STATUS].value_counts().to_dict() if len(table) else {}
+    print(f"{len(table)} rows over {table[names.CHECKPOINT].nunique() if len(table) else 0} checkpoints "
+          f"({', '.join(f'{v} {k}' for k, v in counts.items())}) in {args.out / CHECKPOINT_TABLE}")
+    print(f"training dynamics: {args.out / DYNAMICS_REPORT}")
     return EXIT_OK
 
 

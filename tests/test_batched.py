@@ -37,3 +37,21 @@ def test_lanes_run_the_sequential_chains(layers):
         assert b.summary.loc["kappa", "median"] == pytest.approx(s.summary.loc["kappa", "median"], rel=1e-4)
         assert b.diagnostics.keys() == s.diagnostics.keys() and b.to_json()["intervals"] == "calibrated"
     assert batched[2].data["posterior"]["kappa"].shape == (2, 50)
+
+
+def test_analyze_on_the_batched_path_writes_the_sequential_rows(tmp_path):
+    from safetensors.numpy import save_file
+
+    from hteval.analyze import analyze
+
+    rng = np.random.default_rng(4)
+    path = tmp_path / "two.safetensors"
+    save_file({"a.weight": rng.standard_normal((60, 30)).astype(np.float32),
+               "b.weight": rng.standard_t(3.0, (60, 30)).astype(np.float32)}, path)
+    light = {"chains": 2, "draws": 50, "warmup": 50, "max_draws": None, "figures": False}
+    batched = analyze(path, tmp_path / "batched", batched=True, svd="device", **light)
+    sequential = analyze(path, tmp_path / "sequential", batched=False, workers=1, **light)
+    assert list(batched.status) == list(sequential.status) and len(batched) == 2
+    for column in ("kappa_median", "kappa_ci_low", "scale_median"):
+        np.testing.assert_allclose(batched[column], sequential[column], rtol=1e-4)
+    assert (tmp_path / "batched" / "layers" / "b.weight.htmp-exact.json").exists()

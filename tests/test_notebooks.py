@@ -55,3 +55,22 @@ def test_idx_files_parse_to_their_arrays(tmp_path):
     np.testing.assert_allclose(x[1, :5] * 255, images[1].ravel()[:5])
     with pytest.raises(FileNotFoundError, match="fetch_fashion_mnist"):
         load("test", data=tmp_path)
+
+
+def test_mtcnn_keras_weights_become_hteval_tensors(tmp_path):
+    import joblib
+
+    from experiments.mtcnn_weights import stage_tensors
+
+    rng = np.random.default_rng(0)
+    kernel = rng.standard_normal((3, 3, 4, 8)).astype(np.float32)  # Keras: (h, w, in, out)
+    dense = rng.standard_normal((72, 16)).astype(np.float32)
+    layers = [kernel, np.zeros(8), np.ones((1, 1, 8)), dense, np.zeros(16), np.ones(16),
+              rng.standard_normal((16, 2)), np.zeros(2)]
+    joblib.dump(layers, tmp_path / "onet.lz4", compress="lz4")
+    tensors = stage_tensors("onet", tmp_path)
+    assert list(tensors) == ["conv1.weight", "conv1.bias", "conv1.prelu", "fc2.weight", "fc2.bias", "fc2.prelu",
+                             "fc3.weight", "fc3.bias"]
+    assert tensors["conv1.weight"].shape == (8, 4, 3, 3)  # hteval's (out, in, h, w)
+    assert tensors["conv1.weight"][5, 2, 1, 0] == kernel[1, 0, 2, 5]
+    assert tensors["conv1.prelu"].shape == (8,) and tensors["fc2.weight"] is not None

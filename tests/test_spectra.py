@@ -258,3 +258,18 @@ def test_module_constants_do_not_depend_on_when_float64_was_enabled():
         assert run.returncode == 0, run.stderr[-2000:]
     first, late = (json.loads(r.stdout) for r in runs)
     assert len(first) > 20 and first == late, {k: (first.get(k), late.get(k)) for k in first if first[k] != late.get(k)}
+
+
+def test_device_singular_values_match_lapack(tmp_path):
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    rng = np.random.default_rng(8)
+    path = tmp_path / "w.npz"
+    np.savez(path, fc=rng.standard_normal((80, 30)), conv=rng.standard_normal((12, 6, 3, 3)))
+    host, device = (hteval.load_spectra(path, svd=s) for s in ("host", "device"))
+    for a, b in zip(host, device, strict=True):
+        np.testing.assert_allclose(b.eigenvalues, a.eigenvalues, rtol=1e-12)
+        assert (a.n_eigs, a.n_censored, a.floor) == (b.n_eigs, b.n_censored, b.floor)
+    with pytest.raises(InputError, match="svd"):
+        hteval.load_spectra(path, svd="gpu")

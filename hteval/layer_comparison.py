@@ -1,0 +1,124 @@
+"""The best ensemble model for every layer of a checkpoint: `hteval compare PATH --layers PATTERN --out DIR`.
+
+One comparison (`hteval.compare`) per layer, run in worker processes like `analyze` (`hteval.parallel`), one row
+per layer appended to comparisons.csv as each finishes (resumable, `hteval.rowfile`), and the full comparison
+of each layer in layers/LAYER.comparison.json. Only converged fits are ranked: a model whose chains did not
+converge has no ELPD to be trusted, so it is listed in `not_converged` instead, and the stacking weights and
+differences are those of the converged models among themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hteval import names
+from hteval.analyze import MAX_WORKERS, layer_file_stem
+from hteval.compare import DEFAULT_MODELS, compare_fits, fit_models
+from hteval.errors import HtevalError, InputError
+from hteval.parallel import run_tasks
+from hteval.rowfile import RowFile, atomic_write, read_table
+from hteval.spectra import SkippedLayer, iter_spectra
+
+COMPARISON_TABLE = "comparisons.csv"
+LAYER_DIR = "layers"
+
+
+def comparison_columns(models: Sequence[str]) -> list[str]:
+    """comparisons.csv: the layer record, the winner and its margin over the runner-up, every model's weight."""
+    return [*names.RECORD_FIELDS, names.BEST, names.WEIGHT, names.RUNNER_UP, names.D_ELPD, names.D_SE,
+            names.DECISIVE, names.PPC_PVALUE, names.PARETO_K_BAD, *[f"{names.WEIGHT}_{m}" for m in models],
+            names.NOT_CONVERGED_MODELS, names.STATUS, names.ERROR, names.SECONDS]
+
+
+def compare_layers(path: str | Path, out: str | Path, models: Sequence[str] = DEFAULT_MODELS, layers=None, *,
+                   prob=0.9, seed=0, chains=4, draws=1000, warmup=1000, max_draws: int | None = None,
+                   workers: int | None = None,
+                   on_row: Callable[[dict[str, Any], int, int], None] | None = None) -> pd.DataFrame:
+    """Compare `models` on every eligible layer of a checkpoint; returns comparisons.csv in network order.
+
+    `layers` selects tensors as in `iter_spectra` (a glob pattern or a list of names). A layer's fits use the
+    same per-layer keys as `compare` on that layer alone, so its row does not depend on the other layers or on
+    the worker that ran it. on_row(row, done, total) is called after each row is written.
+    """
+    if len(models) < 2:
+        raise InputError("a comparison needs at least two models")
+    workers = min(os.cpu_count() or 1, MAX_WORKERS) if workers is None else workers
+    out = Path(out)
+    (out / LAYER_DIR).mkdir(parents=True, exist_ok=True)
+    rows = RowFile(out / COMPARISON_TABLE, comparison_columns(models), key=(names.NAME,))
+    done = rows.finished()
+    items = list(iter_spectra(path, layers=layers, on_error="skip"))
+    settings = {"prob": prob, "seed": seed, "chains": chains, "draws": draws, "warmup": warmup,
+                "max_draws": max_draws}
+    with rows.appending() as write:
+        count, total = 0, len(items)
+
+        def emit(row):
+            nonlocal count
+            write(row)
+            count += 1
+            if on_row is not None:
+                on_row(row, count, total)
+
+        tasks = []
+        for item in items:
+            if rows.key_of({names.NAME: item.name}) in done:
+                count += 1
+            elif isinstance(item, SkippedLayer):
+                emit({names.NAME: item.name, names.SHAPE: list(item.shape), names.STATUS: item.status,
+                      names.ERROR: item.reason})
+            else:
+                tasks.append((item, models[0]))  # the model only groups layers by compiled program
+        run_tasks(tasks, _compare_row, (tuple(models), settings, out), workers=workers,
+                  on_start=lambda name, model: None, on_row=emit)
+    order = {i.name: n for n, i in enumerate(items)}
+    table = read_table(rows.path, bool_columns=(names.DECISIVE,))
+    if not table.empty:
+        table = table.sort_values(names.NAME, key=lambda c: c.map(order).fillna(len(order)), kind="stable")
+    return table.reset_index(drop=True)
+
+
+def _compare_row(item, _model: str, models: tuple[str, ...], settings: dict[str, Any], out: Path) -> dict[str, Any]:
+    start = time.perf_counter()
+    row: dict[str, Any] = item.to_record()
+    try:
+        fits = fit_models(item, models=models, **settings)
+        ranked = {m: f for m, f in fits.items() if f.converged}
+        row[names.NOT_CONVERGED_MODELS] = ",".join(m for m in fits if m not in ranked)
+        document: dict[str, Any] = {names.NOT_CONVERGED_MODELS: sorted(set(fits) - set(ranked))}
+        if len(ranked) >= 2:
+            comparison = compare_fits(ranked, seed=settings["seed"])
+            row.update(_winner(comparison, models))
+            document.update(comparison.to_json())
+        elif ranked:  # one converged model: it is the best by default, with nothing to beat
+            only = next(iter(ranked))
+            row.update({names.BEST: only, names.WEIGHT: 1.0, f"{names.WEIGHT}_{only}": 1.0})
+        row[names.STATUS] = names.STATUS_OK if ranked else names.STATUS_NOT_CONVERGED
+        stem = out / LAYER_DIR / layer_file_stem(item.name, "comparison")
+        atomic_write(stem.with_name(stem.name + ".json"),
+                     lambda h: h.write(json.dumps({**document, "record": item.to_record()}, indent=2).encode()))
+    except (HtevalError, ValueError, FloatingPointError) as err:
+        row.update({names.STATUS: names.STATUS_ERROR, names.ERROR: " ".join(str(err).split())})
+    row[names.SECONDS] = round(time.perf_counter() - start, 2)
+    return row
+
+
+def _winner(comparison, models: Sequence[str]) -> dict[str, Any]:
+    table = comparison.table
+    best, runner_up = table.index[0], table.index[1]
+    row = {names.BEST: best, names.WEIGHT: table.loc[best, names.WEIGHT], names.RUNNER_UP: runner_up,
+           names.D_ELPD: table.loc[runner_up, names.D_ELPD], names.D_SE: table.loc[runner_up, names.D_SE],
+           names.DECISIVE: comparison.decisive_over(runner_up),
+           names.PPC_PVALUE: table.loc[best, names.PPC_PVALUE], names.PARETO_K_BAD: table.loc[best, names.PARETO_K_BAD]}
+    row.update({f"{names.WEIGHT}_{m}": table.loc[m, names.WEIGHT] for m in models if m in table.index})
+    return row
+
+
+__all__ = ["COMPARISON_TABLE", "compare_layers", "comparison_columns"]

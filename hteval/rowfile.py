@@ -1,0 +1,107 @@
+"""An append-only CSV table that a run writes one complete row at a time and a later run resumes from.
+
+Whole-model runs (`hteval.analyze`, `hteval.layer_comparison`, `hteval.checkpoints`) write each result the
+moment it exists, so a kill loses at most the fit in progress. A line is written and flushed in one call, so a kill
+leaves at most one partial line at the end; reading drops it, and its row is computed again. Finished lines are
+never rewritten. A run over a table written with other columns (other models, another hteval version) is refused
+rather than mixed into it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import pandas as pd
+
+from hteval.errors import InputError
+
+
+class RowFile:
+    """The table at `path` with these columns; `key` names the columns that identify a row (what resuming skips)."""
+
+    def __init__(self, path: str | Path, columns: Sequence[str], key: Sequence[str]):
+        self.path, self.columns, self.key = Path(path), list(columns), tuple(key)
+
+    def key_of(self, row: Mapping[str, Any]) -> tuple[str, ...]:
+        """The key of a row as it reads back from the file (missing cells are empty strings)."""
+        return tuple(str(cell(row.get(c))) for c in self.key)
+
+    def finished(self) -> set[tuple[str, ...]]:
+        """Keys of the complete rows already in the file; InputError when its header is not these columns."""
+        text = complete_lines(self.path)
+        if not text:
+            return set()
+        rows = list(csv.reader(io.StringIO(text)))
+        if rows[0] != self.columns:
+            raise InputError(f"{self.path} was written for other models or by another hteval version; "
+                             "choose a new --out (or delete it to start again)")
+        at = [self.columns.index(c) for c in self.key]
+        return {tuple(r[i] for i in at) for r in rows[1:]}
+
+    @contextmanager
+    def appending(self) -> Iterator[Callable[[Mapping[str, Any]], None]]:
+        """A function writing one row (flushed), with the header first when the file is new."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", newline="") as handle:
+            if handle.tell() == 0:
+                _write_line(handle, self.columns, dict(zip(self.columns, self.columns, strict=True)))
+            yield lambda row: _write_line(handle, self.columns, row)
+
+    def read(self, bool_columns: Sequence[str] = ()) -> pd.DataFrame:
+        return read_table(self.path, bool_columns)
+
+
+def read_table(path: str | Path, bool_columns: Sequence[str] = ()) -> pd.DataFrame:
+    """A row file as a DataFrame (a trailing line cut short by a kill is ignored); each of `bool_columns` is a
+    bool column, False where its cell is empty."""
+    text = complete_lines(Path(path))
+    if not text:
+        return pd.DataFrame()
+    table = pd.read_csv(io.StringIO(text))
+    for column in bool_columns:
+        if column in table:
+            table[column] = table[column].map(lambda c: str(c) == "True")
+    return table
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """write(handle) into a temporary file that then replaces `path`: a reader never sees half a file."""
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("wb") as handle:
+        write(handle)
+    partial.replace(path)
+
+
+def cell(value):
+    """How a value is written: lists as AxB, non-finite floats and None as empty cells, floats round-trip exact."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return "x".join(str(v) for v in value)
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value)) if np.isfinite(value) else ""
+    return value
+
+
+def complete_lines(path: Path) -> str:
+    """The file's text up to its last newline; a line cut short by a kill is removed from the file."""
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+        path.write_text(text)
+    return text
+
+
+def _write_line(handle, columns, row) -> None:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow([cell(row.get(c)) for c in columns])
+    handle.write(buffer.getvalue())  # one write per complete line
+    handle.flush()
