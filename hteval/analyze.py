@@ -101,22 +101,13 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DE
         batched = jax.default_backend() != "cpu"
     settings = {"prob": prob, "seed": seed, "chains": chains, "draws": draws, "warmup": warmup,
                 "max_draws": max_draws}
-    with rows.appending() as write:
-        total = sum(1 if isinstance(i, SkippedLayer) else len(models) for i in items)
-        count = 0
-
-        def emit(row):
-            nonlocal count
-            write(row)
-            count += 1
-            if on_row is not None:
-                on_row(row, count, total)
-
+    total = sum(1 if isinstance(i, SkippedLayer) else len(models) for i in items)
+    with rows.appending(total, on_row) as emit:
         tasks = []
         for item in items:
             if isinstance(item, SkippedLayer):
                 if rows.key_of({names.NAME: item.name}) in done:
-                    count += 1
+                    emit.skip()
                 else:
                     emit({names.NAME: item.name, names.SHAPE: list(item.shape), names.STATUS: item.status,
                           names.ERROR: item.reason})
@@ -124,7 +115,7 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DE
             for model in models:
                 key = {names.NAME: item.name, names.MODEL: model, names.RANDOMIZED: item.randomized}
                 if rows.key_of(key) in done:
-                    count += 1
+                    emit.skip()
                 else:
                     tasks.append((item, model))
         if batched:

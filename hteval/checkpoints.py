@@ -72,7 +72,7 @@ def analyze_checkpoints(spec, out: str | Path, models: Sequence[str] = (names.DE
                 if rows.key_of(row) not in done:
                     write(row)
                     done.add(rows.key_of(row))
-            count += 1
+            count += 1  # per checkpoint, not per row as the Writer counts
             if on_checkpoint is not None:
                 on_checkpoint(checkpoint, count, len(checkpoints))
 

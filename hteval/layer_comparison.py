@@ -57,20 +57,11 @@ def compare_layers(path: str | Path, out: str | Path, models: Sequence[str] = DE
     items = list(iter_spectra(path, layers=layers, on_error="skip"))
     settings = {"prob": prob, "seed": seed, "chains": chains, "draws": draws, "warmup": warmup,
                 "max_draws": max_draws}
-    with rows.appending() as write:
-        count, total = 0, len(items)
-
-        def emit(row):
-            nonlocal count
-            write(row)
-            count += 1
-            if on_row is not None:
-                on_row(row, count, total)
-
+    with rows.appending(len(items), on_row) as emit:
         tasks = []
         for item in items:
             if rows.key_of({names.NAME: item.name}) in done:
-                count += 1
+                emit.skip()
             elif isinstance(item, SkippedLayer):
                 emit({names.NAME: item.name, names.SHAPE: list(item.shape), names.STATUS: item.status,
                       names.ERROR: item.reason})

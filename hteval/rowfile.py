@@ -45,16 +45,36 @@ class RowFile:
         return {tuple(r[i] for i in at) for r in rows[1:]}
 
     @contextmanager
-    def appending(self) -> Iterator[Callable[[Mapping[str, Any]], None]]:
-        """A function writing one row (flushed), with the header first when the file is new."""
+    def appending(self, total: int = 0, on_row: Callable[[Mapping[str, Any], int, int], None] | None = None
+                  ) -> Iterator[Writer]:
+        """A Writer of rows (each flushed), with the header first when the file is new; on_row(row, done, total)
+        is called after each row, done counting the rows written and those skipped as finished."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", newline="") as handle:
             if handle.tell() == 0:
                 _write_line(handle, self.columns, dict(zip(self.columns, self.columns, strict=True)))
-            yield lambda row: _write_line(handle, self.columns, row)
+            yield Writer(lambda row: _write_line(handle, self.columns, row), total, on_row)
 
     def read(self, bool_columns: Sequence[str] = ()) -> pd.DataFrame:
         return read_table(self.path, bool_columns)
+
+
+class Writer:
+    """Writes rows and counts them, with the rows a resumed run skips, for a progress callback."""
+
+    def __init__(self, write: Callable[[Mapping[str, Any]], None], total: int,
+                 on_row: Callable[[Mapping[str, Any], int, int], None] | None):
+        self._write, self.total, self._on_row, self.done = write, total, on_row, 0
+
+    def __call__(self, row: Mapping[str, Any]) -> None:
+        self._write(row)
+        self.done += 1
+        if self._on_row is not None:
+            self._on_row(row, self.done, self.total)
+
+    def skip(self) -> None:
+        """Count a row finished by an earlier run."""
+        self.done += 1
 
 
 def read_table(path: str | Path, bool_columns: Sequence[str] = ()) -> pd.DataFrame:
