@@ -63,7 +63,7 @@ def table_columns(models: Sequence[str]) -> list[str]:
 def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DEFAULT_MODEL,), layers=None, *, prob=0.9,
             seed=0, chains=2, draws=600, warmup=300, max_draws: int | None = 2400, randomize: bool = False,
             hierarchical: bool = False, figures: bool = True, workers: int | None = None,
-            batched: bool | None = None, svd: str = "host",
+            batched: bool | None = None, svd: str = "auto",
             on_row: Callable[[dict[str, Any], int, int], None] | None = None,
             on_start: Callable[[str, str], None] | None = None) -> pd.DataFrame:
     """Fit `models` to every eligible layer of a checkpoint; returns layers.csv (this run's rows and earlier ones).
@@ -79,8 +79,9 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DE
     same-program fits (`hteval.parallel`); 1 fits everything in this process.
     batched fits each group of same-program layers in one vmapped NUTS run (`hteval.batched`: the accelerator
     path, without fit's run-on, so max_draws is not used); None (the default) batches when JAX's backend is a
-    GPU or TPU, where it is the fast path, and not on a CPU, where it is not. svd="device" computes the spectra
-    with JAX on its default device (`iter_spectra`).
+    GPU or TPU, where it is the fast path, and not on a CPU, where it is not. svd: where singular values are
+    computed (`iter_spectra`): "host" (LAPACK), "device" (JAX on its default device) or "auto", the device when
+    it is a GPU or TPU (one compilation per layer shape, then fast; many checkpoints share their shapes).
     randomize also fits every layer's element-shuffled copy (rows with randomized = True); hierarchical pools
     kappa across the converged layers (`hteval.hierarchy`). The report (report.md and forest plots) is rewritten
     at the end of every run.
@@ -93,12 +94,14 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DE
     (out / LAYER_DIR).mkdir(parents=True, exist_ok=True)
     rows = RowFile(out / LAYER_TABLE, table_columns(models), key=(names.NAME, names.MODEL, names.RANDOMIZED))
     done = rows.finished()
+    import jax
+
+    accelerator = jax.default_backend() != "cpu"
+    if svd == "auto":
+        svd = "device" if accelerator else "host"
     items = list(iter_spectra(path, layers=layers, on_error="skip", randomize=seed if randomize else None,
                               svd=svd))
-    if batched is None:
-        import jax
-
-        batched = jax.default_backend() != "cpu"
+    batched = accelerator if batched is None else batched
     settings = {"prob": prob, "seed": seed, "chains": chains, "draws": draws, "warmup": warmup,
                 "max_draws": max_draws}
     total = sum(1 if isinstance(i, SkippedLayer) else len(models) for i in items)

@@ -267,9 +267,9 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
                         help="fit each group of same-shape layers in one vmapped NUTS run, all chains of all "
                         "its layers as lanes (the accelerator path; no --max-draws run-on). Default: on when "
                         "JAX runs on a GPU, off on a CPU, where it is slower")
-    parser.add_argument("--svd", choices=("host", "device"), default="host",
-                        help="singular values with LAPACK on the CPU (host) or with JAX on its device "
-                        "(default: %(default)s, which was faster even beside an H100)")
+    parser.add_argument("--svd", choices=("auto", "host", "device"), default="auto",
+                        help="singular values with LAPACK on the CPU (host) or with JAX on its device (default: "
+                        "%(default)s, the device when JAX runs on a GPU)")
     parser.add_argument("--no-figures", dest="figures", action="store_false",
                         help="skip the per-layer ESD figures (the report's forest plots are always drawn)")
     # lighter than fit's; the convergence criteria are the same

@@ -122,8 +122,9 @@ def iter_spectra(path: str | Path, *, layers: str | Sequence[str] | None = None,
     distribution and destroys their correlations. The permutation derives from the seed and the layer name.
 
     svd="host" takes singular values with LAPACK (scipy) on the CPU; "device" with JAX (float64) on its default
-    device, a GPU where there is one. Host is the default because it was faster even beside an H100 (38 MiniLM
-    layers: 1.2 s with scipy, 3.3 s with JAX on the GPU, agreeing to 3e-13; benchmarks/bench_gpu.py).
+    device, a GPU where there is one, compiling once per layer shape (38 MiniLM layers of 5 shapes on an H100:
+    3.3 s with compilation, 2.5 s again, against 1.2 s with scipy, agreeing to 3e-13; benchmarks/bench_gpu.py).
+    Reading a checkpoint does not import JAX unless svd="device".
     """
     if on_error not in ("raise", "skip"):
         raise InputError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
