@@ -8,7 +8,7 @@
 # each we fit HTMP (exact likelihood) to every weight layer with partial pooling across layers, and compare
 # ensemble models by PSIS-LOO on every layer.
 #
-# Run with `python scripts/notebooks.py 03_model_zoo` (about 25 minutes on 2 cores); CI runs a reduced version
+# Run with `python scripts/notebooks.py 03_model_zoo` (about 21 minutes on 2 cores); CI runs a reduced version
 # (shorter chains, two layers of each network compared).
 
 # %%
