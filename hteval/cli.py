@@ -257,9 +257,9 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
                         "(default: the CPU count, at most 4; 1: all in this process); with --engine dask, the "
                         "local cluster's worker processes")
     parser.add_argument("--engine", choices=("local", "dask"), default="local",
-                        help="many checkpoints: one after another here (local), or one Dask task per checkpoint "
-                        "(dask; needs the distributed extra) on a local loopback cluster or on --scheduler "
-                        "(default: %(default)s)")
+                        help="many checkpoints: whole checkpoints dealt to --workers processes here (local), or "
+                        "one Dask task per checkpoint (dask; needs the distributed extra) on a local loopback "
+                        "cluster or on --scheduler (default: %(default)s)")
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="with --engine dask: a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (DIR must "
                         "be on a file system its workers share)")

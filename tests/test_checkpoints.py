@@ -70,7 +70,7 @@ def test_directories_globs_and_list_files_name_checkpoints_in_step_order(tmp_pat
 @pytest.fixture(scope="module")
 def local_run(run_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("local")
-    code = main(["analyze", str(run_dir), "--workers", "1", "--no-figures", "--chains", "2", "--draws", "150",
+    code = main(["analyze", str(run_dir), "--workers", "2", "--no-figures", "--chains", "2", "--draws", "150",
                  "--warmup", "150", "--max-draws", "150", "--seed", "5", "--out", str(out)])
     assert code == 0
     return out
@@ -79,7 +79,7 @@ def local_run(run_dir, tmp_path_factory):
 def test_gathered_table_is_indexed_by_checkpoint_step_and_layer(local_run):
     table = pd.read_csv(local_run / CHECKPOINT_TABLE)
     assert list(table.columns[:3]) == [names.CHECKPOINT, names.STEP, names.NAME]
-    assert list(dict.fromkeys(table[names.STEP])) == list(STEPS)
+    assert sorted(set(table[names.STEP])) == list(STEPS)  # the file is in the order checkpoints finished
     fitted = table[table[names.MODEL] == names.DEFAULT_MODEL]
     assert len(fitted) == 2 * len(STEPS) and fitted.kappa_median.notna().all()
     assert (table[table[names.NAME] == "fc.bias"][names.STATUS] == names.STATUS_SKIPPED).all()
