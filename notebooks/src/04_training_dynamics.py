@@ -81,7 +81,9 @@ fitted[["checkpoint", "step", "name", "kappa_median", "kappa_ci_low", "kappa_ci_
 display(Image(filename=f"{OUT}/analysis/dynamics_kappa_htmp-exact.png"))
 
 # %%
-display(Markdown(open(f"{OUT}/analysis/dynamics.md").read().split("\n", 4)[4]))
+# dynamics.md's tables, without its heading and its image link (the figure is shown above)
+report = open(f"{OUT}/analysis/dynamics.md").read().split("\n", 4)[4]
+display(Markdown("\n".join(line for line in report.splitlines() if not line.startswith("!["))))
 
 # %% [markdown]
 # How far does each layer move from its initial spectrum, and when? The ratio of kappa to its value at
