@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 import pandas as pd
 
@@ -26,10 +26,10 @@ from hteval.errors import HtevalError, InputError
 from hteval.hierarchy import Pooled, pool_kappa
 from hteval.infer import fit, median_and_interval
 from hteval.models import MODELS
-from hteval.parallel import run_tasks
+from hteval.parallel import run_tasks, worker_count
 from hteval.report.analysis import write_report
 from hteval.report.figures import plot_esd
-from hteval.rowfile import RowFile, atomic_write, read_table
+from hteval.rowfile import RowFile, atomic_write, in_order, read_table
 from hteval.schedule import program_key
 from hteval.spectra import SkippedLayer, iter_spectra
 
@@ -44,8 +44,6 @@ POOLED_TABLE = "pooled.csv"
 STATISTICS = ("median", "ci_low", "ci_high")
 #: derived quantities reported beside a model's parameters when its posterior has them (SPEC section 3)
 DERIVED = (names.TEMPERATURE,)
-#: default cap on worker processes: each holds its own compiled programs (~0.5-1 GB)
-MAX_WORKERS = 4
 
 
 def table_columns(models: Sequence[str]) -> list[str]:
@@ -86,7 +84,7 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DE
     kappa across the converged layers (`hteval.hierarchy`). The report (report.md and forest plots) is rewritten
     at the end of every run.
     """
-    workers = min(os.cpu_count() or 1, MAX_WORKERS) if workers is None else workers
+    workers = worker_count(workers)
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models:
         raise InputError(f"unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(MODELS)}")
@@ -94,8 +92,6 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DE
     (out / LAYER_DIR).mkdir(parents=True, exist_ok=True)
     rows = RowFile(out / LAYER_TABLE, table_columns(models), key=(names.NAME, names.MODEL, names.RANDOMIZED))
     done = rows.finished()
-    import jax
-
     accelerator = jax.default_backend() != "cpu"
     if svd == "auto":
         svd = "device" if accelerator else "host"
@@ -121,17 +117,13 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DE
                     emit.skip()
                 else:
                     tasks.append((item, model))
+        on_start = on_start or (lambda name, model: None)
         if batched:
-            _fit_batched_rows(tasks, settings, out, figures, on_start=on_start or (lambda name, model: None),
-                              on_row=emit)
+            _fit_batched_rows(tasks, settings, out, figures, on_start=on_start, on_row=emit)
         else:
-            run_tasks(tasks, _fit_row, (settings, out, figures), workers=workers,
-                      on_start=on_start or (lambda name, model: None), on_row=emit)
-    order = {name: i for i, name in enumerate(dict.fromkeys(i.name for i in items))}
-    result = read_layer_table(rows.path)
-    if not result.empty:  # network order (the file keeps the order rows were written in)
-        result = result.sort_values(names.NAME, key=lambda c: c.map(order).fillna(len(order)), kind="stable")
-        result = result.reset_index(drop=True)
+            run_tasks(tasks, _fit_row, (settings, out, figures), workers=workers, on_start=on_start, on_row=emit)
+    # network order (the file keeps the order rows were written in)
+    result = in_order(read_layer_table(rows.path), names.NAME, [i.name for i in items])
     pooled = pool_layers(result, out, prob=prob, seed=seed) if hierarchical else {}
     write_report(result, out, network_order=[i.name for i in items], pooled=pooled, prob=prob, source=str(path))
     return result

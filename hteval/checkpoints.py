@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -30,12 +29,12 @@ from typing import Any
 import pandas as pd
 
 from hteval import names
-from hteval.analyze import MAX_WORKERS, analyze, table_columns
+from hteval.analyze import LAYER_TABLE, analyze, read_layer_table, table_columns
 from hteval.errors import InputError
 from hteval.io.checkpoint_set import Checkpoint, checkpoint_set
-from hteval.parallel import apply_jax_options, jax_options
+from hteval.parallel import apply_jax_options, jax_options, worker_count
 from hteval.report.dynamics import write_dynamics
-from hteval.rowfile import RowFile, read_table
+from hteval.rowfile import RowFile, in_order, read_table
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ def analyze_checkpoints(spec, out: str | Path, models: Sequence[str] = (names.DE
                    key=(names.CHECKPOINT, names.NAME, names.MODEL, names.RANDOMIZED))
     done = rows.finished()
     pending = [c for c in checkpoints if not (_checkpoint_dir(out, c) / _FINISHED).exists()]
-    workers = min(os.cpu_count() or 1, MAX_WORKERS) if workers is None else workers
+    workers = worker_count(workers)
     task = (tuple(models), layers, options, jax_options())
     with rows.appending() as write:
         count = 0
@@ -89,10 +88,9 @@ def analyze_checkpoints(spec, out: str | Path, models: Sequence[str] = (names.DE
         else:  # one checkpoint: analyze's own worker processes share out its layers
             for checkpoint in pending:
                 gather(checkpoint, _run_one(checkpoint, out, *task, workers))
-    table = read_table(rows.path, bool_columns=(names.RANDOMIZED,))
+    table = in_order(read_table(rows.path, bool_columns=(names.RANDOMIZED,)), names.CHECKPOINT,
+                     [c.name for c in checkpoints])
     if not table.empty:
-        order = {c.name: i for i, c in enumerate(checkpoints)}
-        table = table.sort_values(names.CHECKPOINT, key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
         write_dynamics(table, out)
     return table
 
@@ -121,14 +119,15 @@ def _run_in_processes(pending: list[Checkpoint], out: Path, task: tuple, workers
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = {pool.submit(_run_one, c, out, *task, 1): c for c in pending}
         for future in as_completed(futures):
-            _gather_outcome(futures[future], future.exception, future.result, gather)
+            _gather_outcome(futures[future], future, gather)
 
 
-def _gather_outcome(checkpoint: Checkpoint, exception, result, gather) -> None:
-    """A finished task's rows, or one error row when its worker raised or died: the run goes on."""
-    error = exception()
+def _gather_outcome(checkpoint: Checkpoint, future, gather) -> None:
+    """A finished task's rows, or one error row when its worker raised or died: the run goes on. (A
+    concurrent.futures and a Dask future alike: exception() is None after a success.)"""
+    error = future.exception()
     if error is None:
-        gather(checkpoint, result())
+        gather(checkpoint, future.result())
         return
     logger.warning("%s: %s", checkpoint.name, error)
     gather(checkpoint, [{names.STATUS: names.STATUS_ERROR,
@@ -155,8 +154,7 @@ def _run_on_dask(pending: list[Checkpoint], out: Path, task: tuple, scheduler: s
         futures = {client.submit(_run_one, c, out, *task, 1, pure=False, key=f"hteval-{c.name}"): c
                    for c in pending}
         for future in dask_completed(futures):
-            _gather_outcome(futures[future], lambda f=future: f.exception() if f.status == "error" else None,
-                            future.result, gather)
+            _gather_outcome(futures[future], future, gather)
     finally:
         client.close()
         if cluster is not None:
@@ -168,8 +166,6 @@ def _checkpoint_dir(out: Path, checkpoint: Checkpoint) -> Path:
 
 
 def _layer_records(folder: Path) -> list[dict[str, Any]]:
-    from hteval.analyze import LAYER_TABLE, read_layer_table
-
     return _records(read_layer_table(folder / LAYER_TABLE))
 
 

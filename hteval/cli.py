@@ -286,11 +286,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from hteval.io.checkpoint_set import is_checkpoint_set
     from hteval.report.analysis import REPORT
 
-    if args.bundled and args.path:
-        raise InputError("give PATH or --bundled, not both")
-    if not args.bundled and not args.path:
-        raise InputError("a checkpoint PATH (or --bundled) is required")
-    source = bundled_checkpoint() if args.bundled else args.path[0] if len(args.path) == 1 else args.path
+    source = _checkpoint_path(args)
     models = _model_list(args.models, at_least=1)
     options = dict(prob=args.prob, seed=args.seed, chains=args.chains, draws=args.draws, warmup=args.warmup,
                    max_draws=args.max_draws, randomize=args.randomize, hierarchical=args.hierarchical,
@@ -376,14 +372,16 @@ def cmd_esd(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _checkpoint_path(args: argparse.Namespace) -> Path:
-    if args.bundled and args.path is not None:
+def _checkpoint_path(args: argparse.Namespace) -> Path | list[Path]:
+    """PATH or --bundled; analyze's PATH takes several, returned as a list when there are."""
+    paths = args.path if isinstance(args.path, list) else [] if args.path is None else [args.path]
+    if args.bundled and paths:
         raise InputError("give PATH or --bundled, not both")
     if args.bundled:
         return bundled_checkpoint()
-    if args.path is None:
+    if not paths:
         raise InputError("a checkpoint PATH (or --bundled) is required")
-    return args.path
+    return paths[0] if len(paths) == 1 else paths
 
 
 def _record(result: LayerSpectrum | SkippedLayer) -> dict:

@@ -10,7 +10,6 @@ differences are those of the converged models among themselves.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,15 +18,14 @@ from typing import Any
 import pandas as pd
 
 from hteval import names
-from hteval.analyze import MAX_WORKERS, layer_file_stem
+from hteval.analyze import LAYER_DIR, layer_file_stem
 from hteval.compare import DEFAULT_MODELS, compare_fits, fit_models
 from hteval.errors import HtevalError, InputError
-from hteval.parallel import run_tasks
-from hteval.rowfile import RowFile, atomic_write, read_table
+from hteval.parallel import run_tasks, worker_count
+from hteval.rowfile import RowFile, atomic_write, in_order, read_table
 from hteval.spectra import SkippedLayer, iter_spectra
 
 COMPARISON_TABLE = "comparisons.csv"
-LAYER_DIR = "layers"
 
 
 def comparison_columns(models: Sequence[str]) -> list[str]:
@@ -49,7 +47,7 @@ def compare_layers(path: str | Path, out: str | Path, models: Sequence[str] = DE
     """
     if len(models) < 2:
         raise InputError("a comparison needs at least two models")
-    workers = min(os.cpu_count() or 1, MAX_WORKERS) if workers is None else workers
+    workers = worker_count(workers)
     out = Path(out)
     (out / LAYER_DIR).mkdir(parents=True, exist_ok=True)
     rows = RowFile(out / COMPARISON_TABLE, comparison_columns(models), key=(names.NAME,))
@@ -69,11 +67,7 @@ def compare_layers(path: str | Path, out: str | Path, models: Sequence[str] = DE
                 tasks.append((item, models[0]))  # the model only groups layers by compiled program
         run_tasks(tasks, _compare_row, (tuple(models), settings, out), workers=workers,
                   on_start=lambda name, model: None, on_row=emit)
-    order = {i.name: n for n, i in enumerate(items)}
-    table = read_table(rows.path, bool_columns=(names.DECISIVE,))
-    if not table.empty:
-        table = table.sort_values(names.NAME, key=lambda c: c.map(order).fillna(len(order)), kind="stable")
-    return table.reset_index(drop=True)
+    return in_order(read_table(rows.path, bool_columns=(names.DECISIVE,)), names.NAME, [i.name for i in items])
 
 
 def _compare_row(item, _model: str, models: tuple[str, ...], settings: dict[str, Any], out: Path) -> dict[str, Any]:

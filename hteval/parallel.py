@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import queue as queue_module
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,8 +25,15 @@ from hteval.schedule import partition
 
 logger = logging.getLogger(__name__)
 
+#: default cap on worker processes: each holds its own compiled programs (~0.5-1 GB)
+MAX_WORKERS = 4
 #: JAX settings a worker copies from the parent process
 _JAX_OPTIONS = ("jax_enable_x64", "jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+
+
+def worker_count(workers: int | None) -> int:
+    """`workers`, or by default the CPU count capped at MAX_WORKERS."""
+    return min(os.cpu_count() or 1, MAX_WORKERS) if workers is None else workers
 
 
 def run_tasks(tasks: Sequence[tuple[Any, str]], fit_row: Callable[..., dict], args: tuple, *, workers: int,

@@ -55,9 +55,6 @@ class RowFile:
                 _write_line(handle, self.columns, dict(zip(self.columns, self.columns, strict=True)))
             yield Writer(lambda row: _write_line(handle, self.columns, row), total, on_row)
 
-    def read(self, bool_columns: Sequence[str] = ()) -> pd.DataFrame:
-        return read_table(self.path, bool_columns)
-
 
 class Writer:
     """Writes rows and counts them, with the rows a resumed run skips, for a progress callback."""
@@ -88,6 +85,16 @@ def read_table(path: str | Path, bool_columns: Sequence[str] = ()) -> pd.DataFra
         if column in table:
             table[column] = table[column].map(lambda c: str(c) == "True")
     return table
+
+
+def in_order(table: pd.DataFrame, column: str, order: Sequence[str]) -> pd.DataFrame:
+    """The rows sorted stably by the position of their `column` value in `order` (values not in it last), with
+    a fresh index: a run's table in its network or step order, whatever order the rows were written in."""
+    if table.empty:
+        return table
+    rank = {value: i for i, value in enumerate(dict.fromkeys(order))}
+    table = table.sort_values(column, key=lambda c: c.map(rank).fillna(len(rank)), kind="stable")
+    return table.reset_index(drop=True)
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
