@@ -134,8 +134,8 @@ def _add_compare(commands: argparse._SubParsersAction) -> None:
                                  "write comparison.json, comparison.csv and figures to --out.")
     _add_source_and_sampler_options(parser)
     parser.add_argument("--models", default=",".join(names.DEFAULT_COMPARE_MODELS),
-                        help="comma-separated models (default: %(default)s; correlated-mp is opt-in: its "
-                        "posterior does not yet converge, see the README)")
+                        help="comma-separated models (default: %(default)s; correlated-mp is opt-in: its fit "
+                        "takes several times longer than all the others together, see the README)")
     parser.add_argument("--layers", metavar="PATTERN",
                         help="compare every layer matching this glob pattern ('*': all) instead of one --layer: "
                         "one row per layer in DIR/comparisons.csv as each finishes (resumable), each layer's "

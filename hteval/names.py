@@ -67,9 +67,9 @@ MODEL_LABELS = {"mp": "MP + outliers", "htmp": "HTMP", "htmp-exact": "HTMP, exac
 #: (README, "Which likelihood is the default")
 DEFAULT_MODEL = "htmp-exact"
 
-# Models compared when none are named (hteval compare's --models default). correlated-mp is left out until its
-# likelihood is smooth enough for NUTS (README, "Known defect"): on a 384-eigenvalue layer its default 4 x 1000
-# fit ran past 10 minutes at the maximum tree depth.
+# Models compared when none are named (hteval compare's --models default). correlated-mp is opt-in for its cost:
+# solving the population-covariance equation per eigenvalue makes its fit several times slower than all the
+# others together (README, "Comparing ensemble models").
 DEFAULT_COMPARE_MODELS = ("mp", "htmp", "htmp-outliers", "inverse-htmp", "powerlaw", "lognormal")
 
 # Model comparison (comparison.json, comparison.csv).

@@ -88,19 +88,33 @@ def test_issue_checks_full(seed):
     assert inverse.best == "inverse-htmp"
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="correlated-mp's posterior does not converge on finite-size spectra "
-                   "(README, 'Model comparison', known defect)")
-@pytest.mark.parametrize("nu", [0.3, 1.0])
-def test_correlated_spectrum_prefers_correlated_mp_and_recovers_nu(nu):
-    """The issue's check on W = X Sigma^(1/2), t_i ~ i^-nu. Measured 2026-11-26 (m = 300, 2 x 500): correlated-mp
-    wins both times (by 2.1 se over HTMP at nu = 0.3, by 4.8 se over MP at nu = 1) and nu = 0.3 lies in its 90%
-    interval, but its chains do not converge (R-hat 1.15 and 1.2, 5-6 divergences): the limiting law of the
-    per-atom population spectrum has islands and hard edges that finite-size eigenvalues straddle, so the
-    likelihood jumps as parameters move them across. Strict: this fails loudly once the model is mended."""
-    x = sample_correlated_spectrum(600, 300, nu, seed=31)
-    comparison = compare(x, gamma=0.5, models=("mp", "htmp", "correlated-mp"), **LIGHT)
+def _correlated_comparison(nu, m=300, **sampler):
+    x = sample_correlated_spectrum(2 * m, m, nu, seed=31)
+    comparison = compare(x, gamma=0.5, models=("mp", "htmp", "correlated-mp"), seed=0, **sampler)
+    assert comparison.best == "correlated-mp"
+    assert comparison.decisive_over("mp")
     fit = comparison.fits["correlated-mp"]
     row = fit.summary.loc["nu"]
-    assert comparison.best == "correlated-mp" and fit.converged
     assert row["ci_low"] <= nu <= row["ci_high"]
+    return fit
+
+
+def test_correlated_spectrum_prefers_correlated_mp_reduced():
+    """CI's reduced version of the issue's check (W = X Sigma^(1/2), t_i ~ i^-nu, nu = 1, m = 200, gamma = 0.5):
+    correlated-mp wins, decisively over MP, the true nu lies in its 90% interval, and its chains agree with no
+    divergences. 2 x 400 draws are too few for the ESS >= 400 of `converged` once nu and scale correlate (~0.95
+    at nu = 1), so that flag is the slow test's. Measured here: nu 0.98 [0.80, 1.19], R-hat 1.010, bulk ESS 146,
+    elpd 28 above MP's; ~280 s."""
+    fit = _correlated_comparison(1.0, m=200, chains=2, draws=400, warmup=300)
+    summary = fit.summary
+    assert fit.diagnostics["divergences"] == 0
+    assert summary["r_hat"].max() < 1.05 and summary["ess_bulk"].min() > 100
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nu", [0.3, 1.0])
+def test_correlated_spectrum_prefers_correlated_mp_and_recovers_nu(nu):
+    """The issue's check at m = 300 with the default sampler (4 x 1000 draws): as above, and the fit converged by
+    every criterion (R-hat <= 1.01, bulk and tail ESS >= 400, no divergences)."""
+    fit = _correlated_comparison(nu)
+    assert fit.converged, fit.diagnostics["reasons"]

@@ -8,13 +8,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.integrate
 
 from hteval.densities import correlated_mp as cmp
 from hteval.densities.correlated_mp import (
     correlated_mp_cdf,
+    correlated_mp_icdf,
     correlated_mp_logpdf,
     correlated_mp_support,
-    population_atoms,
+    population_cells,
 )
 from hteval.densities.mp import mp_cdf, mp_logpdf
 from hteval.sampling import sample_correlated_spectrum
@@ -23,7 +25,11 @@ jax.config.update("jax_enable_x64", True)
 
 N_POINTS = 512  # the one length every point set is padded to
 GL_X, GL_W = np.polynomial.legendre.leggauss(40)
-structure = jax.jit(cmp._structure)
+table = jax.jit(lambda gamma, nu, m: cmp._table(gamma, cmp._law(nu, m)))
+# the limiting law itself: the smoothing width taken to 1e-12 (numerically the unsmoothed density)
+UNSMOOTHED = 1e-12
+exact_logpdf = jax.jit(lambda x, gamma, nu, scale, m: cmp._logpdf(x, gamma, nu, scale, m, UNSMOOTHED))
+exact_cdf = jax.jit(lambda x, gamma, nu, scale, m: cmp._cdf(x, gamma, nu, scale, m, UNSMOOTHED))
 
 
 def padded(x, fill):
@@ -33,121 +39,174 @@ def padded(x, fill):
     return np.concatenate([x, np.full(N_POINTS - x.size, fill)]), x.size
 
 
-def logpdf(x, gamma, nu, scale, m):
+def logpdf(x, gamma, nu, scale, m, smoothed=True):
     xp, n = padded(x, 1.0)
-    return np.asarray(correlated_mp_logpdf(xp, gamma, nu, scale, m))[:n]
+    return np.asarray((correlated_mp_logpdf if smoothed else exact_logpdf)(xp, gamma, nu, scale, m))[:n]
 
 
-def cdf(x, gamma, nu, scale, m):
+def cdf(x, gamma, nu, scale, m, smoothed=True):
     xp, n = padded(x, 1.0)
-    return np.asarray(correlated_mp_cdf(xp, gamma, nu, scale, m))[:n]
+    return np.asarray((correlated_mp_cdf if smoothed else exact_cdf)(xp, gamma, nu, scale, m))[:n]
 
 
-def exact_moment(nu, m, k):
+def cell_moment(nu, m, k):
+    """E t^k of the population law: each cell uniform between its endpoints."""
+    e, p = (np.asarray(v) for v in population_cells(nu, m))
+    lo, hi = e[:-1], e[1:]
+    # (hi^(k+1) - lo^(k+1)) / ((k+1)(hi - lo)) without the cancellation
+    return np.sum(p * sum(lo**j * hi ** (k - j) for j in range(k + 1)) / (k + 1))
+
+
+def discrete_moment(nu, m, k):
     t = np.arange(1, m + 1, dtype=float) ** -nu
     t /= t.mean()
     return np.mean(t**k)
 
 
 def density_integrals(gamma, nu, m, upper=None):
-    """(int f, int x f, int x^2 f) over the support (up to ``upper``), Gauss-Legendre on every piece between
-    the table nodes (atoms and edges are nodes); the first piece at gamma = 1 in x = u^2 for the x^-1/2 edge."""
-    t, p = population_atoms(nu, m)
-    _, (x_tab, _, _) = structure(jnp.asarray(gamma), t, p)
+    """(int f, int x f, int x^2 f) of the unsmoothed law over its support (up to ``upper``), Gauss-Legendre on
+    pieces between
+    the table nodes; the first piece in x = u^2 (the x^-1/2 edge at gamma = 1, harmless elsewhere)."""
+    x_tab, _, _ = table(jnp.asarray(gamma), nu, m)
     nodes = np.unique(np.asarray(x_tab))
+    # each table piece in 8: the cells' edges leave sharp (if smooth) features that one 40-point rule per piece
+    # misses by ~1e-4 in the mean at nu = 2
+    nodes = np.concatenate([np.linspace(a, b, 9)[:-1] for a, b in zip(nodes[:-1], nodes[1:], strict=True)]
+                           + [nodes[-1:]])
     if upper is not None:
         nodes = np.append(nodes[nodes < upper], upper)
     xs, ws = [], []
     for i, (lo, hi) in enumerate(zip(nodes[:-1], nodes[1:], strict=True)):
-        if i == 0 and gamma == 1.0:
-            u = np.sqrt(hi) * (GL_X + 1) / 2
+        if i == 0:
+            u = np.sqrt(lo) + (np.sqrt(hi) - np.sqrt(lo)) * (GL_X + 1) / 2
             xs.append(u**2)
-            ws.append(GL_W * np.sqrt(hi) / 2 * 2 * u)
+            ws.append(GL_W * (np.sqrt(hi) - np.sqrt(lo)) / 2 * 2 * u)
+        elif i == nodes.size - 2 and upper is None:  # the square-root upper edge, in x = hi - u^2
+            u = np.sqrt(hi - lo) * (GL_X + 1) / 2
+            xs.append(hi - u**2)
+            ws.append(GL_W * np.sqrt(hi - lo) / 2 * 2 * u)
         else:
             xs.append(lo + (hi - lo) * (GL_X + 1) / 2)
             ws.append(GL_W * (hi - lo) / 2)
     x, w = np.concatenate(xs), np.concatenate(ws)
-    f = np.concatenate([np.exp(logpdf(c, gamma, nu, 1.0, m)) for c in np.array_split(x, -(-x.size // N_POINTS))])
+    f = np.concatenate([np.exp(logpdf(c, gamma, nu, 1.0, m, smoothed=False))
+                        for c in np.array_split(x, -(-x.size // N_POINTS))])
     return w @ f, w @ (x * f), w @ (x**2 * f)
 
 
-@pytest.mark.parametrize("nu", [0.0, 0.5, 1.0, 1.5])
-def test_population_moments_match_the_discrete_sums(nu):
-    t, p = (np.asarray(v) for v in population_atoms(nu, 384))
-    assert t.shape == p.shape == (cmp._K0 + cmp._NQ,)
-    assert np.all(np.diff(t) >= 0) and np.all(p >= 0)
+@pytest.mark.parametrize("nu", [0.0, 0.3, 1.0, 2.0])
+def test_population_law(nu):
+    e, p = (np.asarray(v) for v in population_cells(nu, 384))
+    assert e.shape == (cmp._CELLS + 1,) and p.shape == (cmp._CELLS,)
+    assert np.all(np.diff(e) > 0) and np.all(p > 0)
     assert np.sum(p) == pytest.approx(1.0, abs=1e-14)
-    for k in (1, 2, 3):
-        assert np.sum(p * t**k) == pytest.approx(exact_moment(nu, 384, k), rel=1e-6)
-
-
-@pytest.mark.parametrize("m", [1, 5, 31, 32, 33, 35])
-def test_population_atoms_for_small_m(m):
-    t, p = (np.asarray(v) for v in population_atoms(1.2, m))
-    assert np.all(np.isfinite(t)) and np.all(np.isfinite(p))
-    if m <= cmp._K0:  # exact: atoms beyond M are idle and sit on atom M
-        assert np.count_nonzero(p) == m
-        assert np.all(t[p == 0] == t[p > 0].min())
-    for k in (2, 3):
-        assert np.sum(p * t**k) == pytest.approx(exact_moment(1.2, m, k), rel=1e-4 if m > cmp._K0 else 1e-13)
+    assert cell_moment(nu, 384, 1) == pytest.approx(1.0, abs=1e-13)
+    # the continuum law against the M atoms it stands for: equal means; the spread of the top cell (the top
+    # eigenvalue's mass 1/M spread over u in [1/2, 3/2]) makes E t^2 larger: by 18% at nu = 1, 67% at nu = 2
+    rel = cell_moment(nu, 384, 2) / discrete_moment(nu, 384, 2) - 1.0
+    assert 0.0 <= rel < {0.0: 1e-7, 0.3: 0.01, 1.0: 0.2, 2.0: 0.7}[nu]
 
 
 @pytest.mark.parametrize("gamma", [0.25, 0.5, 1.0])
 def test_nu_zero_is_marchenko_pastur(gamma):
     scale = 2.5
     lo, hi = scale * (1 - np.sqrt(gamma)) ** 2, scale * (1 + np.sqrt(gamma)) ** 2
-    x = lo + (hi - lo) * np.concatenate([np.linspace(1e-6, 1 - 1e-6, 300), np.geomspace(1e-9, 1e-3, 50)])
+    x = lo + (hi - lo) * np.linspace(1e-4, 1 - 1e-4, 300)
     expected = np.asarray(mp_logpdf(x, gamma, scale))
-    np.testing.assert_allclose(logpdf(x, gamma, 0.0, scale, 384), expected, rtol=0, atol=1e-8)
-    np.testing.assert_allclose(cdf(x, gamma, 0.0, scale, 384), np.asarray(mp_cdf(x, gamma, scale)), atol=1e-12)
-    # a mean-preserving spread of H changes the law only at second order: d/dnu = 0 at nu = 0 (checked away
-    # from the edges, where rounding in 1/(x - edge) dominates)
-    xp, n = padded(x[:300], 1.0)
-    d_nu = jax.jacfwd(lambda nu: correlated_mp_logpdf(xp, gamma, nu, scale, 384))(0.0)
-    np.testing.assert_allclose(np.asarray(d_nu)[:n], 0.0, atol=1e-8)
+    # nu is taken as 1e-4 at 0 (cells need a width): the population's spread of ~7e-4 moves the edges by ~1e-7
+    np.testing.assert_allclose(logpdf(x, gamma, 0.0, scale, 384, smoothed=False), expected, rtol=0, atol=2e-4)
+    np.testing.assert_allclose(cdf(x, gamma, 0.0, scale, 384, smoothed=False), np.asarray(mp_cdf(x, gamma, scale)),
+                               atol=1e-7)
     s_lo, s_hi = (float(v) for v in correlated_mp_support(gamma, 0.0, 384))
-    assert s_lo == pytest.approx((1 - np.sqrt(gamma)) ** 2, abs=1e-14)
-    assert s_hi == pytest.approx((1 + np.sqrt(gamma)) ** 2, rel=1e-14)
+    assert s_lo == pytest.approx((1 - np.sqrt(gamma)) ** 2, abs=1e-6)
+    assert s_hi == pytest.approx((1 + np.sqrt(gamma)) ** 2, rel=1e-6)
+
+
+def _log_smoothed_mp(x, gamma, theta):
+    """Density of log(lambda) + noise, lambda ~ Marchenko-Pastur (scale 1), noise of density
+    sin(theta) / (2 (pi - theta) (cosh l - cos theta)), by adaptive quadrature over l = log lambda."""
+    lo, hi = (1 - np.sqrt(gamma)) ** 2, (1 + np.sqrt(gamma)) ** 2
+    norm = np.sin(theta) / (2 * (np.pi - theta))
+
+    def one(xi):
+        def integrand(ell):
+            lam = np.exp(ell)
+            return np.exp(float(mp_logpdf(lam, gamma, 1.0))) * lam * norm / (np.cosh(ell - np.log(xi)) - np.cos(theta))
+
+        a = np.log(lo) if lo > 0 else np.log(1e-40)
+        inner = [np.log(xi)] if a < np.log(xi) < np.log(hi) else None
+        return scipy.integrate.quad(integrand, a, np.log(hi), points=inner, limit=500, epsabs=0, epsrel=1e-10)[0] / xi
+
+    return np.array([one(xi) for xi in x])
+
+
+@pytest.mark.parametrize("gamma", [0.5, 1.0])
+def test_smoothing_is_the_log_space_convolution(gamma):
+    """At nu = 0 the smoothed law is Marchenko-Pastur with log x convolved with the ray kernel (module
+    docstring): checked against adaptive quadrature of that convolution, in the bulk, at the edges, beyond
+    them, and down at the hard edge at gamma = 1, whose x^(-1/2) it keeps."""
+    lo, hi = (1 - np.sqrt(gamma)) ** 2, (1 + np.sqrt(gamma)) ** 2
+    x = np.concatenate([lo + (hi - lo) * np.array([0.001, 0.01, 0.3, 0.7, 0.99, 0.999]),
+                        [hi * 1.001, hi * 1.1, 2 * hi, 0.5 * lo if lo > 0 else 1e-5, 1e-4]])
+    expected = np.log(_log_smoothed_mp(x, gamma, cmp._THETA))
+    np.testing.assert_allclose(logpdf(x, gamma, 0.0, 1.0, 384), expected, rtol=0, atol=1e-4)
+    if gamma == 1.0:
+        small = logpdf(np.array([1e-8, 1e-6]), gamma, 0.0, 1.0, 384)
+        assert small[0] - small[1] == pytest.approx(-0.5 * np.log(1e-8 / 1e-6), abs=1e-3)
 
 
 @pytest.mark.parametrize("gamma", [0.25, 0.5, 1.0])
-@pytest.mark.parametrize("nu", [0.5, 1.0, 1.5])
+@pytest.mark.parametrize("nu", [0.5, 1.0, 2.0])
 def test_normalisation_and_free_moments(gamma, nu):
-    t, p = (np.asarray(v) for v in population_atoms(nu, 384))
     total, mean, second = density_integrals(gamma, nu, 384)
-    assert total == pytest.approx(1.0, abs=1e-5)
-    assert mean == pytest.approx(1.0, rel=1e-5)
-    assert second == pytest.approx(np.sum(p * t**2) + gamma * np.sum(p * t) ** 2, rel=1e-5)
+    assert total == pytest.approx(1.0, abs=1e-7)
+    assert mean == pytest.approx(1.0, rel=1e-6)
+    # the sample-covariance moment identity: E x^2 = E t^2 + gamma (E t)^2
+    assert second == pytest.approx(cell_moment(nu, 384, 2) + gamma, rel=1e-6)
 
 
 @pytest.mark.parametrize(("gamma", "nu"), [(0.5, 1.0), (1.0, 0.5), (0.25, 1.5)])
 def test_cdf_is_the_integral_of_the_density(gamma, nu):
     lo, hi = (float(v) for v in correlated_mp_support(gamma, nu, 384))
-    for frac in (0.01, 0.1, 0.3):
+    for frac in (0.001, 0.01, 0.1, 0.3):
         upper = lo + frac * (hi - lo)
         total, _, _ = density_integrals(gamma, nu, 384, upper=upper)
-        assert cdf([upper], gamma, nu, 1.0, 384)[0] == pytest.approx(total, abs=2e-7)
+        assert cdf([upper], gamma, nu, 1.0, 384, smoothed=False)[0] == pytest.approx(total, abs=1e-7)
+    # the smoothed law: trapezoid in log x over (1e-14, 1e9), whose ends hold < 1e-8 of the mass
+    u = np.linspace(np.log(1e-14), np.log(1e9), 200_001)
+    x = np.exp(u)
+    f = np.concatenate([np.exp(logpdf(c, gamma, nu, 1.0, 384)) for c in np.array_split(x, -(-x.size // N_POINTS))])
+    running = np.concatenate([[0.0], np.cumsum(np.diff(u) * 0.5 * (f[1:] * x[1:] + f[:-1] * x[:-1]))])
+    pick = np.arange(0, x.size, 20_000)
+    head = cdf(x[:1], gamma, nu, 1.0, 384)[0]
+    assert running[-1] + head == pytest.approx(1.0, abs=2e-8)
+    np.testing.assert_allclose(cdf(x[pick], gamma, nu, 1.0, 384), running[pick] + head, atol=1e-8)
 
 
 @pytest.mark.parametrize("gamma", [0.05, 0.5, 1.0])
-@pytest.mark.parametrize("nu", [0.0, 0.7, 2.0])
-def test_cdf_monotone_zero_below_one_above(gamma, nu):
+@pytest.mark.parametrize("nu", [0.0, 0.7, 2.0, 3.0])
+def test_support_is_one_interval_and_cdf_monotone(gamma, nu):
+    """No islands: the limiting density is far from 0 everywhere strictly between the edges (the atomic
+    population law this module replaced left gaps around its top atoms, which finite-size eigenvalues fell
+    into); the smoothed one is positive and finite on all of x > 0."""
     lo, hi = (float(v) for v in correlated_mp_support(gamma, nu, 384))
-    x = np.concatenate([[0.0, lo], np.linspace(lo, hi, 400), [hi, 1.001 * hi, 1e12]])
-    if lo > 0:
-        x = np.concatenate([[0.999 * lo], x])
-    x = np.sort(x)
+    inner = np.concatenate([np.geomspace(max(lo, 1e-12), hi, 402)[1:-1], lo + (hi - lo) * np.linspace(0, 1, 52)[1:-1]])
+    assert np.all(logpdf(inner, gamma, nu, 1.0, 384, smoothed=False) > -20.0)
+    x = np.sort(np.concatenate([[0.0, lo, 0.999 * lo, hi, 1.001 * hi, 1e12], inner]))
+    assert np.all(np.isfinite(logpdf(x[x > 0], gamma, nu, 1.0, 384)))
     f = cdf(x, gamma, nu, 1.0, 384)
-    assert np.all(np.diff(f) >= -1e-14)
-    assert np.all(f[x <= lo] == 0.0)
-    assert np.all(f[x >= hi] == 1.0)
+    assert np.all(np.diff(f) >= -1e-12)
+    assert f[0] == 0.0 and f[-1] == pytest.approx(1.0, abs=1e-14)
     assert np.all((f >= 0) & (f <= 1))
-    # inside an inner gap the CDF is flat: the population mass of the atoms below it
-    lp = logpdf(x, gamma, nu, 1.0, 384)
-    gap = (x > lo) & (x < hi) & ~np.isfinite(lp)
-    if gap.any():
-        t, p = (np.asarray(v) for v in population_atoms(nu, 384))
-        assert np.all(np.isclose(f[gap][:, None], np.cumsum(p)[None, :], atol=1e-12).any(axis=1))
+
+
+@pytest.mark.parametrize(("gamma", "nu"), [(0.5, 0.0), (0.5, 1.0), (1.0, 1.0), (0.25, 2.0)])
+def test_quantiles_invert_the_cdf(gamma, nu):
+    u = np.concatenate([np.random.default_rng(0).uniform(0, 1, 200), [1e-9, 1e-4, 0.5, 1 - 1e-4, 1 - 1e-9]])
+    up, n = padded(u, 0.5)
+    x = np.asarray(correlated_mp_icdf(up, gamma, nu, 3.0, 384))
+    assert np.all(np.isfinite(x)) and np.all(x > 0)
+    np.testing.assert_allclose(cdf(x[:n], gamma, nu, 3.0, 384), u, atol=1e-6)
 
 
 @pytest.mark.parametrize("nu", [0.5, 1.0])
@@ -164,10 +223,8 @@ def test_matches_simulated_spectra(nu):
 def test_gradients_match_finite_differences(gamma, nu):
     scale, m = 1.3, 384
     lo, hi = (float(v) for v in correlated_mp_support(gamma, nu, m))
-    # points well inside the bulk: below the first gap (separated top eigenvalues) and away from its edges
-    grid = lo + (hi - lo) * np.linspace(0.0, 1.0, 402)[1:-1]
-    bulk_top = grid[np.argmin(np.isfinite(logpdf(grid, gamma, nu, 1.0, m)))]
-    x = scale * (lo + (bulk_top - lo) * np.linspace(0.02, 0.9, 12))
+    # log-spaced across the support, away from its edges, where the derivatives blow up
+    x = scale * np.geomspace(max(lo, 1e-3 * hi) * 1.05, 0.95 * hi, 12)
     xp, n = padded(x, 1.0)
 
     def both(nu_, scale_):
@@ -182,7 +239,7 @@ def test_gradients_match_finite_differences(gamma, nu):
             down = both(*(v - h if i == arg else v for i, v in enumerate((nu, scale))))[which]
             fd = (np.asarray(up) - np.asarray(down))[:n] / (2 * h)
             ad = np.asarray(jac[which][arg])[:n]
-            np.testing.assert_allclose(ad, fd, rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(ad, fd, rtol=1e-4, atol=1e-6)
 
 
 def test_no_nan_anywhere():
@@ -207,8 +264,7 @@ def test_no_nan_anywhere():
                     assert not np.any(np.isnan(np.asarray(arr))), (gamma, nu, scale)
                 assert np.all(np.isfinite(np.asarray(g_nu))) and np.all(np.isfinite(np.asarray(g_scale)))
                 lp = np.asarray(lp)[:n]
-                assert np.isneginf(lp[0]) and np.isneginf(lp[-101])  # x = 0 and x = 1e12 * scale are outside
-                assert np.count_nonzero(np.isfinite(lp)) >= 3
+                assert np.isneginf(lp[0]) and np.all(np.isfinite(lp[1:]))  # x = 0, then the smoothed law
 
 
 def test_m_is_traced_without_recompiling():

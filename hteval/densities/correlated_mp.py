@@ -3,61 +3,68 @@
 Eigenvalues x of W^T W / N, W = X Sigma^(1/2), X of shape N x M with iid N(0, scale) entries, gamma = M / N in
 (0, 1]; Sigma has eigenvalues t_i proportional to i^(-nu), normalised to mean 1. nu = 0 is Marchenko-Pastur.
 
-Population law. H is represented by K = 96 fixed atoms, whatever M (M may be traced): indices 1..32 one by one,
-the rest (i = 32..M) by 64 Gauss-Legendre nodes in log u over [32, M + 1/2] (Euler-Maclaurin: sum = integral
-+ half end values + f'/12 terms; the lower end's half value and f' correction, by a second-order backward
-difference, fold into the weights 23/24, 7/6, 3/8 of atoms 30, 31, 32, i.e. Gregory's end weights, all
-positive). Moments sum p t^k (k <= 3) match the exact discrete sums to ~1e-7 relative (M = 384, nu <= 1.5).
-For M <= 32 only atoms 1..M carry weight; the idle ones sit on atom M with weight 0 (no spurious poles).
+Population law. For nu < 1 the law of t_i / mean(t) tends, as M grows, to a continuous one: t = c u^(-nu) with
+u uniform. Its atoms are a finite-size artefact, and a harmful one: the limiting law of an atomic H has islands
+around its isolated top atoms, finite-size eigenvalues fall just outside them and jump in and out as (nu, scale)
+move, and the posterior does not converge (measured with a 96-atom version of this module). So H here is the
+law of t = c u^(-nu) with u uniform on [1/2, M + 1/2] (the midpoint rule's cells of i = 1..M; the top cell
+carries the top eigenvalue's mass 1/M), cut into K = 40 cells equally wide in log u, each uniform in t over
+its range, and c sets the mean of t to 1. Every cell is an interval, so the support of the ESD is one
+interval: no islands, no gaps.
 
 Silverstein equation through w = -1/mu (mu the Stieltjes transform of the N x N companion matrix): for scale 1
 
-    z(w) = (1 - gamma) w + gamma w^2 sum_k p_k / (w - t_k),      f(x) = Im w / (pi gamma |w|^2),
+    z(w) = (1 - gamma) w + gamma w^2 S(w),   S(w) = int dH(t) / (w - t),   f(x) = Im w / (pi gamma |w|^2),
 
-where w(x) is the root of z(w) = x in the upper half plane. With w = a + i b and s = b^2 the two real equations
+where w(x) is the root of z(w) = x in the upper half plane. For a cell uniform on [t_lo, t_hi] the integral is
+(log(w - t_lo) - log(w - t_hi)) / (t_hi - t_lo) (principal logs: w - t stays in the upper half plane); the
+cells share endpoints, so the sums telescope to one logarithm per endpoint. nu below 1e-4 is taken as 1e-4
+(cells need a width; the telescoped weights grow as 1/width).
 
-    G1 = (1 - gamma) a + gamma sum p [a (a^2 + s) - t (a^2 - s)] / q - x = 0,
-    G2 = Im z / b = (1 - gamma) + gamma sum p (a^2 - 2 a t + s) / q = 0,      q = (a - t)^2 + s,
+Support. On the real axis outside [t_min, t_max], z'(a) = 1 - gamma int dH t^2 / (a - t)^2, and the edges are
+its zeros: a_0 in [0, t_min) and a_top in (t_max, t_max + sqrt(gamma t_max)] (there the integral is below 1
+since int dH t^2 <= t_max), both by bisection. Between them Im w > 0.
 
-have a non-singular Jacobian even at the support edges (there s changes sign linearly in x), so Newton in
-(a, s) converges quadratically right up to the square-root edges; the forms above keep relative accuracy near
-w = 0 (the hard edge x = 0 at gamma = 1). On the real axis (s = 0) G2 = 1 - g(a), g(a) = gamma sum p t^2 /
-(a - t)^2: support edges are the real a with g(a) = 1 (critical points of z). g is convex between consecutive
-atoms and blows up at them, so each gap between atoms j and j + 1 holds at most one gap [a_L, a_R] of the
-support, found by bisection (min of g, then both crossings); the outer edges lie in [0, t_1] and
-(t_K, t_K (1 + sqrt(gamma))]. a = Re w(x) increases with x, so a table of nodes (Chebyshev-Lobatto in a on every
-piece between atoms and edges; s from the 1D equation G2 = 0, which is concave in s after inversion) gives each
-data point a starting guess by linear interpolation in x; a fixed number of Newton steps then polishes it.
+Finite-size smoothing. The limiting density ends in square-root edges, and a finite spectrum's extreme
+eigenvalues straddle them (Tracy-Widom fluctuations, ~M^(-2/3) relative). As (nu, scale) move an edge across
+an eigenvalue its log-density falls to -inf with an infinite gradient, which NUTS meets as divergences
+(measured: 2-7 per 2 x 1000 iterations on m = 300 spectra; the log-likelihood along nu had kinks of ~2 in its
+second difference exactly where the lowest and highest eigenvalues crossed the edges). So log x is smoothed
+by a kernel of width theta = 0.01 (1% of x), which is what evaluating the Stieltjes transform on the ray
+zeta = x e^(i theta) does: for any law F on x > 0,
 
-CDF. d/dx of Phi(mu) = log mu - gamma sum p (log(1 + t mu) + 1/(1 + t mu)) is mu, hence in w:
+    Im(zeta m_F(zeta)) / pi = int dF(lam) sin(theta) / (2 pi (cosh l - cos theta)),   l = log(lam / x),
 
-    F(x) = (1/pi) sum p atan2(b, t - a) - (1 - gamma)/(pi gamma) atan2(b, a) + (b/pi) sum p t / q,
+a kernel in l that is Cauchy of width theta near l = 0 with tails ~e^(-|l|), and integrates to
+(pi - theta) / pi. Hence the density used here, that of log lambda plus independent noise of that law,
 
-continuous over the whole real line (b = 0 outside the support): 0 below the support, 1 above it, and in the
-gap after atom j the population mass p_1 + ... + p_j.
+    f(x) = Im(zeta m_F(zeta)) / ((pi - theta) x),   zeta m_F(zeta) = (1 - gamma - zeta / w) / gamma,   z(w) = zeta,
+
+a proper density on x > 0 (no renormalisation, no mass below 0), positive everywhere, smooth in (nu, scale),
+with tails ~x^-2 above the bulk and ~x below it (so scale is the mean of the unsmoothed law; the smoothed one
+has none). A power law is unchanged by a shift in log x, so the x^(-1/2) hard edge at gamma = 1 keeps its
+exponent; inside the bulk the density moves by O(theta); at the soft edges the square root is blurred over ~1%.
+
+Root finding. A table along the limiting curve (Chebyshev-Lobatto nodes in a = Re w on [a_0, t_min], in log a
+on [t_min, t_max] and on [t_max, a_top]; at each node b^2 = s solves Im z / b = 0, i.e. h(s) = 1, where
+h(s) = gamma int dH t^2 / ((a - t)^2 + s) is a Stieltjes function of s, so 1/h is concave and Newton from the
+left climbs to its root) gives each point a start by linear interpolation in x, lifted by i theta x; complex
+Newton on z(w) = zeta (z' does not vanish off the real axis) polishes it; points outside the support start
+from the real root continued past the edge.
+
+CDF. Phi(zeta) = Psi(w(zeta)) + ((1 - gamma) / gamma) log zeta, Psi(w) = -int dH log(t - w)
+- ((1 - gamma) / gamma) log w + 1 - w S(w), is a primitive of m_F (on the real axis Im Psi / pi is the limiting
+CDF), so along the ray F(x) = Im Phi(x e^(i theta)) / (pi - theta): 0 at x = 0, 1 as x grows.
 
 Gradients. Newton runs on stop-gradient values; one more Newton step on the differentiable residual then
-carries the implicit-function derivative -J^-1 dG/dtheta (exact at a converged root), so nothing is
-differentiated through the iterations. Edges and table are stop-gradient: they only classify points and
-start Newton.
+carries the implicit-function derivative (exact at a converged root), so nothing is differentiated through the
+iterations. Edges and table are stop-gradient: they only start Newton.
 
-Accuracy and limits. At nu = 0 the log-density matches Marchenko-Pastur to ~1e-12 and the CDF to ~1e-15; Newton
-converges to ~1e-9 in log f except within ~1e-6 (relative) of an edge, where the edge's own rounding dominates.
-The law is the limit for the 96-atom H, not for the exact M-atom one: the quadrature nodes are atoms too, and
-where gamma is small and nu large (roughly gamma < 0.25 with nu > 1.5, or gamma < 0.1 with nu > 1) the law shows
-islands around them that the exact discrete law does not have, with spurious gaps (log f = -inf) in the bulk
-of small eigenvalues; for M = 500, nu = 3, gamma = 0.25 about 1 % of finite-size eigenvalues fall into one
-(nu = 2: none), at gamma = 0.1 about 9 % (nu = 2: 2 %). The top eigenvalues, kept atom by atom, are exact.
-Finite-size eigenvalues beyond the edges of the limiting support (a few per spectrum) get -inf as with MP.
-
-Cost: edges and table take ~1.5 ms per call (bisections on K - 1 intervals, 8 steps on 2K x 6 table nodes,
-each over K atoms), each point ~4 Newton steps over K atoms; jitted value and gradient in (nu, scale) take
-~2-3 ms for 384 points and ~12-14 ms for 4096 on one CPU core.
+Accuracy: the density integrates to 1 and the CDF matches its integral to ~1e-9 (tests); Newton converges to
+~1e-7 or better in log f (8 steps). Cost: ~8-12 ms for the value and gradient over 384 points on one CPU core.
 
 Float64 needs ``jax_enable_x64``; as a library this module does not switch it on.
 """
-
-import logging
 
 import jax
 import jax.numpy as jnp
@@ -65,82 +72,143 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-logger = logging.getLogger(__name__)
+__all__ = [
+    "correlated_mp_cdf", "correlated_mp_icdf", "correlated_mp_logpdf", "correlated_mp_support", "population_cells",
+]
 
-__all__ = ["correlated_mp_cdf", "correlated_mp_logpdf", "correlated_mp_support", "population_atoms"]
-
-# atoms 1.._K0 one by one; beyond that the power law is smooth enough for a low-order quadrature
-_K0 = 32
-_NQ = 64
-_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(_NQ)
-# Gregory end weights of atoms K0-2, K0-1, K0 (the integral part starts at u = K0)
-_GREGORY = np.array([23.0 / 24.0, 7.0 / 6.0, 3.0 / 8.0])
-# bisection halves a bracket; 40 steps leave a relative 1e-12 in an edge a, hence ~1e-24 in the edge x, where
-# z'(a) = 0
-_BISECTION_STEPS = 40
-# Chebyshev-Lobatto nodes per piece of the table; Newton steps per data point from the interpolated guess
-_NODES_PER_PIECE = 6
-_TABLE_STEPS = 8
-_NEWTON_STEPS = 3
-# intervals between atoms narrower than this (relative) cannot hold a gap: g >= 4 c / width^2 there
-_MIN_WIDTH = 1e-9
+_CELLS = 40
+_NU_MIN = 1e-4
+_BISECTION_STEPS = 60
+_TABLE_STEPS = 10
+_NEWTON_STEPS = 8
+# smoothing width in log x (module docstring)
+_THETA = 0.01
+_QUANTILE_STEPS = 24
+# series far from the population range (|w| > 4 t_max) and near 0 (|w| < t_min / 4): error 4^-25 < 1e-15
+_SERIES_RADIUS = 4.0
+_SERIES_TERMS = 24
+_X_MIN = 1e-150
+# table nodes: below the population range, across it (in log a), above it
+_NODES_LOW, _NODES_MID, _NODES_HIGH = 8, 48, 12
 
 
-def population_atoms(nu: ArrayLike, m: ArrayLike) -> tuple[jax.Array, jax.Array]:
-    """Fixed-size atoms (t, p) of the population law of t_i = i^(-nu), i = 1..M, normalised to mean 1.
+def population_cells(nu: ArrayLike, m: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    """The cells of the population law: t uniform between consecutive endpoints e_k < e_k+1 with probability
+    p_k; the mean of t is 1.
 
     Parameters
     ----------
     nu : array_like
-        Power-law exponent (scalar, >= 0; may be traced).
+        Power-law exponent (scalar, >= 0; may be traced). Below 1e-4 it is taken as 1e-4 (cells of zero
+        width have no uniform law), whose limiting law is Marchenko-Pastur's to ~1e-5 in the log-density.
     m : array_like
-        Number of population eigenvalues M >= 1 (scalar integer value; may be traced).
+        Number of population eigenvalues M >= 1 (scalar; may be traced).
 
     Returns
     -------
     tuple of jax.Array
-        t (ascending) and p (weights summing to 1), both of length 96, with sum p t = 1. Atoms beyond M
-        (M < 32) have p = 0 and sit on atom M.
+        The 41 endpoints e (ascending) and the 40 probabilities p (summing to 1).
     """
-    nu = jnp.asarray(nu, dtype=float)
+    nu = jnp.maximum(jnp.asarray(nu, dtype=float), _NU_MIN)
     m = jnp.asarray(m, dtype=float)
-    i = jnp.arange(1, _K0 + 1, dtype=float)
-    tail = m > _K0
-    w_single = jnp.where(i <= m, 1.0, 0.0)
-    w_single = jnp.where(tail, w_single.at[-3:].set(_GREGORY), w_single)
-    # Gauss-Legendre in v = log u on [log K0, log(M + 1/2)]; the guard keeps the logs finite for small M
-    length = jnp.log(jnp.maximum(m + 0.5, _K0 + 1.0) / _K0)
-    u = _K0 * jnp.exp(0.5 * length * (1.0 + jnp.asarray(_GL_NODES)))
-    w_tail = jnp.where(tail, 0.5 * length * jnp.asarray(_GL_WEIGHTS) * u, 0.0)
-    index = jnp.concatenate([jnp.minimum(i, m), jnp.where(tail, u, jnp.minimum(_K0, m))])
-    weight = jnp.concatenate([w_single, w_tail])
-    t = jnp.exp(-nu * jnp.log(index))
-    p = weight / jnp.sum(weight)
-    t = t / jnp.sum(p * t)
-    # indices ascend, so t descends for nu > 0; ascending order is what the edge search wants
-    return t[::-1], p[::-1]
+    log_u = jnp.log(0.5) + jnp.log(2.0 * m + 1.0) * jnp.linspace(0.0, 1.0, _CELLS + 1)
+    u = jnp.exp(log_u)
+    p = jnp.diff(u) / m
+    e = jnp.exp(-nu * log_u)
+    mean = jnp.sum(p * 0.5 * (e[:-1] + e[1:]))
+    return (e / mean)[::-1], p[::-1]
 
 
-def _over_atoms(t, p, body, init):
-    """Fold ``body(t_k, p_k, acc)`` over the atoms: a loop of vector operations over the points, which XLA's CPU
-    backend runs several times faster than reductions over a trailing atom axis."""
-    return lax.fori_loop(0, t.shape[0], lambda k, acc: body(t[k], p[k], acc), init, unroll=8)
+def _weights(e, p):
+    """c_j = p_j / width_j - p_j-1 / width_j-1 per endpoint: the cells' sums telescope onto the endpoints,
+    S(w) = sum c_j log(w - e_j) and S'(w) = sum c_j / (w - e_j), one logarithm per endpoint."""
+    density = p / jnp.diff(e)
+    return jnp.concatenate([density, jnp.zeros(1)]) - jnp.concatenate([jnp.zeros(1), density])
 
 
-def _g(a, gamma, t, p):
-    """g(a) = gamma sum p t^2 / (a - t)^2 on the real axis."""
-    return _over_atoms(t, gamma * p * t**2, lambda tk, ck, acc: acc + ck / (a - tk) ** 2, jnp.zeros_like(a))
+def _law(nu, m):
+    """(endpoints, telescoped weights, moments, inverse moments) of the population law: what every function
+    below works with.
+
+    The telescoped sums cancel (their weights grow as 1 / width) far from the population range and, in their
+    imaginary parts, near w = 0; there series in r = t_max / w (moments mu_k = E[(t / t_max)^k]) and in
+    r0 = w / t_min (inverse moments iota_k = E[(t_min / t)^(k+1)]) take over."""
+    e, p = population_cells(nu, m)
+    lo, hi = e[:-1] / e[-1], e[1:] / e[-1]
+    # the mean of (t/t_max)^k over a cell is sum_j lo^j hi^(k-j) / (k+1): A_k = hi A_k-1 + lo^k, no cancellation
+    acc, lo_k, moments = jnp.ones_like(lo), jnp.ones_like(lo), [jnp.ones(())]
+    for k in range(1, _SERIES_TERMS + 1):
+        lo_k = lo_k * lo
+        acc = hi * acc + lo_k
+        moments.append(jnp.sum(p * acc) / (k + 1))
+    # the mean of (t_min/t)^n over a cell, n >= 2: B_n-1 / (n - 1) with B_j = (B_j-1 + lo^-j) / hi in units of
+    # t_min (lo, hi >= 1); n = 1: log1p(width / lo) / width
+    lo, hi = e[:-1] / e[0], e[1:] / e[0]
+    width = hi - lo
+    inverse = [jnp.sum(p * jnp.where(width > 0, jnp.log1p(width / lo) / jnp.where(width > 0, width, 1.0), 1.0 / lo))]
+    b, inv_lo_j = jnp.zeros_like(lo), jnp.ones_like(lo)
+    for j in range(1, _SERIES_TERMS + 1):
+        inv_lo_j = inv_lo_j / lo
+        b = (b + inv_lo_j) / hi
+        inverse.append(jnp.sum(p * b) / j)
+    return e, _weights(e, p), jnp.stack(moments), jnp.stack(inverse)
 
 
-def _g_rising(a, gamma, t, p):
-    """g'(a) > 0, i.e. a lies past the minimum of g between two atoms (g' = -2 sum c / (a - t)^3)."""
-    return _over_atoms(t, gamma * p * t**2, lambda tk, ck, acc: acc + ck / (a - tk) ** 3, jnp.zeros_like(a)) < 0.0
+def _horner(coefficients, r):
+    """sum_k coefficients[k] r^k."""
+    acc = jnp.zeros_like(r)
+    for k in range(coefficients.shape[0] - 1, -1, -1):
+        acc = acc * r + coefficients[k]
+    return acc
 
 
-def _one_minus_g(a, gamma, t, p):
-    """1 - g(a) in the cancellation-free form (G2 at s = 0): exact sign near a = 0 at gamma = 1."""
-    total = _over_atoms(t, p, lambda tk, pk, acc: acc + pk * a * (a - 2.0 * tk) / (a - tk) ** 2, jnp.zeros_like(a))
-    return (1.0 - gamma) + gamma * total
+def _regions(w, cells):
+    """(far, near, w_far, r0): |w| > 4 t_max and |w| < t_min / 4, where the series converge to rounding."""
+    e = cells[0]
+    far = jnp.abs(w) > _SERIES_RADIUS * e[-1]
+    near = jnp.abs(w) < e[0] / _SERIES_RADIUS
+    w_far = jnp.where(far, w, _SERIES_RADIUS * 2.0 * e[-1] + 0j)
+    return far, near, w_far, w / e[0]
+
+
+def _sums(w, cells):
+    """S(w) and S'(w) for complex w (any shape): telescoped over the endpoints in real arithmetic, and by the
+    series far away (S = sum mu_k r^k / w) and near 0 (S = -sum iota_k r0^k / t_min)."""
+    e, c, mu, iota = cells
+    a, b = jnp.real(w)[..., None], jnp.imag(w)[..., None]
+    d = a - e
+    q = d * d + b * b
+    s = 0.5 * jnp.sum(c * jnp.log(q), axis=-1) + 1j * jnp.sum(c * jnp.arctan2(b, d), axis=-1)
+    ds = jnp.sum(c * d / q, axis=-1) - 1j * jnp.sum(c * b / q, axis=-1)
+    far, near, w_far, r0 = _regions(w, cells)
+    k = jnp.arange(mu.size)
+    r = e[-1] / w_far
+    s_far = _horner(mu, r) / w_far
+    ds_far = -_horner((k + 1) * mu, r) / w_far**2
+    s_near = -_horner(iota, r0) / e[0]
+    ds_near = -_horner(k[1:] * iota[1:], r0) / e[0] ** 2
+    s = jnp.where(far, s_far, jnp.where(near, s_near, s))
+    ds = jnp.where(far, ds_far, jnp.where(near, ds_near, ds))
+    return s, ds
+
+
+def _z(w, gamma, cells):
+    """z(w) and z'(w)."""
+    s, ds = _sums(w, cells)
+    return (1.0 - gamma) * w + gamma * w * w * s, (1.0 - gamma) + gamma * (2.0 * w * s + w * w * ds)
+
+
+def _im_mean_log(w, cells):
+    """Im int dH log(t - w): telescoped, -Im sum c_j (e_j - w) log(e_j - w) (principal logs: t - w stays in the
+    lower half plane); far away Im log(-w) - Im sum_k mu_k r^k / k; near 0 -Im sum_k iota_k-1 r0^k / k."""
+    e, c, mu, iota = cells
+    v = e - w[..., None]
+    value = -jnp.sum(c * jnp.imag(v * jnp.log(v)), axis=-1)
+    far, near, w_far, r0 = _regions(w, cells)
+    k = jnp.arange(1, mu.size)
+    series_far = jnp.imag(jnp.log(-w_far) - _horner(jnp.concatenate([jnp.zeros(1), mu[1:] / k]), e[-1] / w_far))
+    series_near = -jnp.imag(_horner(jnp.concatenate([jnp.zeros(1), iota[:-1] / k]), r0))
+    return jnp.where(far, series_far, jnp.where(near, series_near, value))
 
 
 def _bisect(pred, lo, hi):
@@ -155,166 +223,143 @@ def _bisect(pred, lo, hi):
     return lax.fori_loop(0, _BISECTION_STEPS, step, (lo, hi))
 
 
-def _edges(gamma, t, p):
-    """Support edges in a: a_0, a_top, and per interval between atoms (j, j+1) a gap flag and [a_L, a_R].
-
-    Each edge is the end of its final bracket that lies outside the support (g <= 1), where the table's s is
-    exactly 0 and its x = z(a) is off by only O(error^2) since z'(a) = 0 there. For intervals without a gap
-    a_L = a_R = the minimiser of g (or the atom, for a too narrow interval), so they still split the table.
-    """
-    lo, hi = t[:-1], t[1:]
-    wide = hi - lo > _MIN_WIDTH * hi
-    # stand-in bracket left of every atom (t > 0) for narrow intervals, where a midpoint could hit an atom
-    lo_s, hi_s = jnp.where(wide, lo, -1.0), jnp.where(wide, hi, -0.5)
-    a_min = 0.5 * sum(_bisect(lambda a: ~_g_rising(a, gamma, t, p), lo_s, hi_s))
-    gap = wide & (_g(a_min, gamma, t, p) < 1.0)
-    a_l = _bisect(lambda a: _g(a, gamma, t, p) > 1.0, lo_s, a_min)[1]
-    a_r = _bisect(lambda a: _g(a, gamma, t, p) <= 1.0, a_min, hi_s)[0]
-    split = jnp.where(wide, a_min, lo)
-    a_l = jnp.where(gap, a_l, split)
-    a_r = jnp.where(gap, a_r, split)
-    # outer edges: g rises from gamma (a = 0) to inf (a = t_1) and falls from inf (t_K) below 1 by t_K (1 + sqrt g)
-    a_0 = _bisect(lambda a: _one_minus_g(a, gamma, t, p) >= 0.0, jnp.zeros(()), t[0])[0]
-    a_top = _bisect(lambda a: _g(a, gamma, t, p) > 1.0, t[-1], t[-1] * (1.0 + jnp.sqrt(gamma)) * (1 + 1e-12))[1]
-    return a_0, a_top, a_l, a_r
+def _slope(a, gamma, cells):
+    """z'(a) on the real axis (outside the population range, where it is real)."""
+    return jnp.real(_z(jnp.asarray(a, dtype=complex), gamma, cells)[1])
 
 
-def _solve_s(a, gamma, t, p):
-    """s >= 0 with G2(a, s) = 0 at table nodes a (inside the support or on an edge).
+def _edges(gamma, cells):
+    """a_0 and a_top, the real zeros of z' below and above the population range (a_0 = 0 at gamma = 1)."""
+    t_min, t_max = cells[0][0], cells[0][-1]
+    a_0 = _bisect(lambda a: _slope(a, gamma, cells) > 0.0, jnp.zeros(()), t_min)[0]
+    a_0 = jnp.where(gamma < 1.0, a_0, 0.0)
+    a_top = _bisect(lambda a: _slope(a, gamma, cells) < 0.0, t_max, t_max + 1.01 * jnp.sqrt(gamma * t_max))[1]
+    return a_0, a_top
 
-    h(s) = gamma sum p t^2 / q falls from g(a) >= 1; 1/h is concave and increasing in s, so Newton on 1/h - 1
-    from a point left of the root climbs monotonically to it. s_0 = max(0, max_k (c_k - d_k^2)) is such a point
-    (the nearest atom alone gives h >= 1 there), and it keeps every q > 0, atoms included. The table only
-    starts Newton per data point, so a few steps suffice (8 reach ~1e-15 in practice).
-    """
-    c = gamma * p * t**2
-    s0 = _over_atoms(t, c, lambda tk, ck, acc: jnp.maximum(acc, ck - (a - tk) ** 2), jnp.zeros_like(a))
+
+def _solve_s(a, gamma, cells):
+    """s > 0 with h(a, s) = 1 at table nodes a inside the support, by Newton on 1/h - 1 (concave in s)."""
+    s0 = (1e-6 * (jnp.abs(a) + cells[0][-1])) ** 2
 
     def step(_, s):
-        def body(tk, ck, acc):
-            u = 1.0 / ((a - tk) ** 2 + s)
-            return acc[0] + ck * u, acc[1] + ck * u**2
-
-        h, dh = _over_atoms(t, c, body, (jnp.zeros_like(a), jnp.zeros_like(a)))
-        # psi = 1/h - 1, psi' = dh / h^2; on the gap side of an edge the step goes below 0 and is clipped
-        return jnp.maximum(s - (1.0 / h - 1.0) * h**2 / dh, 0.0)
+        b = jnp.sqrt(s)
+        z, dz = _z(a + 1j * b, gamma, cells)
+        h = 1.0 - jnp.imag(z) / b
+        # dh/ds = (1/2b) d/db (-Im z / b), and d Im z / db = Re z' (Cauchy-Riemann)
+        dh = (1.0 - h - jnp.real(dz)) / (2.0 * s)
+        new = s + (1.0 / h - 1.0) * h * h / dh
+        # from the right of the root a step lands left of it, possibly below 0: keep s positive
+        return jnp.where(jnp.isfinite(new), jnp.maximum(new, 0.01 * s), s)
 
     return lax.fori_loop(0, _TABLE_STEPS, step, s0)
 
 
-def _sums(a, s, gamma, t, p):
-    """The four atom sums of one Newton step: S0 = sum c/q, S1 = sum c t/q, T2 = sum c t^2/q^2,
-    D2 = sum c t^2 (a - t)/q^2, with c = gamma p and q = (a - t)^2 + s."""
-
-    def body(tk, ck, acc):
-        d = a - tk
-        u = 1.0 / (d**2 + s)
-        v = ck * u
-        w = v * u * tk**2
-        return acc[0] + v, acc[1] + v * tk, acc[2] + w, acc[3] + w * d
-
-    zero = jnp.zeros_like(a)
-    return _over_atoms(t, gamma * p, body, (zero, zero, zero, zero))
+def _chebyshev(lo, hi, n):
+    frac = 0.5 * (1.0 - np.cos(np.pi * np.arange(n) / (n - 1)))
+    return lo + (hi - lo) * frac
 
 
-def _z(a, s, gamma, t, p):
-    """Re z(a + i sqrt(s)) = (1 - gamma) a + a (a^2 + s) S0 - (a^2 - s) S1."""
-    s0, s1, *_ = _sums(a, s, gamma, t, p)
-    return (1.0 - gamma) * a + a * (a**2 + s) * s0 - (a**2 - s) * s1
-
-
-def _newton_step(a, s, x, gamma, t, p):
-    """One Newton step (da, ds) on (G1, G2) for points (a, s) with s > 0.
-
-    G1 = (1 - gamma) a + a (a^2 + s) S0 - (a^2 - s) S1 - x,  G2 = (1 - gamma) + (a^2 + s) S0 - 2 a S1.
-    dG2/da = 2 D2 and dG2/ds = T2 directly; z is analytic in w, so Cauchy-Riemann (Re z_a = Im z_b,
-    Re z_b = -Im z_a with Im z = b G2, d/db = 2 b d/ds) give the G1 row for free: G2 + 2 s T2 and -D2.
-    """
-    s0, s1, t2, d2 = _sums(a, s, gamma, t, p)
-    a2 = a**2
-    g1 = (1.0 - gamma) * a + a * (a2 + s) * s0 - (a2 - s) * s1 - x
-    g2 = (1.0 - gamma) + (a2 + s) * s0 - 2.0 * a * s1
-    j11, j12, j21, j22 = g2 + 2.0 * s * t2, -d2, 2.0 * d2, t2
-    det = j11 * j22 - j12 * j21
-    return (j22 * g1 - j12 * g2) / det, (j11 * g2 - j21 * g1) / det
-
-
-def _structure(gamma, t, p):
-    """Stop-gradient table (x, a, s) along the curve, and the sorted edge list of `_classify`.
-
-    Pieces in the order of a: [a_0, t_1], then per interval [t_j, a_L], [a_R, t_j+1], then [t_K, a_top]; their
-    Chebyshev-Lobatto nodes crowd towards the edges and atoms.
-    """
-    t, p = lax.stop_gradient(t), lax.stop_gradient(p)
-    a_0, a_top, a_l, a_r = _edges(gamma, t, p)
-    left = jnp.concatenate([a_0[None], jnp.stack([t[:-1], a_r], axis=1).ravel(), t[-1:]])
-    right = jnp.concatenate([t[:1], jnp.stack([a_l, t[1:]], axis=1).ravel(), a_top[None]])
-    frac = 0.5 * (1.0 - np.cos(np.pi * np.arange(_NODES_PER_PIECE) / (_NODES_PER_PIECE - 1)))
-    a = (left[:, None] + (right - left)[:, None] * frac).ravel()
-    s = _solve_s(a, gamma, t, p)
+def _table(gamma, cells):
+    """Stop-gradient table (x, a, s) along the curve from the lower to the upper edge, x ascending."""
+    cells = tuple(lax.stop_gradient(c) for c in cells)
+    a_0, a_top = _edges(gamma, cells)
+    t_min, t_max = cells[0][0], cells[0][-1]
+    mid = jnp.exp(_chebyshev(jnp.log(t_min), jnp.log(t_max), _NODES_MID))
+    a = jnp.concatenate([_chebyshev(a_0, t_min, _NODES_LOW)[:-1], mid, _chebyshev(t_max, a_top, _NODES_HIGH)[1:]])
+    s = _solve_s(a, gamma, cells)
+    # the edges themselves lie on the real axis
+    s = s.at[0].set(0.0).at[-1].set(0.0)
+    x = jnp.real(_z(a + 1j * jnp.sqrt(s), gamma, cells)[0])
+    x = x.at[0].set(jnp.real(_z(a_0 + 0j, gamma, cells)[0]))
     # x increases with a in theory; rounding must not unsort the table before searchsorted
-    x = lax.cummax(_z(a, s, gamma, t, p))
-    ends = x.reshape(-1, _NODES_PER_PIECE)
-    # x_0, then per interval the x of a_L and of a_R (equal, and inside, if there is no gap), then x_top
-    edges = jnp.concatenate([ends[:1, 0], jnp.stack([ends[1:-1:2, -1], ends[2::2, 0]], axis=1).ravel(), ends[-1:, -1]])
-    return edges, (x, a, s)
+    return lax.cummax(x), a, s
 
 
-def _classify(x_std, edges):
-    """Open support: edges[2i] < x < edges[2i+1] for some i, i.e. an odd count of edges below x (and x below
-    the upper edge, which that count alone would let in)."""
-    count = jnp.searchsorted(edges, x_std, side="left")
-    return (count % 2 == 1) & (x_std < edges[-1]) & (x_std > 0.0)
+def _root(zeta, w, gamma, cells):
+    """Newton on z(w) = zeta (Im zeta > 0) from w in the upper half plane; a step that leaves it is cut back
+    (the root sought is the one with Im w > 0)."""
+
+    def step(_, w):
+        z, dz = _z(w, gamma, cells)
+        new = w - (z - zeta) / dz
+        new = jnp.where(jnp.isfinite(new), new, w)
+        return jnp.where(jnp.imag(new) > 0.0, new, jnp.real(new) + 0.5j * jnp.imag(w))
+
+    return lax.fori_loop(0, _NEWTON_STEPS, step, w)
 
 
-def _solve(x, scale, gamma, nu, m):
-    """Per point: support mask, differentiable (a, s) at safe stand-ins, atoms, and the interpolated a."""
-    gamma = jnp.asarray(gamma, dtype=float)
-    t, p = population_atoms(nu, m)
-    edges, (x_tab, a_tab, s_tab) = _structure(gamma, t, p)
-    # the mask may use the raw quotient: it carries no gradient
-    x_raw = lax.stop_gradient(x / scale)
-    inside = _classify(x_raw, edges)
-    # linear interpolation in x between table nodes: the Newton start inside ((a, s) are smooth in x through
-    # the edges), and outside a point of the real axis between the same atoms as the true w(x) (for the CDF)
-    k = jnp.clip(jnp.searchsorted(x_tab, x_raw), 1, x_tab.size - 1)
+def _start(x, table, theta):
+    """Starting w for z(w) = x e^(i theta): inside the support the table's curve, interpolated in x and lifted;
+    below and above it the real root continued from the edge (z' -> 1 - gamma at 0 and -> 1 far above)."""
+    x_tab, a_tab, s_tab = table
+    k = jnp.clip(jnp.searchsorted(x_tab, x), 1, x_tab.size - 1)
     x_a, x_b = x_tab[k - 1], x_tab[k]
     width = x_b - x_a
-    lam = jnp.clip(jnp.where(width > 0, (x_raw - x_a) / jnp.where(width > 0, width, 1.0), 0.5), 0.0, 1.0)
-    a_guess = a_tab[k - 1] + lam * (a_tab[k] - a_tab[k - 1])
-    s_guess = s_tab[k - 1] + lam * (s_tab[k] - s_tab[k - 1])
-    s_guess = jnp.maximum(s_guess, jnp.finfo(float).tiny)
-    # stand-in: an interior table node (middle of the first piece, which is never empty), replacing x before
-    # the division so no inf * 0 reaches the scale gradient
-    mid = _NODES_PER_PIECE // 2
-    x_std = jnp.where(inside, x, lax.stop_gradient(scale) * x_tab[mid]) / scale
-    x0 = lax.stop_gradient(x_std)
-    a = jnp.where(inside, a_guess, a_tab[mid])
-    s = jnp.where(inside, s_guess, s_tab[mid])
-    t_c, p_c = lax.stop_gradient(t), lax.stop_gradient(p)
+    lam = jnp.clip(jnp.where(width > 0, (x - x_a) / jnp.where(width > 0, width, 1.0), 0.5), 0.0, 1.0)
+    a = a_tab[k - 1] + lam * (a_tab[k] - a_tab[k - 1])
+    s = jnp.maximum(s_tab[k - 1] + lam * (s_tab[k] - s_tab[k - 1]), 0.0)
+    below = jnp.where(x_tab[0] > 0, a_tab[0] * x / jnp.where(x_tab[0] > 0, x_tab[0], 1.0), a_tab[0])
+    a = jnp.where(x <= x_tab[0], below, jnp.where(x >= x_tab[-1], a_tab[-1] + (x - x_tab[-1]), a))
+    return a + 1j * (jnp.sqrt(s) + theta * x)
 
-    def step(_, state):
-        a, s = state
-        da, ds = _newton_step(a, s, x0, gamma, t_c, p_c)
-        # a step into s <= 0 (no q > 0 guarantee) is cut short: the root of an inside point has s > 0
-        return a - da, jnp.maximum(s - ds, 0.1 * s)
 
-    a, s = lax.fori_loop(0, _NEWTON_STEPS, step, (a, s))
-    # implicit-function derivative: one Newton step on the differentiable residual from the converged root
-    da, ds = _newton_step(a, s, x_std, gamma, t, p)
-    a_d, s_d = a - da, s - ds
-    ok = inside & (s > 0.0) & (s_d > 0.0)
-    a_d = jnp.where(ok, a_d, 0.5)
-    s_d = jnp.where(ok, s_d, 1.0)
-    return ok, a_d, s_d, t, p, gamma, a_guess, x_raw, edges
+def _smoothed(x_std, gamma, cells, table, theta):
+    """Per point x_std > 0 (standardised, differentiable): w(zeta) at zeta = x_std e^(i theta), with the
+    implicit-function derivative (Newton on stop-gradient values, then one differentiable step)."""
+    cells_c = tuple(lax.stop_gradient(c) for c in cells)
+    zeta = x_std * (jnp.cos(theta) + 1j * jnp.sin(theta))
+    w = _root(lax.stop_gradient(zeta), _start(lax.stop_gradient(x_std), table, theta), gamma, cells_c)
+    z, dz = _z(w, gamma, cells)
+    return w - (z - zeta) / dz, zeta
+
+
+def _density(w, x_std, cells, theta):
+    """Im(zeta m_F(zeta)) / ((pi - theta) x) = -Im(w S(w)) / ((pi - theta) x), since zeta m_F = (1 - gamma
+    - zeta / w) / gamma and zeta / w = 1 - gamma + gamma w S(w) at the root: no cancellation against 1 - gamma."""
+    s, _ = _sums(w, cells)
+    return jnp.maximum(-jnp.imag(w * s) / ((jnp.pi - theta) * x_std), jnp.finfo(float).tiny)
+
+
+def _cdf_at(w, gamma, cells, theta):
+    """Im Phi(zeta) / (pi - theta), Phi = Psi(w) + ((1 - gamma) / gamma) log zeta, where arg zeta - arg w is
+    taken as arg(zeta / w) = arg(1 - gamma + gamma w S) (no cancellation near w = 0)."""
+    ws = w * _sums(w, cells)[0]
+    im_psi = -_im_mean_log(w, cells) - jnp.imag(ws)
+    return (im_psi + (1.0 - gamma) / gamma * jnp.angle(1.0 - gamma + gamma * ws)) / (jnp.pi - theta)
+
+
+def _prepare(gamma, nu, m):
+    gamma = jnp.asarray(gamma, dtype=float)
+    cells = _law(nu, m)
+    return gamma, cells, _table(gamma, cells)
+
+
+def _logpdf(x, gamma, nu, scale, m, theta):
+    x = jnp.asarray(x, dtype=float)
+    gamma, cells, table = _prepare(gamma, nu, m)
+    positive = x > 0.0
+    # below 1e-150 scale (far under any floor of float64 data) 1/w^2 would overflow in the gradient
+    x_std = jnp.maximum(jnp.where(positive, x, scale) / scale, _X_MIN)
+    w, _ = _smoothed(x_std, gamma, cells, table, theta)
+    value = jnp.log(_density(w, x_std, cells, theta)) - jnp.log(scale)
+    return jnp.where(positive, value, -jnp.inf)
+
+
+def _cdf(x, gamma, nu, scale, m, theta):
+    x = jnp.asarray(x, dtype=float)
+    gamma, cells, table = _prepare(gamma, nu, m)
+    positive = x > 0.0
+    w, _ = _smoothed(jnp.maximum(jnp.where(positive, x, scale) / scale, _X_MIN), gamma, cells, table, theta)
+    value = jnp.clip(_cdf_at(w, gamma, cells, theta), 0.0, 1.0)
+    return jnp.where(positive, value, 0.0)
 
 
 @jax.jit
 def correlated_mp_logpdf(x: ArrayLike, gamma: ArrayLike, nu: ArrayLike, scale: ArrayLike, m: ArrayLike) -> jax.Array:
-    """Log-density of the correlated Marchenko-Pastur law (population spectrum t_i ~ i^-nu, mean ``scale``).
+    """Log-density of the correlated Marchenko-Pastur law (population spectrum t_i ~ i^-nu, scale ``scale``),
+    with log x smoothed over 1% (module docstring).
 
-    -inf outside the open support (edges and gaps included; x = 0 at gamma = 1, where f ~ x^-1/2). Never NaN;
-    gradients with respect to nu and scale are finite everywhere.
+    -inf at x <= 0 only. Never NaN; gradients with respect to nu and scale are finite everywhere.
 
     Parameters
     ----------
@@ -325,7 +370,7 @@ def correlated_mp_logpdf(x: ArrayLike, gamma: ArrayLike, nu: ArrayLike, scale: A
     nu : array_like
         Power-law exponent of the population spectrum, scalar in [0, 3].
     scale : array_like
-        Mean eigenvalue (entry variance), scalar > 0.
+        Entry variance (the mean eigenvalue before smoothing), scalar > 0.
     m : array_like
         Number of population eigenvalues M (scalar, may be traced).
 
@@ -334,20 +379,14 @@ def correlated_mp_logpdf(x: ArrayLike, gamma: ArrayLike, nu: ArrayLike, scale: A
     jax.Array
         log f(x), shape of x.
     """
-    x = jnp.asarray(x, dtype=float)
-    ok, a, s, *_ = _solve(x, scale, gamma, nu, m)
-    gamma = jnp.asarray(gamma, dtype=float)
-    # f = b / (pi gamma |w|^2), b = sqrt(s); logs kept apart so tiny s (hard edge) does not underflow
-    value = 0.5 * jnp.log(s) - jnp.log(jnp.pi * gamma * (a**2 + s)) - jnp.log(scale)
-    return jnp.where(ok, value, -jnp.inf)
+    return _logpdf(x, gamma, nu, scale, m, _THETA)
 
 
 @jax.jit
 def correlated_mp_cdf(x: ArrayLike, gamma: ArrayLike, nu: ArrayLike, scale: ArrayLike, m: ArrayLike) -> jax.Array:
-    """CDF of the correlated Marchenko-Pastur law, in closed form given w(x) (module docstring).
+    """CDF of the smoothed correlated Marchenko-Pastur law, in closed form given w(x e^(i theta)).
 
-    0 at and below the lower edge, 1 at and above the upper edge, the population mass below a gap inside it.
-    Absolute accuracy ~1e-14 inside the support; differentiable in x, nu and scale.
+    0 at and below 0, rising to 1 as x grows; differentiable in x, nu and scale.
 
     Parameters
     ----------
@@ -361,32 +400,64 @@ def correlated_mp_cdf(x: ArrayLike, gamma: ArrayLike, nu: ArrayLike, scale: Arra
     jax.Array
         F(x), shape of x.
     """
-    x = jnp.asarray(x, dtype=float)
-    ok, a, s, t, p, gamma, a_guess, x_raw, edges = _solve(x, scale, gamma, nu, m)
-    b = jnp.sqrt(s)
-    a_, s_ = a[..., None], s[..., None]
-    q = (a_ - t) ** 2 + s_
-    value = (
-        jnp.sum(p * jnp.arctan2(b[..., None], t - a_), axis=-1) / jnp.pi
-        - (1.0 - gamma) / (jnp.pi * gamma) * jnp.arctan2(b, a)
-        + b * jnp.sum(p * t / q, axis=-1) / jnp.pi
-    )
-    value = jnp.clip(value, 0.0, 1.0)
-    # outside the support w(x) is real, between the same atoms as the interpolated a, and F = H(w(x)); exact
-    # 0 and 1 beyond the outer edges, which the rounded sum of p would miss
-    mass_below = jnp.sum(jnp.where(t < a_guess[..., None], lax.stop_gradient(p), 0.0), axis=-1)
-    outside = jnp.where(x_raw >= edges[-1], 1.0, jnp.where(x_raw <= edges[0], 0.0, mass_below))
-    return jnp.where(ok, value, outside)
+    return _cdf(x, gamma, nu, scale, m, _THETA)
+
+
+@jax.jit
+def correlated_mp_icdf(u: ArrayLike, gamma: ArrayLike, nu: ArrayLike, scale: ArrayLike, m: ArrayLike) -> jax.Array:
+    """Quantiles of the smoothed correlated Marchenko-Pastur law, for drawing spectra (not differentiable).
+
+    The CDF at the table's nodes places u between two of them (or in the tails beyond the support's edges,
+    where 1 - F ~ theta E[x] / (pi x)); safeguarded Newton steps on F(x) = u (bisection inside the bracket
+    when a step leaves it) refine it.
+
+    Parameters
+    ----------
+    u : array_like
+        Probabilities in (0, 1), any shape.
+    gamma, nu, scale, m : array_like
+        As in `correlated_mp_logpdf`.
+
+    Returns
+    -------
+    jax.Array
+        x with F(x) = u, shape of u.
+    """
+    u = jnp.asarray(u, dtype=float)
+    gamma, cells, table = _prepare(gamma, nu, m)
+
+    def cdf_and_density(x):
+        w, _ = _smoothed(x, gamma, cells, table, _THETA)
+        return _cdf_at(w, gamma, cells, _THETA), _density(w, x, cells, _THETA)
+
+    x_tab = jnp.maximum(table[0], 1e-300)
+    f_tab = lax.cummax(cdf_and_density(x_tab)[0])
+    k = jnp.clip(jnp.searchsorted(f_tab, u), 1, x_tab.size - 1)
+    # below the table the hard edge at gamma = 1 puts F ~ sqrt(x): the bracket then spans decades
+    lo = jnp.where(u <= f_tab[0], 1e-300, x_tab[k - 1])
+    # beyond the top 1 - F ~ (theta / pi) E[x] / x, and E[x] = 1 before smoothing
+    tail = 4.0 * _THETA / (jnp.pi * jnp.maximum(1.0 - u, 1e-300))
+    hi = jnp.where(u >= f_tab[-1], jnp.maximum(2.0 * x_tab[-1], tail), x_tab[k])
+    x = jnp.where(hi > 4.0 * lo, jnp.sqrt(lo * hi), 0.5 * (lo + hi))
+
+    def step(_, state):
+        x, lo, hi = state
+        f_x, density = cdf_and_density(x)
+        below_u = f_x < u
+        lo, hi = jnp.where(below_u, x, lo), jnp.where(below_u, hi, x)
+        new = x - (f_x - u) / density
+        middle = jnp.where(hi > 4.0 * lo, jnp.sqrt(lo * hi), 0.5 * (lo + hi))
+        new = jnp.where((new > lo) & (new < hi), new, middle)
+        return new, lo, hi
+
+    x, _, _ = lax.fori_loop(0, _QUANTILE_STEPS, step, (x, lo, hi))
+    return scale * x
 
 
 @jax.jit
 def correlated_mp_support(gamma: ArrayLike, nu: ArrayLike, m: ArrayLike) -> tuple[jax.Array, jax.Array]:
-    """Outer edges (lower, upper) of the support for scale 1 (multiply by scale otherwise).
-
-    Exact (to rounding) for the 64-atom population law of `population_atoms`: the upper edge, set by the
-    individually kept largest atoms, is that of the exact discrete law; the lower edge, set by the quadrature
-    of the smallest ones, approximates it. Inner gaps (separated top eigenvalues at large nu, small gamma) are
-    not reported here.
+    """Edges (lower, upper) of the unsmoothed law's support for scale 1 (multiply by scale otherwise): one
+    interval, outside which only the smoothing's tails put mass.
 
     Parameters
     ----------
@@ -398,7 +469,5 @@ def correlated_mp_support(gamma: ArrayLike, nu: ArrayLike, m: ArrayLike) -> tupl
     tuple of jax.Array
         Lower and upper edge.
     """
-    gamma = jnp.asarray(gamma, dtype=float)
-    t, p = population_atoms(nu, m)
-    edges, _ = _structure(gamma, t, p)
-    return edges[0], edges[-1]
+    x_tab, _, _ = _table(jnp.asarray(gamma, dtype=float), _law(nu, m))
+    return x_tab[0], x_tab[-1]
