@@ -112,6 +112,7 @@ def test_correlated_spectrum_prefers_correlated_mp_reduced():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # ~20 minutes a case on a 2-core CPU
 @pytest.mark.parametrize("nu", [0.3, 1.0])
 def test_correlated_spectrum_prefers_correlated_mp_and_recovers_nu(nu):
     """The issue's check at m = 300 with the default sampler (4 x 1000 draws): as above, and the fit converged by

@@ -155,8 +155,17 @@ def test_smoothing_is_the_log_space_convolution(gamma):
         assert small[0] - small[1] == pytest.approx(-0.5 * np.log(1e-8 / 1e-6), abs=1e-3)
 
 
-@pytest.mark.parametrize("gamma", [0.25, 0.5, 1.0])
-@pytest.mark.parametrize("nu", [0.5, 1.0, 2.0])
+# a few cases in CI, the rest of each grid with the slow checks
+_MOMENT_CASES = [(0.25, 2.0), (0.5, 1.0), (1.0, 0.5)]
+
+
+def _grid(gammas, nus, in_ci):
+    """(gamma, nu) cases, those not ``in_ci`` marked slow."""
+    return [(g, n) if in_ci(g, n) else pytest.param(g, n, marks=pytest.mark.slow) for g in gammas for n in nus]
+
+
+@pytest.mark.parametrize(("gamma", "nu"),
+                         _grid((0.25, 0.5, 1.0), (0.5, 1.0, 2.0), lambda g, n: (g, n) in _MOMENT_CASES))
 def test_normalisation_and_free_moments(gamma, nu):
     total, mean, second = density_integrals(gamma, nu, 384)
     assert total == pytest.approx(1.0, abs=1e-7)
@@ -183,8 +192,8 @@ def test_cdf_is_the_integral_of_the_density(gamma, nu):
     np.testing.assert_allclose(cdf(x[pick], gamma, nu, 1.0, 384), running[pick] + head, atol=1e-8)
 
 
-@pytest.mark.parametrize("gamma", [0.05, 0.5, 1.0])
-@pytest.mark.parametrize("nu", [0.0, 0.7, 2.0, 3.0])
+@pytest.mark.parametrize(("gamma", "nu"),
+                         _grid((0.05, 0.5, 1.0), (0.0, 0.7, 2.0, 3.0), lambda g, n: g != 0.5 and n != 0.7))
 def test_support_is_one_interval_and_cdf_monotone(gamma, nu):
     """No islands: the limiting density is far from 0 everywhere strictly between the edges (the atomic
     population law this module replaced left gaps around its top atoms, which finite-size eigenvalues fell
