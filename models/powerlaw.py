@@ -12,6 +12,10 @@ in closed form too: given the breakpoint, the likelihood holds w only as (1 - w)
 Prefix sums of log x and log^2 x make every candidate O(1), so the marginal costs O(M) per evaluation.
 NUTS then samples (alpha, mu, sigma); `complete` draws (xmin, w) from their exact conditional posterior for each
 draw, which gives xmin's posterior and the pointwise log-likelihood PSIS-LOO needs.
+
+Alpha can be integrated out given the breakpoint too (`tail_log_evidence`, a truncated gamma integral), which
+leaves a two-dimensional integral over the bulk's (mu, sigma): `benchmarks/powerlaw_quadrature.py` computes the
+exact posterior of alpha that way to check the NUTS fit, which can miss a breakpoint mode (README).
 """
 
 from __future__ import annotations
@@ -21,15 +25,23 @@ import math
 import jax
 import jax.numpy as jnp
 import numpyro
-from jax.scipy.special import betaln, log_ndtr, ndtr, ndtri
+from jax.scipy.special import betaln, gammainc, gammaln, log_ndtr, ndtr, ndtri
 
-from hteval.models.priors import log_location_prior, log_spread_prior, tail_exponent_prior
+from hteval.models.priors import (
+    ALPHA_MINUS_ONE_HIGH,
+    ALPHA_MINUS_ONE_LOW,
+    log_location_prior,
+    log_spread_prior,
+    tail_exponent_prior,
+)
 
 PARAMETERS = ("alpha", "xmin", "tail_weight", "mu", "sigma")
 LAW_SITES = ("alpha", "xmin", "tail_weight", "mu", "sigma")
 MIN_TAIL = 10
 MIN_BULK = 10
-_HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)  # math, not jnp: a module constant must not depend on x64
+# math, not jnp: module constants must not depend on when x64 was enabled
+_HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
+_LOG_PRIOR_RANGE = math.log(math.log(ALPHA_MINUS_ONE_HIGH / ALPHA_MINUS_ONE_LOW))
 
 
 def _candidates(n: int) -> tuple[int, int]:
@@ -38,32 +50,71 @@ def _candidates(n: int) -> tuple[int, int]:
     return first, last
 
 
-def breakpoint_log_joint(log_x_sorted, alpha, mu, sigma, *, n_censored=0, floor=0.0):
-    """log p(data, breakpoint j | alpha, mu, sigma), w integrated out, for every candidate j (ascending xmin).
-
-    log_x_sorted: log eigenvalues in ascending order. Returns (log joint per candidate, candidate indices).
-    """
+def _prefix_sums(log_x_sorted):
+    """Centred values (no cancellation in sum (l - mu)^2), their prefix sums and the candidate indices j (j values
+    in the bulk, the rest in the tail)."""
     n = log_x_sorted.shape[-1]
     first, last = _candidates(n)
     j = jnp.arange(first, last + 1)
-    centre = jnp.mean(log_x_sorted)  # prefix sums of centred values: no cancellation in sum (l - mu)^2
+    centre = jnp.mean(log_x_sorted)
     lc = log_x_sorted - centre
-    mu_c = mu - centre
     p1 = jnp.concatenate([jnp.zeros(1), jnp.cumsum(lc)])
     p2 = jnp.concatenate([jnp.zeros(1), jnp.cumsum(lc**2)])
-    n_b, n_t = j, n - j
-    lx = lc[j]
-    tail_sum = p1[-1] - p1[j]
-    tail = n_t * jnp.log(alpha - 1.0) - n_t * (lx + centre) - alpha * (tail_sum - n_t * lx)
-    z_break = (lx - mu_c) / sigma
+    return centre, lc, p1, p2, j
+
+
+def tail_statistics(log_x_sorted):
+    """Per candidate breakpoint: tail size n, T = sum log(x / xmin) over the tail, and log xmin."""
+    centre, lc, p1, _, j = _prefix_sums(log_x_sorted)
+    n_t = lc.shape[-1] - j
+    excess = jnp.maximum(p1[-1] - p1[j] - n_t * lc[j], 1e-300)  # > 0 unless the whole tail ties with xmin
+    return n_t, excess, lc[j] + centre
+
+
+def tail_log_likelihood(log_x_sorted, alpha):
+    """log p(tail | alpha, breakpoint j) for every candidate j."""
+    n_t, excess, log_xmin = tail_statistics(log_x_sorted)
+    return n_t * jnp.log(alpha - 1.0) - n_t * log_xmin - alpha * excess
+
+
+def tail_log_evidence(log_x_sorted):
+    """log of the tail likelihood integrated over alpha's prior, for every candidate j.
+
+    With e = alpha - 1 log-uniform on [a, b]: integral of e^(n-1) exp(-e T) over [a, b] / log(b / a)
+    = Gamma(n) T^-n (P(n, bT) - P(n, aT)) / log(b / a), P the regularised lower incomplete gamma function.
+    """
+    n_t, excess, log_xmin = tail_statistics(log_x_sorted)
+    y_low, y_high = ALPHA_MINUS_ONE_LOW * excess, ALPHA_MINUS_ONE_HIGH * excess
+    mass = gammainc(n_t, y_high) - gammainc(n_t, y_low)
+    # where the tail is far outside the prior's range the difference underflows: leading asymptotic terms
+    leading = jnp.where(y_high < n_t, n_t * jnp.log(y_high) - y_high - gammaln(n_t + 1.0),
+                        (n_t - 1.0) * jnp.log(y_low) - y_low - gammaln(n_t))
+    log_mass = jnp.where(mass > 1e-280, jnp.log(jnp.where(mass > 1e-280, mass, 1.0)), leading)
+    return (gammaln(n_t) - n_t * jnp.log(excess) + log_mass - _LOG_PRIOR_RANGE) - n_t * log_xmin - excess
+
+
+def bulk_log_joint(log_x_sorted, mu, sigma, *, n_censored=0, floor=0.0):
+    """log p(bulk, censored count, breakpoint's split | mu, sigma), w integrated out, for every candidate j."""
+    centre, lc, p1, p2, j = _prefix_sums(log_x_sorted)
+    n_b, n_t = j, lc.shape[-1] - j
+    mu_c = mu - centre
+    z_break = (lc[j] - mu_c) / sigma
     squares = p2[j] - 2 * mu_c * p1[j] + n_b * mu_c**2
     bulk = (-(p1[j] + n_b * centre) - n_b * (jnp.log(sigma) + _HALF_LOG_TWO_PI) - squares / (2 * sigma**2)
             - n_b * log_ndtr(z_break))
     # floor may be 0 when nothing is censored: a stand-in keeps log(0) out of the gradient
     log_floor = jnp.log(jnp.where(n_censored > 0, floor, 1.0))
     censored = jnp.where(n_censored > 0, n_censored * (log_ndtr((log_floor - mu) / sigma) - log_ndtr(z_break)), 0.0)
-    weight = betaln(1.0 + n_t, 1.0 + n_b + n_censored)
-    return tail + bulk + censored + weight, j
+    return bulk + censored + betaln(1.0 + n_t, 1.0 + n_b + n_censored)
+
+
+def breakpoint_log_joint(log_x_sorted, alpha, mu, sigma, *, n_censored=0, floor=0.0):
+    """log p(data, breakpoint j | alpha, mu, sigma), w integrated out, for every candidate j (ascending xmin).
+
+    log_x_sorted: log eigenvalues in ascending order. Returns (log joint per candidate, candidate indices).
+    """
+    bulk = bulk_log_joint(log_x_sorted, mu, sigma, n_censored=n_censored, floor=floor)
+    return tail_log_likelihood(log_x_sorted, alpha) + bulk, _prefix_sums(log_x_sorted)[4]
 
 
 def model(eigenvalues, *, gamma: float, m: int, n_censored: int = 0, floor: float = 0.0, scale_ref: float = 1.0):

@@ -6,11 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import integrate, stats
+from scipy import integrate, special, stats
 
 from hteval.classic import classic_powerlaw
 from hteval.infer import fit
 from hteval.models import powerlaw
+from hteval.models.priors import ALPHA_MINUS_ONE_HIGH, ALPHA_MINUS_ONE_LOW
 
 CONTEXT = {"gamma": 0.5, "m": 100, "scale_ref": 1.0}
 
@@ -42,6 +43,32 @@ def test_marginal_over_breakpoint_and_weight_matches_quadrature():
     for k in (0, len(j) // 2, len(j) - 1):
         assert float(log_joint[k]) == pytest.approx(_brute_force_log_joint(x, int(j[k]), 2.5, 0.1, 0.6), abs=1e-6)
     assert int(j[0]) == powerlaw.MIN_BULK and int(j[-1]) == x.size - powerlaw.MIN_TAIL
+
+
+def test_tail_evidence_is_the_likelihood_integrated_over_the_alpha_prior():
+    """The closed form (truncated gamma integral) against quadrature over alpha - 1 log-uniform on [0.05, 50]."""
+    x, _ = _pareto_over_lognormal(1, n=300)
+    logs = jnp.log(jnp.asarray(x))
+    evidence = np.asarray(powerlaw.tail_log_evidence(logs))
+    low, high = ALPHA_MINUS_ONE_LOW, ALPHA_MINUS_ONE_HIGH
+    for k in (0, 50, evidence.size // 2, evidence.size - 1):
+        def integrand(e, k=k):
+            log_lik = float(powerlaw.tail_log_likelihood(logs, 1.0 + e)[k]) - evidence[k]
+            return np.exp(log_lik) / (e * np.log(high / low))
+        value, _ = integrate.quad(integrand, low, high, points=[0.1, 0.5, 1, 2, 5, 10], limit=400)
+        assert value == pytest.approx(1.0, abs=1e-9)
+
+
+def test_tail_evidence_is_finite_where_the_tail_is_outside_the_prior_range():
+    """Nearly tied tails (alpha far above 51) and very flat ones (alpha near 1) underflow the gamma difference."""
+    tied = np.log(np.concatenate([np.linspace(0.1, 1.0, 30), 1.0 + 1e-12 * np.arange(1, 81)]))
+    flat = np.log(np.concatenate([np.linspace(0.1, 1.0, 30), np.geomspace(1e3, 1e300, 20)]))
+    n_tail = tied.size - np.arange(powerlaw.MIN_BULK, tied.size - powerlaw.MIN_TAIL + 1)
+    excess = np.array([np.sum(tied[-k:] - tied[-k]) for k in n_tail])
+    assert np.min(special.gammainc(n_tail, ALPHA_MINUS_ONE_HIGH * excess)) < 1e-300  # the asymptotic branch runs
+    for logs in (tied, flat):
+        evidence = np.asarray(powerlaw.tail_log_evidence(jnp.asarray(logs)))
+        assert np.all(np.isfinite(evidence))
 
 
 def test_law_is_normalised_and_draws_follow_its_cdf():

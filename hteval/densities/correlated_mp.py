@@ -334,24 +334,26 @@ def _prepare(gamma, nu, m):
     return gamma, cells, _table(gamma, cells)
 
 
-def _logpdf(x, gamma, nu, scale, m, theta):
+def _root_at(x, gamma, nu, scale, m, theta):
+    """The Silverstein root at each x (standardised by scale), and where x > 0 (the laws are 0 elsewhere)."""
     x = jnp.asarray(x, dtype=float)
     gamma, cells, table = _prepare(gamma, nu, m)
     positive = x > 0.0
     # below 1e-150 scale (far under any floor of float64 data) 1/w^2 would overflow in the gradient
     x_std = jnp.maximum(jnp.where(positive, x, scale) / scale, _X_MIN)
     w, _ = _smoothed(x_std, gamma, cells, table, theta)
+    return w, x_std, positive, gamma, cells
+
+
+def _logpdf(x, gamma, nu, scale, m, theta):
+    w, x_std, positive, _, cells = _root_at(x, gamma, nu, scale, m, theta)
     value = jnp.log(_density(w, x_std, cells, theta)) - jnp.log(scale)
     return jnp.where(positive, value, -jnp.inf)
 
 
 def _cdf(x, gamma, nu, scale, m, theta):
-    x = jnp.asarray(x, dtype=float)
-    gamma, cells, table = _prepare(gamma, nu, m)
-    positive = x > 0.0
-    w, _ = _smoothed(jnp.maximum(jnp.where(positive, x, scale) / scale, _X_MIN), gamma, cells, table, theta)
-    value = jnp.clip(_cdf_at(w, gamma, cells, theta), 0.0, 1.0)
-    return jnp.where(positive, value, 0.0)
+    w, _, positive, gamma, cells = _root_at(x, gamma, nu, scale, m, theta)
+    return jnp.where(positive, jnp.clip(_cdf_at(w, gamma, cells, theta), 0.0, 1.0), 0.0)
 
 
 @jax.jit
