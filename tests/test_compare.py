@@ -100,12 +100,12 @@ def _correlated_comparison(nu, m=300, decisive=True, **sampler):
 
 
 def test_correlated_spectrum_prefers_correlated_mp_reduced():
-    """CI's reduced version of the issue's check (W = X Sigma^(1/2), t_i ~ i^-nu, nu = 1, m = 200, gamma = 0.5):
-    correlated-mp wins, decisively over MP, the true nu lies in its 90% interval, and its chains agree with no
-    divergences. 2 x 400 draws are too few for the ESS >= 400 of `converged` once nu and scale correlate (~0.95
-    at nu = 1), so that flag is the slow test's. Measured here: nu 0.98 [0.80, 1.19], R-hat 1.010, bulk ESS 146,
-    elpd 28 above MP's; ~280 s."""
-    fit = _correlated_comparison(1.0, m=200, chains=2, draws=400, warmup=300)
+    """CI's reduced version of the issue's check (W = X Sigma^(1/2), t_i ~ i^-nu, nu = 1, m = 120, gamma = 0.5):
+    correlated-mp wins, the true nu lies in its 90% interval, and its chains agree with no divergences. At this
+    size and 2 x 300 draws (chosen to keep the suite under 15 minutes) the win over MP is 17.8 (3.3 standard
+    errors, not decisive) and ESS falls short of `converged`: decisiveness and convergence are the slow test's.
+    Measured here: nu 0.97 [0.80, 1.19], R-hat 1.013, bulk ESS 137, HTMP 47.8 below; ~110 s."""
+    fit = _correlated_comparison(1.0, m=120, decisive=False, chains=2, draws=300, warmup=200)
     summary = fit.summary
     assert fit.diagnostics["divergences"] == 0
     assert summary["r_hat"].max() < 1.05 and summary["ess_bulk"].min() > 100
