@@ -77,19 +77,21 @@ def test_cdf_matches_mpmath_table():
     assert np.max(np.abs(got - cdf)) < 1e-9
 
 
-def test_log_tail_masses_match_mpmath():
+# CI checks the square case (gamma = 1, SPEC's trap), the slow checks every tabulated gamma (the suite's time)
+@pytest.mark.parametrize("gammas", [(1.0,), pytest.param((0.25, 0.5, 0.9), marks=pytest.mark.slow)])
+def test_log_tail_masses_match_mpmath(gammas):
     """log F far below the bulk and log(1 - F) far above it, down to masses of exp(-20000), where the phase
     formula returns 0 or rounding noise: 1e-6 absolute in the logarithm at every reference point."""
     d = np.load(DATA / "htmp_tails.npz")
     errors = []
-    for gamma in np.unique(d["gamma"]):
+    for gamma in gammas:
         # scalar kappa and x: one small program per gamma (a batched kappa compiles far more slowly)
         both = jax.jit(lambda s, k, g=float(gamma): (htmp_log_cdf(s, g, k), htmp_log_sf(s, g, k)))
         rows = np.flatnonzero(d["gamma"] == gamma)
         for i in rows:
             lower, upper = both(d["s"][i], d["kappa"][i])
             errors.append(abs(float(lower if d["direction"][i] < 0 else upper) - d["log_mass"][i]))
-    assert len(errors) > 150 and max(errors) < 1e-6, max(errors)
+    assert len(errors) == np.isin(d["gamma"], gammas).sum() >= 24 and max(errors) < 1e-6, max(errors)
 
 
 @pytest.mark.parametrize("gamma", [0.25, 0.9, 1.0])
