@@ -21,7 +21,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from hteval import names
-from hteval.infer import FitResult, assemble, fit_result, layer_key, layer_model, model_data, model_input, model_module
+from hteval.infer import (
+    FitResult,
+    assemble,
+    fit,
+    fit_result,
+    layer_key,
+    layer_model,
+    model_data,
+    model_input,
+    model_module,
+)
 from hteval.nuts import CHUNK, TARGET_ACCEPT, _kernel_and_step
 from hteval.schedule import program_key
 from hteval.spectra import LayerSpectrum
@@ -35,6 +45,9 @@ def fit_batched(layers: Sequence[LayerSpectrum], model: str = names.DEFAULT_MODE
     no run-on (max_draws): lanes of one batch share their iteration count.
     """
     module = model_module(model)
+    if hasattr(module, "posterior_draws"):  # drawn exactly, no chains to batch
+        return [fit(rec, model=model, prob=prob, seed=seed, chains=chains, draws=draws, log_likelihood=False)
+                for rec in layers]
     groups: dict = {}
     for i, rec in enumerate(layers):
         groups.setdefault(program_key(rec, model), []).append(i)

@@ -139,8 +139,11 @@ def fit_models(source, layer=None, models=DEFAULT_MODELS, gamma=None, prob=0.9, 
 
 
 def compare(source, layer=None, models=DEFAULT_MODELS, gamma=None, prob=0.9, seed=0, chains=4, draws=1000,
-            warmup=1000, *, floor=None, progress_bar=False, ppc_draws=200) -> Comparison:
-    """Fit each model to one layer and compare them by PSIS-LOO and stacking (`fit_models`, `compare_fits`)."""
+            warmup=1000, *, floor=None, progress_bar=False, ppc_draws=200, predictive_draws=100) -> Comparison:
+    """Fit each model to one layer and compare them by PSIS-LOO and stacking (`fit_models`, `compare_fits`).
+
+    predictive_draws: posterior predictive spectra stored with each fit (the overlay figure's); ppc_draws:
+    posterior draws behind each model's KS p-value."""
     fits = fit_models(source, layer, models, gamma, prob, seed, chains, draws, warmup, floor=floor,
-                      progress_bar=progress_bar)
+                      progress_bar=progress_bar, predictive_draws=predictive_draws)
     return compare_fits(fits, ppc_draws=ppc_draws, seed=seed)

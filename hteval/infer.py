@@ -127,9 +127,10 @@ def _summarise(data, parameters, prob) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def _diagnose(data, summary) -> dict[str, Any]:
+def _diagnose(data, summary, extra=()) -> dict[str, Any]:
     divergences = int(data["sample_stats"]["diverging"].sum())
-    reasons = [f"{p}: R-hat {r:.3f} > {RHAT_MAX}" for p, r in summary["r_hat"].items() if not r <= RHAT_MAX]
+    reasons = list(extra)
+    reasons += [f"{p}: R-hat {r:.3f} > {RHAT_MAX}" for p, r in summary["r_hat"].items() if not r <= RHAT_MAX]
     for column in ("ess_bulk", "ess_tail"):
         reasons += [f"{p}: {column} {e:.0f} < {ESS_MIN}" for p, e in summary[column].items() if not e >= ESS_MIN]
     if divergences:
@@ -196,6 +197,9 @@ def fit(source, layer=None, model=names.DEFAULT_MODEL, gamma=None, prob=0.9, see
     log_likelihood = log_likelihood and getattr(module, "POINTWISE", True)  # a joint density has no pointwise terms
     if scale_ref is not None:
         kwargs["scale_ref"] = float(scale_ref)
+    if hasattr(module, "posterior_draws"):
+        return _fit_exactly(module, model, rec, kwargs, prob=prob, seed=seed, chains=chains, draws=draws,
+                            log_likelihood=log_likelihood)
     sampler = {"warmup": warmup, "progress_bar": progress_bar, "dense_mass": getattr(module, "DENSE_MASS", False)}
     z, stats, kernel, states = run_chains(model_fn, args, kwargs, key=layer_key(seed, rec.name), chains=chains,
                                           draws=draws, **sampler)
@@ -217,6 +221,35 @@ def fit(source, layer=None, model=names.DEFAULT_MODEL, gamma=None, prob=0.9, see
     return fit_result(module, model, rec, data, summary, diagnostics, settings, prob)
 
 
+def _fit_exactly(module, model: str, rec: LayerSpectrum, data: dict[str, Any], *, prob: float, seed: int,
+                 chains: int, draws: int, log_likelihood: bool) -> FitResult:
+    """A model that draws its posterior exactly (`posterior_draws`): independent draws, laid out as chains so
+    that R-hat and ESS are computed as for NUTS, and the grid's own checks added to the convergence verdict."""
+    posterior, loglik, grid = module.posterior_draws(layer_key(seed, rec.name), rec.eigenvalues, chains=chains,
+                                                     draws=draws, gamma=rec.gamma, log_likelihood=log_likelihood,
+                                                     **data)
+    groups = {"posterior": posterior, "sample_stats": {"diverging": np.zeros((chains, draws), dtype=bool)},
+              "observed_data": {"obs": np.asarray(rec.eigenvalues)}}
+    if loglik is not None:
+        groups["log_likelihood"] = {"obs": loglik}
+    attrs = _attrs(model, rec, seed)
+    tree = az.from_dict(groups, dims={"obs": ["eigenvalues"]}, attrs={"posterior": attrs, "sample_stats": attrs})
+    summary = _summarise(tree, module.PARAMETERS, prob)
+    diagnostics = _diagnose(tree, summary, extra=grid.problems())
+    diagnostics["quadrature"] = grid.checks()
+    settings = {"seed": seed, "chains": chains, "draws": draws, "draws_requested": draws, "max_draws": None,
+                "warmup": 0, "sampler": module.SAMPLER, "chain_method": "independent draws",
+                "backend": jax.default_backend()}
+    return fit_result(module, model, rec, tree, summary, diagnostics, settings, prob)
+
+
+def _attrs(model: str, rec: LayerSpectrum, seed: int) -> dict[str, Any]:
+    from hteval import __version__
+
+    return {"hteval_version": __version__, "model": model, "layer": rec.name, "seed": seed,
+            names.INTERVALS: calibration.intervals(model), names.INTERVALS_NOTE: calibration.note(model)}
+
+
 def model_module(model: str):
     """The module of a model name, once float64 is known to be on: what every fitting entry point checks first."""
     if model not in MODELS:
@@ -229,16 +262,8 @@ def model_module(model: str):
 def assemble(module, model: str, rec: LayerSpectrum, model_fn, args, kwargs, kernel, z, stats, *, prob: float,
              seed: int, log_likelihood: bool):
     """Draws of one layer (chain, draw) -> (ArviZ data, summary table, diagnostics)."""
-    from hteval import __version__
-
-    complete = None
-    if hasattr(module, "complete"):
-        complete_key = jax.random.fold_in(layer_key(seed, rec.name), 1)
-        complete = functools.partial(_complete, module, complete_key, args[0], {"gamma": rec.gamma, **kwargs})
-    attrs = {"hteval_version": __version__, "model": model, "layer": rec.name, "seed": seed,
-             names.INTERVALS: calibration.intervals(model), names.INTERVALS_NOTE: calibration.note(model)}
-    data = to_datatree(model_fn, args, kwargs, kernel, z, stats, observed=rec.eigenvalues, complete=complete,
-                       with_log_likelihood=log_likelihood, attrs=attrs)
+    data = to_datatree(model_fn, args, kwargs, kernel, z, stats, observed=rec.eigenvalues,
+                       with_log_likelihood=log_likelihood, attrs=_attrs(model, rec, seed))
     summary = _summarise(data, module.PARAMETERS, prob)
     return data, summary, _diagnose(data, summary)
 
@@ -255,6 +280,3 @@ def fit_result(module, model: str, rec: LayerSpectrum, data, summary, diagnostic
                      diagnostics=diagnostics, settings=settings, version=__version__, layer=rec,
                      probabilities=probabilities)
 
-
-def _complete(module, key, eigenvalues, data, posterior):
-    return jax.jit(lambda k, e, p: module.complete(k, p, e, **data))(key, eigenvalues, posterior)

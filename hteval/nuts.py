@@ -131,25 +131,19 @@ def _advance_all(advance, states, args, kwargs, *, skip: int, keep: int, progres
 
 
 def to_datatree(model, args: tuple, kwargs: dict[str, Any], kernel: NUTS, z: dict[str, np.ndarray],
-                stats: dict[str, np.ndarray], *, observed: np.ndarray, attrs: dict[str, Any], complete=None,
+                stats: dict[str, np.ndarray], *, observed: np.ndarray, attrs: dict[str, Any],
                 with_log_likelihood: bool = True):
     """posterior (constrained and deterministic sites), log_likelihood of the observed eigenvalues, sample_stats
     and observed_data, with the eigenvalue dimension named as everywhere else ("eigenvalues").
 
-    complete(posterior) -> (added sites, pointwise log-likelihood): for models that marginalise a latent out of
-    the NUTS target (see `hteval.models`); it replaces numpyro's per-site log-likelihood. Without
-    with_log_likelihood (whole-model runs, which compute no LOO) the log_likelihood group is left out, and so is
+    Without with_log_likelihood (whole-model runs, which compute no LOO) the log_likelihood group is left out, and so is
     its compilation.
     """
     chains, draws = next(iter(z.values())).shape[:2]
     flat = {k: jnp.asarray(v.reshape((chains * draws,) + v.shape[2:])) for k, v in z.items()}
     constrain, loglik = _draw_functions(kernel, model)
     posterior = constrain(flat, args, kwargs)
-    if complete is None:
-        loglik = loglik(posterior, args, kwargs) if with_log_likelihood else None
-    else:
-        added, loglik = complete(posterior)
-        posterior = {**posterior, **added}
+    loglik = loglik(posterior, args, kwargs) if with_log_likelihood else None
     unflat = lambda v: np.asarray(v).reshape((chains, draws) + np.shape(v)[1:])  # noqa: E731
     groups = {"posterior": {k: unflat(v) for k, v in posterior.items()},
               "sample_stats": dict(stats),

@@ -6,9 +6,10 @@ Each module defines
 * `PARAMETERS`, the sites reported in summaries, and `LAW_SITES`, those that fix one eigenvalue's law;
 * `log_density(x, p, *, gamma, m, scale_ref)`, `log_cdf(...)` and `draw(key, p, n, *, gamma, m, scale_ref)`:
   that law for one draw p (a dict of scalars), used by predictive checks and model comparison;
-* optionally `complete(key, draws, eigenvalues, **data)` for models that marginalise a latent NUTS cannot sample
-  (the power law's breakpoint): it draws that latent from its conditional posterior and returns it with the
-  pointwise log-likelihood; `complete_prior` does the same for prior draws; `probabilities(posterior)` gives
+* optionally `posterior_draws(key, eigenvalues, *, chains, draws, **data)` for a model whose posterior is drawn
+  exactly instead of by NUTS (the power law, whose latents but two integrate out in closed form), with `SAMPLER`
+  naming how; `complete_prior(key, draws, eigenvalues, **data)` adds prior draws of latents the numpyro model
+  marginalises (the power law's breakpoint); `probabilities(posterior)` gives
   posterior probabilities the model reports beside its parameters; `DENSE_MASS = True` where NUTS should adapt a
   dense mass matrix (correlated parameters; measured per model); `POINTWISE = False` for a joint likelihood
   (no pointwise log-likelihood, so no LOO), `statistics(layer)` for data summaries computed once per

@@ -7,15 +7,16 @@ a proper density over every eigenvalue, with the density falling as x^-alpha (th
 
 The likelihood jumps whenever xmin crosses an eigenvalue, so xmin is not sampled by NUTS: it is marginalised
 exactly by summing over the candidate breakpoints, the sorted eigenvalues that leave at least MIN_TAIL in the
-tail and MIN_BULK in the bulk (uniform prior over them). The tail weight w (prior Beta(1, 1)) is integrated out
-in closed form too: given the breakpoint, the likelihood holds w only as (1 - w)^(bulk + censored) w^tail.
-Prefix sums of log x and log^2 x make every candidate O(1), so the marginal costs O(M) per evaluation.
-NUTS then samples (alpha, mu, sigma); `complete` draws (xmin, w) from their exact conditional posterior for each
-draw, which gives xmin's posterior and the pointwise log-likelihood PSIS-LOO needs.
+tail and MIN_BULK in the bulk (uniform prior over them). Given the breakpoint, the tail weight w (prior
+Beta(1, 1)) and alpha integrate out in closed form too: the likelihood holds w only as (1 - w)^(bulk + censored)
+w^tail, and alpha - 1 (log-uniform prior) as a truncated gamma (`tail_log_evidence`). Prefix sums of log x and
+log^2 x make every candidate O(1), so each marginal costs O(M).
 
-Alpha can be integrated out given the breakpoint too (`tail_log_evidence`, a truncated gamma integral), which
-leaves a two-dimensional integral over the bulk's (mu, sigma): `benchmarks/powerlaw_quadrature.py` computes the
-exact posterior of alpha that way to check the NUTS fit, which can miss a breakpoint mode (README).
+What is left is a two-dimensional posterior of the bulk's (mu, sigma), and `posterior_draws` takes it by
+quadrature (`hteval.quadrature`) instead of NUTS: on real layers that posterior can have two modes (two
+competing breakpoints), and NUTS chains missed the smaller one without any diagnostic noticing (README). Given
+each (mu, sigma) draw, the breakpoint, alpha and w are drawn from their exact conditionals, so the draws are
+independent and exact up to the grid's cell size.
 """
 
 from __future__ import annotations
@@ -24,18 +25,25 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 from jax.scipy.special import betaln, gammainc, gammaln, log_ndtr, ndtr, ndtri
+from jax.scipy.stats import norm
+from scipy import special
 
+from hteval import quadrature
 from hteval.models.priors import (
     ALPHA_MINUS_ONE_HIGH,
     ALPHA_MINUS_ONE_LOW,
+    LOG_LOCATION_SD,
+    LOG_SPREAD_SD,
     log_location_prior,
     log_spread_prior,
     tail_exponent_prior,
 )
 
 PARAMETERS = ("alpha", "xmin", "tail_weight", "mu", "sigma")
+SAMPLER = "exact: quadrature over (mu, log sigma), exact draws of the breakpoint, alpha and w given them"
 LAW_SITES = ("alpha", "xmin", "tail_weight", "mu", "sigma")
 MIN_TAIL = 10
 MIN_BULK = 10
@@ -125,26 +133,84 @@ def model(eigenvalues, *, gamma: float, m: int, n_censored: int = 0, floor: floa
     numpyro.factor("marginal_likelihood", jax.nn.logsumexp(log_joint) - jnp.log(j.size))
 
 
-def complete(key, draws, eigenvalues, *, gamma, m, n_censored=0, floor=0.0, scale_ref=1.0):
-    """Draw (xmin, tail_weight) from their conditional posterior for each draw of (alpha, mu, sigma).
+def posterior_draws(key, eigenvalues, *, chains, draws, gamma, m, n_censored=0, floor=0.0, scale_ref=1.0,
+                    log_likelihood=True):
+    """Independent posterior draws (each site shaped (chains, draws)), the pointwise log-likelihood (chains,
+    draws, eigenvalues in the given order; None without log_likelihood) and the grid it came from."""
+    x_sorted = np.sort(np.asarray(eigenvalues, dtype=np.float64))
+    logs = jnp.asarray(np.log(x_sorted))
+    data = (logs, tail_log_evidence(logs), jnp.asarray(float(n_censored)), jnp.asarray(float(floor)),
+            jnp.asarray(math.log(scale_ref)))
+    grid = quadrature.zoomed_grid(_log_marginal, (float(logs[0]) - 10.0, float(logs[-1]) + 10.0),
+                                  (math.log(1e-3), math.log(1e2)), data)
+    k_grid, k_break, k_rest = jax.random.split(key, 3)
+    n = chains * draws
+    mu, log_sigma = quadrature.draw(grid, n, _numpy_rng(k_grid))
+    sigma = np.exp(log_sigma)
+    pick = np.asarray(_draw_breakpoints(k_break, jnp.asarray(mu), jnp.asarray(sigma), *data[:4]))
+    n_tail, excess, _ = (np.asarray(v) for v in tail_statistics(logs))
+    first, _ = _candidates(x_sorted.size)
+    rng = _numpy_rng(k_rest)
+    alpha = 1.0 + _truncated_gamma(rng, n_tail[pick], excess[pick], ALPHA_MINUS_ONE_LOW, ALPHA_MINUS_ONE_HIGH)
+    j = first + pick
+    p = {"alpha": alpha, "mu": mu, "sigma": sigma, "xmin": x_sorted[j],
+         "tail_weight": rng.beta(1.0 + x_sorted.size - j, 1.0 + j + n_censored)}
+    loglik = None
+    if log_likelihood:
+        loglik = np.asarray(_pointwise(jnp.asarray(eigenvalues), {k: jnp.asarray(v) for k, v in p.items()}))
+        loglik = loglik.reshape(chains, draws, -1)
+    posterior = {"log_alpha_minus_1": np.log(alpha - 1.0), **p}
+    return {k: np.asarray(v).reshape(chains, draws) for k, v in posterior.items()}, loglik, grid
 
-    Returns the added sites and the pointwise log-likelihood (draws x eigenvalues, in the given order).
+
+def _log_marginal(mu, log_sigma, logs, evidence, n_censored, floor, log_ref):
+    """log p(mu, log sigma | data) up to a constant: every breakpoint, alpha and w integrated out."""
+    joint = bulk_log_joint(logs, mu, jnp.exp(log_sigma), n_censored=n_censored, floor=floor) + evidence
+    return (jax.nn.logsumexp(joint) + norm.logpdf(mu, log_ref, LOG_LOCATION_SD)
+            + norm.logpdf(log_sigma, 0.0, LOG_SPREAD_SD))  # LogNormal(sigma) times the Jacobian d sigma / d log sigma
+
+
+@jax.jit
+def _draw_breakpoints(key, mu, sigma, logs, evidence, n_censored, floor):
+    """Index (among the candidates) of a breakpoint drawn from p(j | mu, sigma, data) for each (mu, sigma)."""
+    def one(k, m, s):
+        return jax.random.categorical(k, bulk_log_joint(logs, m, s, n_censored=n_censored, floor=floor) + evidence)
+
+    return jax.vmap(one)(jax.random.split(key, mu.shape[0]), mu, sigma)
+
+
+@jax.jit
+def _pointwise(x, p):
+    return jax.vmap(lambda q: log_density(x, q, gamma=None, m=None, scale_ref=None))(p)
+
+
+def _numpy_rng(key) -> np.random.Generator:
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)).tolist())
+
+
+def _truncated_gamma(rng, shape, rate, low, high):
+    """Draws of e with density proportional to e^(shape - 1) exp(-rate e) on [low, high], by the inverse CDF.
+
+    The CDF is taken from whichever side of the gamma law the interval sits on (lower or upper regularised
+    incomplete gamma function), so neither difference cancels; where the interval holds no representable mass
+    the law is squeezed against one end and is drawn there from its exponential approximation.
     """
-    x_sorted = jnp.sort(eigenvalues)
-    log_sorted = jnp.log(x_sorted)
-    n = x_sorted.size
-
-    def one(k, alpha, mu, sigma):
-        k_break, k_weight = jax.random.split(k)
-        log_joint, j = breakpoint_log_joint(log_sorted, alpha, mu, sigma, n_censored=n_censored, floor=floor)
-        pick = j[jax.random.categorical(k_break, log_joint)]
-        w = jax.random.beta(k_weight, 1.0 + n - pick, 1.0 + pick + n_censored)
-        p = {"alpha": alpha, "mu": mu, "sigma": sigma, "xmin": x_sorted[pick], "tail_weight": w}
-        return {"xmin": p["xmin"], "tail_weight": w}, log_density(eigenvalues, p, gamma=gamma, m=m,
-                                                                  scale_ref=scale_ref)
-
-    keys = jax.random.split(key, draws["alpha"].shape[0])
-    return jax.vmap(one)(keys, draws["alpha"], draws["mu"], draws["sigma"])
+    y_low, y_high = low * rate, high * rate
+    p_low, p_high = special.gammainc(shape, y_low), special.gammainc(shape, y_high)
+    q_low, q_high = special.gammaincc(shape, y_low), special.gammaincc(shape, y_high)
+    u = rng.uniform(size=np.shape(shape))
+    upper = p_low > 0.5
+    with np.errstate(all="ignore"):
+        y = np.where(upper, special.gammainccinv(shape, q_low - u * (q_low - q_high)),
+                     special.gammaincinv(shape, p_low + u * (p_high - p_low)))
+        e = np.clip(y / rate, low, high)
+        # no mass to invert: the density's slope at the end it is squeezed against sets an exponential there
+        squeezed = np.where(upper, q_low - q_high, p_high - p_low) <= 1e-300
+        at_high = ~upper
+        slope = np.where(at_high, (shape - 1.0) / high - rate, rate - (shape - 1.0) / low)
+        step = rng.exponential(size=np.shape(shape)) / np.maximum(slope, 1e-300)
+        edge = np.clip(np.where(at_high, high - step, low + step), low, high)
+    return np.where(squeezed, edge, e)
 
 
 def complete_prior(key, draws, eigenvalues, **_):

@@ -41,12 +41,15 @@ def outlier_weight_prior():
     return numpyro.sample("outlier_weight", dist.Beta(1.0, 20.0))
 
 
+LOG_LOCATION_SD, LOG_SPREAD_SD = 2.0, 1.0
+
+
 def log_location_prior(reference: float):
-    return numpyro.sample("mu", dist.Normal(jnp.log(reference), 2.0))
+    return numpyro.sample("mu", dist.Normal(jnp.log(reference), LOG_LOCATION_SD))
 
 
 def log_spread_prior():
-    return numpyro.sample("sigma", dist.LogNormal(0.0, 1.0))
+    return numpyro.sample("sigma", dist.LogNormal(0.0, LOG_SPREAD_SD))
 
 
 ALPHA_MINUS_ONE_LOW, ALPHA_MINUS_ONE_HIGH = 0.05, 50.0

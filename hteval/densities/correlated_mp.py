@@ -136,30 +136,37 @@ def _law(nu, m):
     e, p = population_cells(nu, m)
     lo, hi = e[:-1] / e[-1], e[1:] / e[-1]
     # the mean of (t/t_max)^k over a cell is sum_j lo^j hi^(k-j) / (k+1): A_k = hi A_k-1 + lo^k, no cancellation
-    acc, lo_k, moments = jnp.ones_like(lo), jnp.ones_like(lo), [jnp.ones(())]
-    for k in range(1, _SERIES_TERMS + 1):
+    def moment(carry, k):
+        acc, lo_k = carry
         lo_k = lo_k * lo
         acc = hi * acc + lo_k
-        moments.append(jnp.sum(p * acc) / (k + 1))
+        return (acc, lo_k), jnp.sum(p * acc) / (k + 1)
+
+    orders = jnp.arange(1, _SERIES_TERMS + 1, dtype=lo.dtype)
+    moments = lax.scan(moment, (jnp.ones_like(lo), jnp.ones_like(lo)), orders)[1]
     # the mean of (t_min/t)^n over a cell, n >= 2: B_n-1 / (n - 1) with B_j = (B_j-1 + lo^-j) / hi in units of
     # t_min (lo, hi >= 1); n = 1: log1p(width / lo) / width
     lo, hi = e[:-1] / e[0], e[1:] / e[0]
     width = hi - lo
-    inverse = [jnp.sum(p * jnp.where(width > 0, jnp.log1p(width / lo) / jnp.where(width > 0, width, 1.0), 1.0 / lo))]
-    b, inv_lo_j = jnp.zeros_like(lo), jnp.ones_like(lo)
-    for j in range(1, _SERIES_TERMS + 1):
+    first = jnp.sum(p * jnp.where(width > 0, jnp.log1p(width / lo) / jnp.where(width > 0, width, 1.0), 1.0 / lo))
+
+    def inverse_moment(carry, j):
+        b, inv_lo_j = carry
         inv_lo_j = inv_lo_j / lo
         b = (b + inv_lo_j) / hi
-        inverse.append(jnp.sum(p * b) / j)
-    return e, _weights(e, p), jnp.stack(moments), jnp.stack(inverse)
+        return (b, inv_lo_j), jnp.sum(p * b) / j
+
+    inverse = lax.scan(inverse_moment, (jnp.zeros_like(lo), jnp.ones_like(lo)), orders)[1]
+    return (e, _weights(e, p), jnp.concatenate([jnp.ones(1), moments]),
+            jnp.concatenate([first[None], inverse]))
 
 
 def _horner(coefficients, r):
-    """sum_k coefficients[k] r^k."""
-    acc = jnp.zeros_like(r)
-    for k in range(coefficients.shape[0] - 1, -1, -1):
-        acc = acc * r + coefficients[k]
-    return acc
+    """sum_k coefficients[k] r^k, as a loop (unrolled, its 25 terms made compilation several times slower)."""
+    def step(acc, c):
+        return acc * r + c, None
+
+    return lax.scan(step, jnp.zeros_like(r), coefficients[::-1])[0]
 
 
 def _regions(w, cells):
