@@ -96,18 +96,23 @@ def zoomed_grid(log_density, first, second, data=(), *, sizes=SIZES, zooms: int 
         edges = [_edges(p) for p in points]
         log_density_table = np.asarray(evaluate(log_density, *points, tuple(data)))
         area = np.log(np.diff(edges[0]))[:, None] + np.log(np.diff(edges[1]))[None, :]
-        grid = Grid(*points, *edges, np.log(_normalised(log_density_table + area)))
+        grid = Grid(*points, *edges, _log_normalised(log_density_table + area))
         if min(grid.effective_cells) >= EFFECTIVE_CELLS_MIN:
             break
     return grid
 
 
-def _normalised(table: np.ndarray) -> np.ndarray:
+def _log_normalised(table: np.ndarray) -> np.ndarray:
+    """log of the cell masses (summing to 1) from log densities; NaN and +-inf cells get no mass (-inf)."""
     finite = np.isfinite(table)
     if not finite.any():
         raise FloatingPointError("the log density is not finite anywhere on the grid")
-    mass = np.where(finite, np.exp(table - np.max(table, where=finite, initial=-np.inf)), 0.0)
-    return mass / mass.sum()
+    shifted = np.where(finite, table - np.max(table, where=finite, initial=-np.inf), -np.inf)
+    return shifted - np.log(np.sum(np.exp(shifted)))
+
+
+def _normalised(table: np.ndarray) -> np.ndarray:
+    return np.exp(_log_normalised(table))
 
 
 def _zoom(axis: np.ndarray, marginal: np.ndarray) -> np.ndarray:

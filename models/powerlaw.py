@@ -173,10 +173,12 @@ def _log_marginal(mu, log_sigma, logs, evidence, n_censored, floor, log_ref):
 @jax.jit
 def _draw_breakpoints(key, mu, sigma, logs, evidence, n_censored, floor):
     """Index (among the candidates) of a breakpoint drawn from p(j | mu, sigma, data) for each (mu, sigma)."""
-    def one(k, m, s):
+    def one(args):
+        k, m, s = args
         return jax.random.categorical(k, bulk_log_joint(logs, m, s, n_censored=n_censored, floor=floor) + evidence)
 
-    return jax.vmap(one)(jax.random.split(key, mu.shape[0]), mu, sigma)
+    # in batches: all draws at once would hold draws x candidates floats several times over (GBs on big layers)
+    return jax.lax.map(one, (jax.random.split(key, mu.shape[0]), mu, sigma), batch_size=256)
 
 
 @jax.jit

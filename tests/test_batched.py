@@ -55,3 +55,12 @@ def test_analyze_on_the_batched_path_writes_the_sequential_rows(tmp_path):
     for column in ("kappa_median", "kappa_ci_low", "scale_median"):
         np.testing.assert_allclose(batched[column], sequential[column], rtol=1e-4)
     assert (tmp_path / "batched" / "layers" / "b.weight.htmp-exact.json").exists()
+
+
+def test_a_model_drawn_exactly_gets_its_own_draws_on_the_batched_path(layers):
+    """The power law has no chains to batch: each layer gets the draws `fit` gives it (same key), no LOO terms."""
+    batched = fit_batched(layers[:2], model="powerlaw", chains=2, draws=100)
+    for b, rec in zip(batched, layers[:2], strict=True):
+        s = fit(rec, model="powerlaw", chains=2, draws=100)
+        np.testing.assert_array_equal(b.data["posterior"]["alpha"].values, s.data["posterior"]["alpha"].values)
+        assert b.settings["sampler"] == s.settings["sampler"] and "log_likelihood" not in b.data.children
