@@ -1,4 +1,4 @@
-"""Model + spectrum -> NUTS -> ArviZ DataTree with diagnostics, wrapped in a FitResult.
+"""Model + spectrum -> NUTS (or a model's exact draws) -> ArviZ DataTree with diagnostics, wrapped in a FitResult.
 
 Convergence is judged, never assumed: R-hat <= 1.01, bulk and tail ESS >= 400 for every reported parameter, and
 no divergent transitions; a FitResult that fails any of these says which, and its JSON says converged: false.
@@ -181,6 +181,9 @@ def fit(source, layer=None, model=names.DEFAULT_MODEL, gamma=None, prob=0.9, see
         warmup=1000, *, floor=None, progress_bar=False, log_likelihood=True, max_draws=None,
         scale_ref=None) -> FitResult:
     """Fit one ensemble model to one layer by NUTS (float64). source: matrix, checkpoint path or eigenvalues.
+
+    A model that draws its posterior exactly (`posterior_draws`, the power law) gets chains x draws independent
+    draws instead; warmup and max_draws do not apply to it.
 
     log_likelihood=False leaves the pointwise log-likelihood (for LOO) out of the result, saving its computation;
     models with a joint likelihood (htmp-exact) never have one.
