@@ -21,7 +21,7 @@ import pandas as pd
 from hteval import calibration, names
 from hteval.errors import InputError
 from hteval.models import MODELS
-from hteval.nuts import continue_chains, run_chains, to_datatree
+from hteval.nuts import continue_chains, draws_datatree, run_chains, to_datatree
 from hteval.spectra import LayerSpectrum, load_spectra, spectrum
 
 logger = logging.getLogger(__name__)
@@ -196,13 +196,14 @@ def fit(source, layer=None, model=names.DEFAULT_MODEL, gamma=None, prob=0.9, see
     """
     module = model_module(model)
     rec = layer_from_source(source, layer, gamma, floor)
-    model_fn, args, kwargs = layer_model(module, rec), (model_input(module, rec),), model_data(rec, module)
+    kwargs = model_data(rec, module)
     log_likelihood = log_likelihood and getattr(module, "POINTWISE", True)  # a joint density has no pointwise terms
     if scale_ref is not None:
         kwargs["scale_ref"] = float(scale_ref)
     if hasattr(module, "posterior_draws"):
         return _fit_exactly(module, model, rec, kwargs, prob=prob, seed=seed, chains=chains, draws=draws,
                             log_likelihood=log_likelihood)
+    model_fn, args = layer_model(module, rec), (model_input(module, rec),)
     sampler = {"warmup": warmup, "progress_bar": progress_bar, "dense_mass": getattr(module, "DENSE_MASS", False)}
     z, stats, kernel, states = run_chains(model_fn, args, kwargs, key=layer_key(seed, rec.name), chains=chains,
                                           draws=draws, **sampler)
@@ -231,12 +232,8 @@ def _fit_exactly(module, model: str, rec: LayerSpectrum, data: dict[str, Any], *
     posterior, loglik, grid = module.posterior_draws(layer_key(seed, rec.name), rec.eigenvalues, chains=chains,
                                                      draws=draws, gamma=rec.gamma, log_likelihood=log_likelihood,
                                                      **data)
-    groups = {"posterior": posterior, "sample_stats": {"diverging": np.zeros((chains, draws), dtype=bool)},
-              "observed_data": {"obs": np.asarray(rec.eigenvalues)}}
-    if loglik is not None:
-        groups["log_likelihood"] = {"obs": loglik}
-    attrs = _attrs(model, rec, seed)
-    tree = az.from_dict(groups, dims={"obs": ["eigenvalues"]}, attrs={"posterior": attrs, "sample_stats": attrs})
+    tree = draws_datatree(posterior, {"diverging": np.zeros((chains, draws), dtype=bool)},
+                          observed=rec.eigenvalues, attrs=_attrs(model, rec, seed), log_likelihood=loglik)
     summary = _summarise(tree, module.PARAMETERS, prob)
     diagnostics = _diagnose(tree, summary, extra=grid.problems())
     diagnostics["quadrature"] = grid.checks()

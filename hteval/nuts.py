@@ -134,10 +134,10 @@ def to_datatree(model, args: tuple, kwargs: dict[str, Any], kernel: NUTS, z: dic
                 stats: dict[str, np.ndarray], *, observed: np.ndarray, attrs: dict[str, Any],
                 with_log_likelihood: bool = True):
     """posterior (constrained and deterministic sites), log_likelihood of the observed eigenvalues, sample_stats
-    and observed_data, with the eigenvalue dimension named as everywhere else ("eigenvalues").
+    and observed_data (`draws_datatree`) from NUTS's unconstrained draws.
 
-    Without with_log_likelihood (whole-model runs, which compute no LOO) the log_likelihood group is left out, and so is
-    its compilation.
+    Without with_log_likelihood (whole-model runs, which compute no LOO) the log_likelihood group is left out,
+    and so is its compilation.
     """
     chains, draws = next(iter(z.values())).shape[:2]
     flat = {k: jnp.asarray(v.reshape((chains * draws,) + v.shape[2:])) for k, v in z.items()}
@@ -145,13 +145,15 @@ def to_datatree(model, args: tuple, kwargs: dict[str, Any], kernel: NUTS, z: dic
     posterior = constrain(flat, args, kwargs)
     loglik = loglik(posterior, args, kwargs) if with_log_likelihood else None
     unflat = lambda v: np.asarray(v).reshape((chains, draws) + np.shape(v)[1:])  # noqa: E731
-    groups = {"posterior": {k: unflat(v) for k, v in posterior.items()},
-              "sample_stats": dict(stats),
-              "observed_data": {"obs": np.asarray(observed)}}
-    if with_log_likelihood:
-        groups["log_likelihood"] = {"obs": unflat(loglik)}
-    return az.from_dict(
-        groups,
-        dims={"obs": ["eigenvalues"]},
-        attrs={"posterior": attrs, "sample_stats": attrs},
-    )
+    return draws_datatree({k: unflat(v) for k, v in posterior.items()}, dict(stats), observed=observed,
+                          attrs=attrs, log_likelihood=None if loglik is None else unflat(loglik))
+
+
+def draws_datatree(posterior: dict[str, np.ndarray], sample_stats: dict[str, np.ndarray], *, observed: np.ndarray,
+                   attrs: dict[str, Any], log_likelihood: np.ndarray | None = None):
+    """The ArviZ DataTree of draws shaped (chain, draw, ...), with the eigenvalue dimension named as everywhere
+    else ("eigenvalues"); the log_likelihood group only where one is given."""
+    groups = {"posterior": posterior, "sample_stats": sample_stats, "observed_data": {"obs": np.asarray(observed)}}
+    if log_likelihood is not None:
+        groups["log_likelihood"] = {"obs": log_likelihood}
+    return az.from_dict(groups, dims={"obs": ["eigenvalues"]}, attrs={"posterior": attrs, "sample_stats": attrs})

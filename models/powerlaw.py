@@ -163,9 +163,14 @@ def posterior_draws(key, eigenvalues, *, chains, draws, gamma, m, n_censored=0, 
     return {k: np.asarray(v).reshape(chains, draws) for k, v in posterior.items()}, loglik, grid
 
 
+def _breakpoint_log_joint_given_bulk(logs, evidence, mu, sigma, n_censored, floor):
+    """log p(data, breakpoint j | mu, sigma) for every candidate j, alpha and w integrated out."""
+    return bulk_log_joint(logs, mu, sigma, n_censored=n_censored, floor=floor) + evidence
+
+
 def _log_marginal(mu, log_sigma, logs, evidence, n_censored, floor, log_ref):
     """log p(mu, log sigma | data) up to a constant: every breakpoint, alpha and w integrated out."""
-    joint = bulk_log_joint(logs, mu, jnp.exp(log_sigma), n_censored=n_censored, floor=floor) + evidence
+    joint = _breakpoint_log_joint_given_bulk(logs, evidence, mu, jnp.exp(log_sigma), n_censored, floor)
     return (jax.nn.logsumexp(joint) + norm.logpdf(mu, log_ref, LOG_LOCATION_SD)
             + norm.logpdf(log_sigma, 0.0, LOG_SPREAD_SD))  # LogNormal(sigma) times the Jacobian d sigma / d log sigma
 
@@ -175,7 +180,7 @@ def _draw_breakpoints(key, mu, sigma, logs, evidence, n_censored, floor):
     """Index (among the candidates) of a breakpoint drawn from p(j | mu, sigma, data) for each (mu, sigma)."""
     def one(args):
         k, m, s = args
-        return jax.random.categorical(k, bulk_log_joint(logs, m, s, n_censored=n_censored, floor=floor) + evidence)
+        return jax.random.categorical(k, _breakpoint_log_joint_given_bulk(logs, evidence, m, s, n_censored, floor))
 
     # in batches: all draws at once would hold draws x candidates floats several times over (GBs on big layers)
     return jax.lax.map(one, (jax.random.split(key, mu.shape[0]), mu, sigma), batch_size=256)
