@@ -1,47 +1,57 @@
 """hteval: Bayesian random-matrix analysis of neural-network weight spectra.
 
-Importing hteval has no side effects (no logging or warnings configuration); only the command line configures
-those.
+Importing hteval has no side effects (no logging or warnings configuration; only the command line configures
+those) and is cheap: each public name is imported from its module on first use, so that JAX, numpyro, ArviZ and
+matplotlib load only when something needs them.
 """
 
-from hteval.compare import Comparison, compare
-from hteval.densities.htmp import HTMP, htmp_cdf, htmp_icdf, htmp_log_cdf, htmp_log_sf, htmp_logpdf
-from hteval.densities.inverse_htmp import InverseHTMP, inverse_htmp_cdf, inverse_htmp_log_cdf, inverse_htmp_logpdf
-from hteval.densities.mp import MarchenkoPastur, mp_cdf, mp_icdf, mp_logpdf
-from hteval.errors import HtevalError, InputError, LayerSkipped
-from hteval.infer import FitResult, fit
-from hteval.sampling import sample_htmp_spectra, sample_htmp_spectrum, sample_mp_spectrum
-from hteval.spectra import LayerSpectrum, load_spectra, spectrum
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Comparison",
-    "FitResult",
-    "HTMP",
-    "HtevalError",
-    "InverseHTMP",
-    "MarchenkoPastur",
-    "InputError",
-    "LayerSkipped",
-    "LayerSpectrum",
-    "__version__",
-    "htmp_cdf",
-    "htmp_log_cdf",
-    "htmp_log_sf",
-    "htmp_icdf",
-    "htmp_logpdf",
-    "compare",
-    "fit",
-    "inverse_htmp_cdf",
-    "inverse_htmp_log_cdf",
-    "inverse_htmp_logpdf",
-    "load_spectra",
-    "mp_cdf",
-    "mp_icdf",
-    "mp_logpdf",
-    "sample_htmp_spectra",
-    "sample_htmp_spectrum",
-    "sample_mp_spectrum",
-    "spectrum",
-]
+#: public name -> the module that defines it
+_EXPORTS = {
+    "Comparison": "hteval.compare",
+    "compare": "hteval.compare",
+    "HTMP": "hteval.densities.htmp",
+    "htmp_cdf": "hteval.densities.htmp",
+    "htmp_icdf": "hteval.densities.htmp",
+    "htmp_log_cdf": "hteval.densities.htmp",
+    "htmp_log_sf": "hteval.densities.htmp",
+    "htmp_logpdf": "hteval.densities.htmp",
+    "InverseHTMP": "hteval.densities.inverse_htmp",
+    "inverse_htmp_cdf": "hteval.densities.inverse_htmp",
+    "inverse_htmp_log_cdf": "hteval.densities.inverse_htmp",
+    "inverse_htmp_logpdf": "hteval.densities.inverse_htmp",
+    "MarchenkoPastur": "hteval.densities.mp",
+    "mp_cdf": "hteval.densities.mp",
+    "mp_icdf": "hteval.densities.mp",
+    "mp_logpdf": "hteval.densities.mp",
+    "HtevalError": "hteval.errors",
+    "InputError": "hteval.errors",
+    "LayerSkipped": "hteval.errors",
+    "FitResult": "hteval.infer",
+    "fit": "hteval.infer",
+    "sample_htmp_spectra": "hteval.sampling",
+    "sample_htmp_spectrum": "hteval.sampling",
+    "sample_mp_spectrum": "hteval.sampling",
+    "LayerSpectrum": "hteval.spectra",
+    "load_spectra": "hteval.spectra",
+    "spectrum": "hteval.spectra",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'hteval' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

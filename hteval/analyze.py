@@ -5,33 +5,40 @@ A run is resumable: layers.csv is appended one complete, flushed line at a time,
 --out reads it back and fits only the (layer, model, randomized) rows it lacks. A line cut short by a kill is dropped on
 resume (its layer is fitted again); finished lines are never rewritten. A layer that cannot be fitted gets a row
 with its status and error, and the run goes on.
+
+Two ways through a checkpoint. Models drawn exactly (the default, htmp-exact) cost milliseconds a layer, so the
+linear algebra is what takes time: one process, the singular values of the next tensors computed in a background
+thread (LAPACK releases the GIL) while this one fits, writes and draws the layers already done. Models fitted by
+NUTS cost seconds a layer: all spectra first, then groups of same-program fits spread over worker processes
+(`hteval.parallel`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import os
+import queue
 import re
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 import pandas as pd
 
 from hteval import calibration, names
 from hteval.errors import HtevalError, InputError
-from hteval.hierarchy import Pooled, pool_kappa
-from hteval.infer import fit, median_and_interval
+from hteval.infer import fit
 from hteval.models import MODELS
 from hteval.parallel import run_tasks, worker_count
-from hteval.report.analysis import write_report
-from hteval.report.figures import plot_esd
 from hteval.rowfile import RowFile, atomic_write, in_order, read_table
 from hteval.schedule import program_key
 from hteval.spectra import SkippedLayer, iter_spectra
+from hteval.summary import median_and_interval
 
 logger = logging.getLogger(__name__)
 
@@ -59,32 +66,30 @@ def table_columns(models: Sequence[str]) -> list[str]:
 
 
 def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DEFAULT_MODEL,), layers=None, *, prob=0.9,
-            seed=0, chains=2, draws=600, warmup=300, max_draws: int | None = 2400, randomize: bool = False,
+            seed=0, chains=4, draws=1000, warmup=500, max_draws: int | None = 2400, randomize: bool = False,
             hierarchical: bool = False, figures: bool = True, workers: int | None = None,
-            batched: bool | None = None, svd: str = "auto",
+            batched: bool | None = None, svd: str = "auto", sampler: str = "auto",
             on_row: Callable[[dict[str, Any], int, int], None] | None = None,
             on_start: Callable[[str, str], None] | None = None) -> pd.DataFrame:
     """Fit `models` to every eligible layer of a checkpoint; returns layers.csv (this run's rows and earlier ones).
 
-    Lighter sampler defaults than `fit` (2 x 600 after 300 warm-up, run on up to 2400 draws per chain while
-    R-hat or ESS fall short, see `fit`'s max_draws): convergence is still judged with fit's criteria, and a layer
-    that misses them gets status "not_converged" with its numbers kept. Each layer's key
-    derives from the seed and its name, so its result does not depend on the other layers, on the order they
-    are fitted in (grouped by compiled program, `hteval.schedule`) or on resuming. The spectra are computed
-    first (eigenvalues only, never a whole model's weights in float64); on_row(row, done, total) is called
-    after each row is written and on_start(layer, model) before each fit (the command line's progress bar).
-    workers: processes fitting side by side (default: the CPU count, at most 4), each taking whole groups of
-    same-program fits (`hteval.parallel`); 1 fits everything in this process.
-    batched fits each group of same-program layers in one vmapped NUTS run (`hteval.batched`: the accelerator
-    path, without fit's run-on, so max_draws is not used); None (the default) batches when JAX's backend is a
-    GPU or TPU, where it is the fast path, and not on a CPU, where it is not. svd: where singular values are
+    Models drawn exactly (sampler "auto": htmp-exact, the power law) get chains x draws independent draws; the
+    others run NUTS with lighter warm-up than `fit` (run on up to max_draws per chain while R-hat or ESS fall
+    short, see `fit`), judged by fit's criteria: a layer that misses them gets status "not_converged" with its
+    numbers kept. Each layer's random numbers derive from the seed and its name, so its result does not depend
+    on the other layers, on the order they are fitted in or on resuming. on_row(row, done, total) is called after
+    each row is written (total grows while the checkpoint is still being read) and on_start(layer, model) before
+    each fit (the command line's progress bar).
+
+    workers: NUTS fits' processes, each taking whole groups of same-program fits (`hteval.parallel`; default the
+    CPU count, at most 4; 1: everything here). Exact fits run in this process. batched fits each group of
+    same-program layers in one vmapped NUTS run (`hteval.batched`: the accelerator path, without fit's run-on);
+    None (the default) batches NUTS fits when JAX's backend is a GPU or TPU. svd: where singular values are
     computed (`iter_spectra`): "host" (LAPACK), "device" (JAX on its default device) or "auto", the device when
-    it is a GPU or TPU (one compilation per layer shape, then fast; many checkpoints share their shapes).
-    randomize also fits every layer's element-shuffled copy (rows with randomized = True); hierarchical pools
-    kappa across the converged layers (`hteval.hierarchy`). The report (report.md and forest plots) is rewritten
-    at the end of every run.
+    JAX has a GPU (JAX is then imported; on a machine without one it is not). randomize also fits every layer's
+    element-shuffled copy (rows with randomized = True); hierarchical pools kappa across the converged layers
+    (`hteval.hierarchy`). The report (report.md and forest plots) is rewritten at the end of every run.
     """
-    workers = worker_count(workers)
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models:
         raise InputError(f"unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(MODELS)}")
@@ -92,41 +97,99 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DE
     (out / LAYER_DIR).mkdir(parents=True, exist_ok=True)
     rows = RowFile(out / LAYER_TABLE, table_columns(models), key=(names.NAME, names.MODEL, names.RANDOMIZED))
     done = rows.finished()
-    accelerator = jax.default_backend() != "cpu"
-    if svd == "auto":
-        svd = "device" if accelerator else "host"
-    items = list(iter_spectra(path, layers=layers, on_error="skip", randomize=seed if randomize else None,
-                              svd=svd))
-    batched = accelerator if batched is None else batched
+    exact = all(sampler != "nuts" and hasattr(MODELS[m], "posterior_draws") for m in models)
+    accelerator = _accelerator() if (svd == "auto" or (batched is None and not exact)) else False
+    svd = ("device" if accelerator else "host") if svd == "auto" else svd
+    spectra = iter_spectra(path, layers=layers, on_error="skip", randomize=seed if randomize else None, svd=svd)
     settings = {"prob": prob, "seed": seed, "chains": chains, "draws": draws, "warmup": warmup,
-                "max_draws": max_draws}
-    total = sum(1 if isinstance(i, SkippedLayer) else len(models) for i in items)
-    with rows.appending(total, on_row) as emit:
-        tasks = []
-        for item in items:
-            if isinstance(item, SkippedLayer):
-                if rows.key_of({names.NAME: item.name}) in done:
-                    emit.skip()
-                else:
-                    emit({names.NAME: item.name, names.SHAPE: list(item.shape), names.STATUS: item.status,
-                          names.ERROR: item.reason})
-                continue
-            for model in models:
-                key = {names.NAME: item.name, names.MODEL: model, names.RANDOMIZED: item.randomized}
-                if rows.key_of(key) in done:
-                    emit.skip()
-                else:
-                    tasks.append((item, model))
+                "max_draws": max_draws, "sampler": sampler}
+    order: list[str] = []
+    with rows.appending(0, on_row) as emit:
+        def pending(items) -> Iterator[tuple[Any, str]]:
+            """(layer, model) pairs still to fit; rows of skipped tensors written, finished pairs counted."""
+            for item in items:
+                order.append(item.name)
+                emit.total += 1 if isinstance(item, SkippedLayer) else len(models)
+                if isinstance(item, SkippedLayer):
+                    if rows.key_of({names.NAME: item.name}) in done:
+                        emit.skip()
+                    else:
+                        emit({names.NAME: item.name, names.SHAPE: list(item.shape), names.STATUS: item.status,
+                              names.ERROR: item.reason})
+                    continue
+                for model in models:
+                    key = {names.NAME: item.name, names.MODEL: model, names.RANDOMIZED: item.randomized}
+                    if rows.key_of(key) in done:
+                        emit.skip()
+                    else:
+                        yield item, model
+
         on_start = on_start or (lambda name, model: None)
-        if batched:
-            _fit_batched_rows(tasks, settings, out, figures, on_start=on_start, on_row=emit)
+        if exact:
+            for item, model in pending(_read_ahead(spectra)):
+                on_start(item.name, model)
+                emit(_fit_row(item, model, settings, out, figures))
         else:
-            run_tasks(tasks, _fit_row, (settings, out, figures), workers=workers, on_start=on_start, on_row=emit)
+            tasks = list(pending(spectra))
+            if accelerator if batched is None else batched:
+                _fit_batched_rows(tasks, settings, out, figures, on_start=on_start, on_row=emit)
+            else:
+                run_tasks(tasks, _fit_row, (settings, out, figures), workers=worker_count(workers),
+                          on_start=on_start, on_row=emit)
     # network order (the file keeps the order rows were written in)
-    result = in_order(read_layer_table(rows.path), names.NAME, [i.name for i in items])
+    result = in_order(read_layer_table(rows.path), names.NAME, order)
     pooled = pool_layers(result, out, prob=prob, seed=seed) if hierarchical else {}
-    write_report(result, out, network_order=[i.name for i in items], pooled=pooled, prob=prob, source=str(path))
+    from hteval.report.analysis import write_report
+
+    write_report(result, out, network_order=order, pooled=pooled, prob=prob, source=str(path))
     return result
+
+
+def _accelerator() -> bool:
+    """Whether JAX would run on a GPU or TPU here, without importing JAX where no accelerator can be present."""
+    if not (os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/accel0") or os.path.exists("/dev/kfd")):
+        return False
+    import jax
+
+    return jax.default_backend() != "cpu"
+
+
+#: spectra read ahead of the fits: their eigenvalues are small, the tensors themselves are read one at a time
+_READ_AHEAD = 4
+
+
+def _read_ahead(items: Iterator) -> Iterator:
+    """The items of `items`, computed in a background thread that stays up to _READ_AHEAD ahead: singular values
+    (LAPACK, which releases the GIL) overlap with the fits, files and figures of the layers already read. An
+    exception in the reader is raised here, in order."""
+    ready: queue.Queue = queue.Queue(maxsize=_READ_AHEAD)
+    stop = threading.Event()
+    end = object()
+
+    def read():
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                ready.put(item)
+        except BaseException as err:  # noqa: BLE001 - re-raised in the consuming thread
+            ready.put(err)
+        ready.put(end)
+
+    reader = threading.Thread(target=read, name="hteval-spectra", daemon=True)
+    reader.start()
+    try:
+        while (item := ready.get()) is not end:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while reader.is_alive():  # unblock a reader waiting on a full queue
+            try:
+                ready.get_nowait()
+            except queue.Empty:
+                reader.join(0.05)
 
 
 def _fit_row(item, model: str, settings: dict[str, Any], out: Path, figures: bool) -> dict[str, Any]:
@@ -146,7 +209,7 @@ def _fit_batched_rows(tasks, settings: dict[str, Any], out: Path, figures: bool,
     groups: dict[Any, list] = {}
     for item, model in tasks:
         groups.setdefault(program_key(item, model), []).append((item, model))
-    sampler = {k: settings[k] for k in ("prob", "seed", "chains", "draws", "warmup")}
+    sampler = {k: settings[k] for k in ("prob", "seed", "chains", "draws", "warmup", "sampler")}
     for group in groups.values():
         model = group[0][1]
         for item, _ in group:
@@ -172,15 +235,20 @@ def _row(item, model: str, result, out: Path, figures: bool, seconds: float) -> 
         _write_json(stem.with_name(stem.name + ".json"), result, item.randomized)
         _write_draws(stem.with_name(stem.name + DRAWS_SUFFIX), result)
         if figures:
+            from hteval.report.figures import plot_esd
+
             plot_esd(result, stem.with_name(stem.name + ".esd.png"), prob=result.prob)
     row[names.SECONDS] = round(seconds, 2)
     return row
 
 
-def pool_layers(table: pd.DataFrame, out: Path, *, prob: float, seed: int) -> dict[str, Pooled]:
+def pool_layers(table: pd.DataFrame, out: Path, *, prob: float, seed: int) -> dict:
     """Partial pooling of kappa, per model that has one, over its converged rows of the real (not randomized)
     layers; writes hierarchical.json (model-level kappa and tau) and pooled.csv (per-layer pooled intervals)."""
-    pooled: dict[str, Pooled] = {}
+    from hteval.hierarchy import pool_kappa
+    from hteval.kappa_posterior import kappa_upper_bound
+
+    pooled: dict = {}
     documents: dict[str, Any] = {}
     if table.empty or names.MODEL not in table:
         return pooled
@@ -192,8 +260,10 @@ def pool_layers(table: pd.DataFrame, out: Path, *, prob: float, seed: int) -> di
         draws = {name: np.load(out / LAYER_DIR / f"{layer_file_stem(name, model)}{DRAWS_SUFFIX}")[names.KAPPA]
                  for name in usable[names.NAME]}
         left_out = sorted(set(rows[names.NAME]) - set(draws))
+        # the prior's box: the iid models' [1e-3, 1e3]; the exact model's reaches the largest layer's 10 M
+        upper = max((kappa_upper_bound(m) for m in usable[names.M]), default=1e3) if model == "htmp-exact" else 1e3
         try:
-            pooled[model] = pool_kappa(draws, prob=prob, seed=seed)
+            pooled[model] = pool_kappa(draws, prob=prob, seed=seed, box=(math.log(1e-3), math.log(upper)))
         except InputError as err:
             documents[model] = {names.STATUS: names.STATUS_ERROR, names.ERROR: str(err), "left_out": left_out}
             continue
@@ -223,10 +293,9 @@ def _result_row(result) -> dict[str, Any]:
     for p, stats in result.summary.iterrows():
         for s in STATISTICS:
             row[f"{p}_{s}"] = stats[s]
-    posterior = result.data["posterior"]
     for p in DERIVED:
-        if p in posterior:
-            row.update(zip((f"{p}_{s}" for s in STATISTICS), median_and_interval(posterior[p].values, result.prob),
+        if p in result.draws:
+            row.update(zip((f"{p}_{s}" for s in STATISTICS), median_and_interval(result.draws[p], result.prob),
                            strict=True))
     diagnostics = result.diagnostics
     row.update({names.R_HAT: diagnostics["max_r_hat"], names.CONVERGED: result.converged,
@@ -243,9 +312,8 @@ def _write_json(path: Path, result, randomized: bool) -> None:
 
 def _write_draws(path: Path, result) -> None:
     """The posterior draws of the parameters (chain, draw): what partial pooling across layers starts from."""
-    posterior = result.data["posterior"]
-    arrays = {p: np.asarray(posterior[p].values) for p in (*MODELS[result.model].PARAMETERS, *DERIVED)
-              if p in posterior}
+    arrays = {p: np.asarray(result.draws[p]) for p in (*MODELS[result.model].PARAMETERS, *DERIVED)
+              if p in result.draws}
     atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
 

@@ -26,6 +26,7 @@ from hteval.infer import (
     assemble,
     fit,
     fit_result,
+    float64,
     layer_key,
     layer_model,
     model_data,
@@ -38,16 +39,23 @@ from hteval.spectra import LayerSpectrum
 
 
 def fit_batched(layers: Sequence[LayerSpectrum], model: str = names.DEFAULT_MODEL, *, prob: float = 0.9,
-                seed: int = 0, chains: int = 4, draws: int = 1000, warmup: int = 1000) -> list[FitResult]:
-    """Fit `model` to every layer, each group of layers that share a compiled program in one vmapped run.
+                seed: int = 0, chains: int = 4, draws: int = 1000, warmup: int = 1000,
+                sampler: str = "auto") -> list[FitResult]:
+    """Fit `model` to every layer by NUTS, each group of layers that share a compiled program in one vmapped run.
 
     Returns one FitResult per layer, in the given order, judged by the same convergence rules as `fit`. There is
-    no run-on (max_draws): lanes of one batch share their iteration count.
+    no run-on (max_draws): lanes of one batch share their iteration count. A model drawn exactly (sampler "auto"
+    or "exact" with `posterior_draws`) has no chains to batch: its layers are fitted one by one.
     """
     module = model_module(model)
-    if hasattr(module, "posterior_draws"):  # drawn exactly, no chains to batch
-        return [fit(rec, model=model, prob=prob, seed=seed, chains=chains, draws=draws, log_likelihood=False)
-                for rec in layers]
+    if sampler != "nuts" and hasattr(module, "posterior_draws"):
+        return [fit(rec, model=model, prob=prob, seed=seed, chains=chains, draws=draws, log_likelihood=False,
+                    sampler=sampler) for rec in layers]
+    with float64():
+        return _fit_groups(module, model, layers, prob=prob, seed=seed, chains=chains, draws=draws, warmup=warmup)
+
+
+def _fit_groups(module, model, layers, *, prob, seed, chains, draws, warmup) -> list[FitResult]:
     groups: dict = {}
     for i, rec in enumerate(layers):
         groups.setdefault(program_key(rec, model), []).append(i)

@@ -1,7 +1,9 @@
 """The `hteval` command line: one function per sub-command, all sharing build_parser() and main().
 
-Only this module configures logging and turns on JAX float64. Errors print one line, `hteval: error: ...`,
-and exit 2 for input errors (1 for other hteval errors); --debug shows the traceback as well.
+Only this module configures logging and JAX's float64 and compilation cache (through the environment, so that a
+command that never needs JAX never imports it). Each command imports what it needs when it runs: `hteval --help`
+loads neither JAX nor numpy. Errors print one line, `hteval: error: ...`, and exit 2 for input errors (1 for
+other hteval errors); --debug shows the traceback as well.
 """
 
 import argparse
@@ -15,8 +17,6 @@ from pathlib import Path
 
 from hteval import __version__, calibration, names
 from hteval.errors import HtevalError, InputError
-from hteval.io import bundled_checkpoint
-from hteval.spectra import LayerSpectrum, SkippedLayer, iter_spectra
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     _configure_logging(args.debug)
-    if getattr(args, "uses_jax", True):
-        _enable_float64()
+    _configure_jax()
     try:
         return args.run(args)
     except HtevalError as err:
@@ -74,15 +73,22 @@ def _add_source_and_sampler_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_sampler_options(parser: argparse.ArgumentParser, chains: int = 4, draws: int = 1000,
                          warmup: int | None = None, max_draws: int | None = None) -> None:
-    """Interval probability, seed, NUTS chains / draws / warm-up / extension, and the output directory."""
-    parser.add_argument("--prob", type=float, default=0.9, help="credible interval probability")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--chains", type=int, default=chains)
-    parser.add_argument("--draws", type=int, default=draws)
-    parser.add_argument("--warmup", type=int, default=draws if warmup is None else warmup)
+    """Interval probability, seed, sampler, chains / draws / warm-up / extension, and the output directory."""
+    parser.add_argument("--prob", type=float, default=0.9,
+                        help="credible interval probability (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--sampler", choices=("auto", "exact", "nuts"), default="auto",
+                        help="auto: exact independent draws by quadrature where the model has them (htmp-exact, "
+                        "powerlaw), NUTS otherwise; nuts: NUTS for every model; exact: refuse models without "
+                        "exact draws (default: %(default)s)")
+    parser.add_argument("--chains", type=int, default=chains,
+                        help="chains (exact draws: draws are laid out as chains x draws) (default: %(default)s)")
+    parser.add_argument("--draws", type=int, default=draws, help="draws per chain (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=draws if warmup is None else warmup,
+                        help="NUTS warm-up iterations per chain (default: %(default)s)")
     parser.add_argument("--max-draws", type=int, default=max_draws,
-                        help="a fit short of R-hat or ESS (without divergences) runs its chains on, doubling the "
-                        "draws up to this many per chain (default: %(default)s)")
+                        help="a NUTS fit short of R-hat or ESS (without divergences) runs its chains on, doubling "
+                        "the draws up to this many per chain (default: %(default)s)")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
 
 
@@ -95,7 +101,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     source, layer = _source(args)
     result = fit(source, layer=layer, model=args.model, gamma=args.gamma, prob=args.prob, seed=args.seed,
                  chains=args.chains, draws=args.draws, warmup=args.warmup, floor=args.floor, progress_bar=True,
-                 max_draws=args.max_draws)
+                 max_draws=args.max_draws, sampler=args.sampler)
     args.out.mkdir(parents=True, exist_ok=True)
     add_posterior_predictive(result, seed=args.seed)
     add_prior_predictive(result, seed=args.seed)
@@ -272,8 +278,8 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
                         "%(default)s, the device when JAX runs on a GPU)")
     parser.add_argument("--no-figures", dest="figures", action="store_false",
                         help="skip the per-layer ESD figures (the report's forest plots are always drawn)")
-    # lighter than fit's; the convergence criteria are the same
-    _add_sampler_options(parser, chains=2, draws=600, warmup=300, max_draws=2400)
+    # NUTS's warm-up lighter than fit's; the convergence criteria are the same
+    _add_sampler_options(parser, chains=4, draws=1000, warmup=500, max_draws=2400)
     parser.set_defaults(run=cmd_analyze)
 
 
@@ -290,7 +296,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     models = _model_list(args.models, at_least=1)
     options = dict(prob=args.prob, seed=args.seed, chains=args.chains, draws=args.draws, warmup=args.warmup,
                    max_draws=args.max_draws, randomize=args.randomize, hierarchical=args.hierarchical,
-                   figures=args.figures, batched=args.batched, svd=args.svd)
+                   figures=args.figures, batched=args.batched, svd=args.svd, sampler=args.sampler)
     if is_checkpoint_set(source):
         return _analyze_checkpoints(args, source, models, options)
     if args.engine != "local" or args.scheduler:
@@ -351,8 +357,7 @@ def _add_esd(commands: argparse._SubParsersAction) -> None:
     _add_checkpoint_argument(parser)
     _add_layer_options(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON list of records instead of a table")
-    # Commands that fit models need JAX in float64 (the default); esd does not, so it skips the JAX import.
-    parser.set_defaults(run=cmd_esd, uses_jax=False)
+    parser.set_defaults(run=cmd_esd)
 
 
 def _add_layer_options(parser: argparse.ArgumentParser) -> None:
@@ -366,6 +371,8 @@ def _add_layer_options(parser: argparse.ArgumentParser) -> None:
 
 def cmd_esd(args: argparse.Namespace) -> int:
     """`hteval esd`: print the layer records of a checkpoint, as a table or as JSON."""
+    from hteval.spectra import iter_spectra
+
     path = _checkpoint_path(args)
     results = list(iter_spectra(path, layers=args.layers, min_eigs=args.min_eigs, on_error=args.on_error))
     print(_as_json(results) if args.json else _as_table(results))
@@ -378,25 +385,31 @@ def _checkpoint_path(args: argparse.Namespace) -> Path | list[Path]:
     if args.bundled and paths:
         raise InputError("give PATH or --bundled, not both")
     if args.bundled:
+        from hteval.io import bundled_checkpoint
+
         return bundled_checkpoint()
     if not paths:
         raise InputError("a checkpoint PATH (or --bundled) is required")
     return paths[0] if len(paths) == 1 else paths
 
 
-def _record(result: LayerSpectrum | SkippedLayer) -> dict:
+def _record(result) -> dict:
+    from hteval.spectra import SkippedLayer
+
     if isinstance(result, SkippedLayer):
         return result.to_record()
     return {**result.to_record(), names.STATUS: names.STATUS_OK, names.REASON: None}
 
 
-def _as_json(results: list[LayerSpectrum | SkippedLayer]) -> str:
+def _as_json(results: list) -> str:
     # One record per line: a valid JSON list that still reads (and greps) line by line.
     return "[\n" + ",\n".join(json.dumps(_record(result)) for result in results) + "\n]"
 
 
-def _as_table(results: list[LayerSpectrum | SkippedLayer]) -> str:
+def _as_table(results: list) -> str:
     import pandas as pd  # only the table needs pandas; keep it out of the JSON path
+
+    from hteval.spectra import LayerSpectrum, SkippedLayer
 
     rows = [r.to_record() for r in results if isinstance(r, LayerSpectrum)]
     columns = [*names.RECORD_FIELDS, *names.EIG_SUMMARY_FIELDS]
@@ -406,7 +419,7 @@ def _as_table(results: list[LayerSpectrum | SkippedLayer]) -> str:
     return text + _skipped_lines([r for r in results if isinstance(r, SkippedLayer)])
 
 
-def _skipped_lines(skipped: list[SkippedLayer]) -> str:
+def _skipped_lines(skipped: list) -> str:
     if not skipped:
         return ""
     lines = [f"  {s.name} [{'x'.join(map(str, s.shape))}] {s.status}: {s.reason}" for s in skipped]
@@ -418,16 +431,17 @@ def _configure_logging(debug: bool) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-def _enable_float64() -> None:
-    import jax  # imported here: importing hteval must not change JAX's global configuration
-
-    jax.config.update("jax_enable_x64", True)
+def _configure_jax() -> None:
+    """float64 and the compilation cache for JAX, set in the environment that JAX reads when it is imported (by
+    a command that needs it, and by worker processes, which inherit it): no command pays for importing JAX here.
+    A value the user set already is kept."""
+    os.environ.setdefault("JAX_ENABLE_X64", "1")
     # Compiled samplers persist between runs (a new process fitting a layer of a shape seen before skips the
     # ~10-20 s of XLA compilation); HTEVAL_CACHE=off disables it, HTEVAL_CACHE=DIR moves it.
     cache = os.environ.get("HTEVAL_CACHE", str(Path.home() / ".cache" / "hteval" / "jax"))
     if cache != "off":
-        jax.config.update("jax_compilation_cache_dir", cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1.0")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Partial pooling of kappa across the layers of a network: a model-level kappa with its interval.
 
-The population model is log kappa_l ~ Normal(mu, tau) truncated to the prior's box [log 1e-3, log 1e3], each
-layer keeping its own scale. It is fitted in two stages (Lunn et al., Stat. Med. 2013): each layer's NUTS
-posterior of log kappa, drawn under the flat prior on that box with its scale integrated out, is proportional to
+The population model is log kappa_l ~ Normal(mu, tau) truncated to the prior's box [log 1e-3, log kappa_max]
+(kappa_max: the largest of the pooled layers' prior bounds, max(1e3, 10 M)), each layer keeping its own scale.
+It is fitted in two stages (Lunn et al., Stat. Med. 2013): each layer's posterior draws of log kappa, under the
+flat prior on that box with its scale integrated out, are proportional to
 the layer's marginal likelihood of log kappa, so a Gaussian kernel density of those draws stands in for it. With
 Gaussian kernels and a normal population every layer's log kappa integrates out in closed form,
 
@@ -40,8 +41,12 @@ import numpy as np
 from jax.scipy.special import log_ndtr, logsumexp
 
 from hteval.errors import InputError
-from hteval.infer import median_and_interval
-from hteval.models.priors import LOG_KAPPA_HIGH, LOG_KAPPA_LOW
+from hteval.infer import float64
+from hteval.kappa_posterior import KAPPA_MAX_FLOOR, KAPPA_MIN
+from hteval.summary import median_and_interval
+
+#: the prior box of log kappa when no bound is given: the iid models' [1e-3, 1e3]
+DEFAULT_BOX = (math.log(KAPPA_MIN), math.log(KAPPA_MAX_FLOOR))
 
 MU_PRIOR_SD = 3.0
 TAU_PRIOR_SD = 2.5
@@ -121,16 +126,16 @@ def _kernel_inputs(draws: Mapping[str, np.ndarray]) -> tuple[list[str], np.ndarr
     return layers, np.array(centres), np.array(widths)
 
 
-def _log_box(m, s):
-    """log(Phi((B - m)/s) - Phi((A - m)/s)), stable on both sides of the box and far outside it."""
-    a, b = (LOG_KAPPA_LOW - m) / s, (LOG_KAPPA_HIGH - m) / s
+def _log_box(m, s, box):
+    """log(Phi((B - m)/s) - Phi((A - m)/s)), stable on both sides of the box (A, B) and far outside it."""
+    a, b = (box[0] - m) / s, (box[1] - m) / s
     # both ends in the upper tail: Phi(b) - Phi(a) = Phi(-a) - Phi(-b), whose logs do not both round to 0
     flip = a > 0
     upper, lower = log_ndtr(jnp.where(flip, -a, b)), log_ndtr(jnp.where(flip, -b, a))
     return upper + jnp.log1p(-jnp.exp(jnp.minimum(lower - upper, -1e-300)))
 
 
-def _terms(d, h, mu, tau):
+def _terms(d, h, mu, tau, box):
     """Per kernel: log of its share of p(data_l | mu, tau), and the conditional's mean and sd. d: (L, n), h: (L,)."""
     h = h[:, None]
     v = tau**2 + h**2
@@ -138,18 +143,18 @@ def _terms(d, h, mu, tau):
     s = tau * h / jnp.sqrt(v)
     # the kernels' box masses in logs as well: the grid reaches mu far outside the box, where a plain difference
     # of ndtr underflows while the population's own box mass (divided out) stays finite
-    log_w = -0.5 * (d - mu) ** 2 / v - 0.5 * jnp.log(2 * jnp.pi * v) + _log_box(m, s)
+    log_w = -0.5 * (d - mu) ** 2 / v - 0.5 * jnp.log(2 * jnp.pi * v) + _log_box(m, s, box)
     return log_w, m, s
 
 
-def _log_posterior(d, h, mu, tau):
+def _log_posterior(d, h, mu, tau, box):
     """Unnormalised log posterior of (mu, tau) at points (G,); the sum over layers and kernels is done in
     batches of points, so memory stays at batch x layers x kernels."""
 
     def one(point):
         m, t = point
-        log_w, _, _ = _terms(d, h, m, t)
-        return jnp.sum(logsumexp(log_w, axis=1) - jnp.log(d.shape[1]) - _log_box(m, t))
+        log_w, _, _ = _terms(d, h, m, t, box)
+        return jnp.sum(logsumexp(log_w, axis=1) - jnp.log(d.shape[1]) - _log_box(m, t, box))
 
     like = jax.lax.map(one, (mu, tau), batch_size=256)
     prior = jax.scipy.stats.norm.logpdf(mu, 0.0, MU_PRIOR_SD) + jax.scipy.stats.norm.logpdf(tau, 0.0, TAU_PRIOR_SD)
@@ -202,10 +207,11 @@ class _Grid:
         return tau_c, centre + z_c * width, np.log(width) + np.log(self.tau_scale) + u_c
 
     @classmethod
-    def evaluate(cls, d, h, moments, z_range, u_range, n_z, n_u) -> _Grid:
+    def evaluate(cls, d, h, moments, z_range, u_range, n_z, n_u, box) -> _Grid:
         grid = cls(np.linspace(*z_range, n_z + 1), np.linspace(*u_range, n_u + 1), *moments)
         tau_c, mu_c, log_area = grid._cells()
-        log_p = np.asarray(_log_posterior_jit(d, h, jnp.asarray(mu_c.ravel()), jnp.asarray(tau_c.ravel())))
+        log_p = np.asarray(_log_posterior_jit(d, h, jnp.asarray(mu_c.ravel()), jnp.asarray(tau_c.ravel()),
+                                              jnp.asarray(box)))
         # far outside the prior's box a few terms overflow; that is where the posterior is not
         log_p = np.where(np.isnan(log_p), -np.inf, log_p).reshape(n_z, n_u) + log_area
         if not np.any(np.isfinite(log_p)):
@@ -264,20 +270,26 @@ MOMENT_TOLERANCE = 0.01
 EDGE_MASS_MAX = 1e-4
 
 
-def pool_kappa(draws: Mapping[str, np.ndarray], *, prob: float = 0.9, seed: int = 0, samples: int = 2000) -> Pooled:
-    """Partial pooling of kappa over layers; draws maps layer name -> its posterior draws of kappa (any shape)."""
-    if not jax.config.jax_enable_x64:
-        raise RuntimeError("hteval needs float64: call jax.config.update('jax_enable_x64', True) first")
+def pool_kappa(draws: Mapping[str, np.ndarray], *, prob: float = 0.9, seed: int = 0, samples: int = 2000,
+               box: tuple[float, float] = DEFAULT_BOX) -> Pooled:
+    """Partial pooling of kappa over layers; draws maps layer name -> its posterior draws of kappa (any shape);
+    box: the prior's range of log kappa."""
+    with float64():
+        return _pool(draws, prob=prob, seed=seed, samples=samples, box=tuple(float(b) for b in box))
+
+
+def _pool(draws, *, prob, seed, samples, box) -> Pooled:
     layers, d, h = _kernel_inputs(draws)
     d, h = jnp.asarray(d), jnp.asarray(h)
     moments = _Grid.layer_moments(d, h)
-    box = (_FIRST_Z, (0.0, float(np.log1p(_FIRST_TAU / _tau_scale(moments[1])))))
+    first = (_FIRST_Z, (0.0, float(np.log1p(_FIRST_TAU / _tau_scale(moments[1])))))
     for _ in range(2):  # find the posterior, then frame it
-        box = _Grid.evaluate(d, h, moments, *box, 32, 32).support(1e-10)
-    fine = _Grid.evaluate(d, h, moments, *box, GRID_CELLS, GRID_CELLS)
-    coarse = _Grid.evaluate(d, h, moments, *box, GRID_CELLS // 2, GRID_CELLS // 2)
+        first = _Grid.evaluate(d, h, moments, *first, 32, 32, box).support(1e-10)
+    fine = _Grid.evaluate(d, h, moments, *first, GRID_CELLS, GRID_CELLS, box)
+    coarse = _Grid.evaluate(d, h, moments, *first, GRID_CELLS // 2, GRID_CELLS // 2, box)
     mu, tau = fine.draw(np.random.default_rng(seed), samples)
-    log_kappa = np.asarray(_draw_layers(jax.random.PRNGKey(seed), d, h, jnp.asarray(mu), jnp.asarray(tau)))
+    log_kappa = np.asarray(_draw_layers(jax.random.PRNGKey(seed), d, h, jnp.asarray(mu), jnp.asarray(tau),
+                                        jnp.asarray(box)))
     a, b = fine.moments(), coarse.moments()
     shift = float(max(np.max(np.abs(a[:, 0] - b[:, 0]) / a[:, 1]), np.max(np.abs(a[:, 1] / b[:, 1] - 1))))
     return Pooled(layers=layers, mu=mu, tau=tau, log_kappa=log_kappa, prob=prob,
@@ -285,14 +297,14 @@ def pool_kappa(draws: Mapping[str, np.ndarray], *, prob: float = 0.9, seed: int 
 
 
 @jax.jit
-def _draw_layers(key, d, h, mu, tau):
+def _draw_layers(key, d, h, mu, tau, box):
     def one(key, mu, tau):
-        log_w, m, s = _terms(d, h, mu, tau)
+        log_w, m, s = _terms(d, h, mu, tau, box)
         k_pick, k_draw = jax.random.split(key)
         pick = jax.random.categorical(k_pick, log_w, axis=1)  # (L,)
         m = jnp.take_along_axis(m, pick[:, None], axis=1)[:, 0]
         s = s[:, 0]
-        lo, hi = (LOG_KAPPA_LOW - m) / s, (LOG_KAPPA_HIGH - m) / s
+        lo, hi = (box[0] - m) / s, (box[1] - m) / s
         return m + s * jax.random.truncated_normal(k_draw, lo, hi, shape=m.shape)
 
     return jax.vmap(one)(jax.random.split(key, mu.size), mu, tau)

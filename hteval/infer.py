@@ -1,28 +1,32 @@
-"""Model + spectrum -> NUTS (or a model's exact draws) -> ArviZ DataTree with diagnostics, wrapped in a FitResult.
+"""Model + spectrum -> exact draws (quadrature) or NUTS -> FitResult with a summary, diagnostics and ArviZ data.
 
-Convergence is judged, never assumed: R-hat <= 1.01, bulk and tail ESS >= 400 for every reported parameter, and
-no divergent transitions; a FitResult that fails any of these says which, and its JSON says converged: false.
+Two engines behind one call (`fit`): a model that draws its posterior exactly (`posterior_draws`: htmp-exact, the
+power law) gets independent draws from a quadrature whose own checks decide convergence; every other model, and
+any model with sampler="nuts", gets NUTS, judged by R-hat <= 1.01, bulk and tail ESS >= 400 for every reported
+parameter, and no divergent transitions. A FitResult that fails its checks says which, and its JSON says
+converged: false.
+
+The exact engine of htmp-exact runs in numpy: neither JAX nor ArviZ is imported until NUTS runs or a result's
+ArviZ `data` is asked for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import arviz as az
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
 from hteval import calibration, names
 from hteval.errors import InputError
 from hteval.models import MODELS
-from hteval.nuts import continue_chains, draws_datatree, run_chains, to_datatree
 from hteval.spectra import LayerSpectrum, load_spectra, spectrum
+from hteval.summary import median_and_interval, summarise
 
 logger = logging.getLogger(__name__)
 
@@ -34,18 +38,38 @@ RAW_FLOOR_FACTOR = 1e-15
 
 @dataclass
 class FitResult:
-    """Posterior of one model for one layer: summary table, ArviZ data, diagnostics and provenance."""
+    """Posterior of one model for one layer: summary table, draws, ArviZ data, diagnostics and provenance.
+
+    `draws` holds every posterior site (parameters and derived quantities such as T) shaped (chain, draw) as numpy
+    arrays: what tables, figures and pooling read. `data` is the ArviZ DataTree (posterior, sample_stats,
+    observed_data, log_likelihood where there is one); for exact draws it is built on first access, so a
+    whole-network run that never asks for it never imports ArviZ.
+    """
 
     model: str
     record: dict[str, Any]
     prob: float
     summary: pd.DataFrame
-    data: Any  # xarray DataTree (posterior, log_likelihood, sample_stats, observed_data)
     diagnostics: dict[str, Any]
     settings: dict[str, Any]
+    draws: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     version: str = field(default="")
     layer: LayerSpectrum | None = field(default=None, repr=False)  # the fitted spectrum (for predictive checks)
     probabilities: dict[str, float] = field(default_factory=dict)  # e.g. P(alpha < 2) of the power-law model
+    _data: Any = field(default=None, repr=False)
+    _build_data: Any = field(default=None, repr=False)  # () -> DataTree, for results drawn exactly
+
+    @property
+    def data(self):
+        """The ArviZ DataTree (xarray), built once on first access where the fit did not need one."""
+        if self._data is None and self._build_data is not None:
+            self._data = self._build_data()
+            self._build_data = None
+        return self._data
+
+    @data.setter
+    def data(self, value) -> None:
+        self._data, self._build_data = value, None
 
     @property
     def converged(self) -> bool:
@@ -98,33 +122,32 @@ def eigenvalue_spectrum(eigenvalues, *, gamma, name="eigenvalues", floor=None) -
                          slice_ids=np.zeros(kept.size, dtype=int))
 
 
-def layer_key(seed: int, name: str) -> jax.Array:
-    """A layer's random key depends on the seed and its name only, not on what else is fitted with it."""
+SAMPLERS = ("auto", "exact", "nuts")
+
+
+def layer_key(seed: int, name: str):
+    """A layer's JAX random key depends on the seed and its name only, not on what else is fitted with it."""
+    import jax
+
     return jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(name.encode()))
 
 
-def median_and_interval(draws, prob: float) -> tuple[float, float, float]:
-    """Median and equal-tailed `prob` interval (ci_low, ci_high) of a set of draws, any shape."""
-    draws = np.ravel(np.asarray(draws))
-    lo, hi = np.quantile(draws, [(1 - prob) / 2, (1 + prob) / 2])
-    return float(np.median(draws)), float(lo), float(hi)
+def layer_rng(seed: int, name: str) -> np.random.Generator:
+    """The numpy generator of a layer, likewise from the seed and its name only (the exact engines)."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode())])
 
 
 def _summarise(data, parameters, prob) -> pd.DataFrame:
+    """Summary of Markov chains: ArviZ's R-hat and ESS beside the intervals."""
+    import arviz as az
+
     post = data["posterior"].to_dataset()
-    rows = {}
+    table = summarise({name: post[name].values for name in parameters}, parameters, prob)
     for name in parameters:
-        draws = post[name]
-        lo, hi = (1 - prob) / 2, (1 + prob) / 2
-        hdi = az.hdi(draws, prob=prob)
-        rows[name] = {
-            "mean": float(draws.mean()), "median": float(draws.median()), "sd": float(draws.std()),
-            "ci_low": float(draws.quantile(lo)), "ci_high": float(draws.quantile(hi)),
-            "hdi_low": float(hdi.sel(ci_bound="lower")), "hdi_high": float(hdi.sel(ci_bound="upper")),
-            "r_hat": float(az.rhat(draws)), "ess_bulk": float(az.ess(draws, method="bulk")),
-            "ess_tail": float(az.ess(draws, method="tail")),
-        }
-    return pd.DataFrame.from_dict(rows, orient="index")
+        table.loc[name, "r_hat"] = float(az.rhat(post[name]))
+        table.loc[name, "ess_bulk"] = float(az.ess(post[name], method="bulk"))
+        table.loc[name, "ess_tail"] = float(az.ess(post[name], method="tail"))
+    return table
 
 
 def _diagnose(data, summary, extra=()) -> dict[str, Any]:
@@ -161,14 +184,16 @@ def _bound_model(module, gamma: float, censored: bool, bound: tuple = ()):
     return functools.partial(module.model, **static, **dict(bound))
 
 
-def model_input(module, rec: LayerSpectrum) -> jax.Array:
+def model_input(module, rec: LayerSpectrum):
     """The eigenvalue array the model is called with; a joint likelihood reads only `statistics`, so it gets an
     empty one and its compiled sampler does not depend on how many eigenvalues the layer kept."""
+    import jax.numpy as jnp
+
     return jnp.asarray(rec.eigenvalues) if getattr(module, "POINTWISE", True) else jnp.zeros(0)
 
 
 def model_data(rec: LayerSpectrum, module=None) -> dict[str, Any]:
-    """The layer's traced model arguments; a module's `statistics` (computed once per spectrum) are added."""
+    """The layer's model arguments; a module's `statistics` (computed once per spectrum) are added."""
     data = {"m": rec.M, "floor": rec.floor, "scale_ref": float(np.mean(rec.eigenvalues))}
     if rec.n_censored:
         data["n_censored"] = rec.n_censored
@@ -177,32 +202,61 @@ def model_data(rec: LayerSpectrum, module=None) -> dict[str, Any]:
     return data
 
 
+def float64():
+    """A context in which JAX computes in float64, leaving the caller's global setting as it was."""
+    import jax
+
+    return contextlib.nullcontext() if jax.config.jax_enable_x64 else jax.enable_x64(True)
+
+
 def fit(source, layer=None, model=names.DEFAULT_MODEL, gamma=None, prob=0.9, seed=0, chains=4, draws=1000,
         warmup=1000, *, floor=None, progress_bar=False, log_likelihood=True, max_draws=None,
-        scale_ref=None) -> FitResult:
-    """Fit one ensemble model to one layer by NUTS (float64). source: matrix, checkpoint path or eigenvalues.
+        scale_ref=None, sampler: str = "auto") -> FitResult:
+    """Fit one ensemble model to one layer (float64). source: matrix, checkpoint path or eigenvalues.
 
-    A model that draws its posterior exactly (`posterior_draws`, the power law) gets chains x draws independent
-    draws instead; warmup and max_draws do not apply to it.
+    sampler: "auto" (the default) draws the posterior exactly where the model can (`posterior_draws`: htmp-exact
+    and the power law, chains x draws independent draws, no warm-up) and runs NUTS otherwise; "nuts" runs NUTS for
+    any model; "exact" insists on exact draws. warmup and max_draws apply to NUTS only.
 
     log_likelihood=False leaves the pointwise log-likelihood (for LOO) out of the result, saving its computation;
     models with a joint likelihood (htmp-exact) never have one.
-    max_draws: a fit that misses only the R-hat or ESS criteria (no divergences) runs its chains on, doubling the
-    draws per chain up to this many, before it is called unconverged; a fixed rule, recorded in the settings
+    max_draws: a NUTS fit that misses only the R-hat or ESS criteria (no divergences) runs its chains on, doubling
+    the draws per chain up to this many, before it is called unconverged; a fixed rule, recorded in the settings
     (draws is what the result holds, draws_requested what was asked for). Longer chains cannot mend divergent
     transitions, so those fits are not extended.
     scale_ref: the centre of the scale prior (default: the ESD's mean, which makes the prior scale-free); fixing it
     makes the prior independent of the data, as simulation-based calibration needs.
     """
     module = model_module(model)
+    exact = _uses_exact_draws(module, model, sampler)
     rec = layer_from_source(source, layer, gamma, floor)
     kwargs = model_data(rec, module)
     log_likelihood = log_likelihood and getattr(module, "POINTWISE", True)  # a joint density has no pointwise terms
     if scale_ref is not None:
         kwargs["scale_ref"] = float(scale_ref)
-    if hasattr(module, "posterior_draws"):
+    if exact:
         return _fit_exactly(module, model, rec, kwargs, prob=prob, seed=seed, chains=chains, draws=draws,
                             log_likelihood=log_likelihood)
+    with float64():
+        return _fit_nuts(module, model, rec, kwargs, prob=prob, seed=seed, chains=chains, draws=draws,
+                         warmup=warmup, progress_bar=progress_bar, log_likelihood=log_likelihood,
+                         max_draws=max_draws)
+
+
+def _uses_exact_draws(module, model: str, sampler: str) -> bool:
+    if sampler not in SAMPLERS:
+        raise InputError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+    if sampler == "exact" and not hasattr(module, "posterior_draws"):
+        raise InputError(f"model {model!r} has no exact sampler; use sampler 'nuts' (or 'auto')")
+    return sampler != "nuts" and hasattr(module, "posterior_draws")
+
+
+def _fit_nuts(module, model: str, rec: LayerSpectrum, kwargs: dict[str, Any], *, prob, seed, chains, draws, warmup,
+              progress_bar, log_likelihood, max_draws) -> FitResult:
+    import jax
+
+    from hteval.nuts import continue_chains, run_chains
+
     model_fn, args = layer_model(module, rec), (model_input(module, rec),)
     sampler = {"warmup": warmup, "progress_bar": progress_bar, "dense_mass": getattr(module, "DENSE_MASS", False)}
     z, stats, kernel, states = run_chains(model_fn, args, kwargs, key=layer_key(seed, rec.name), chains=chains,
@@ -227,20 +281,39 @@ def fit(source, layer=None, model=names.DEFAULT_MODEL, gamma=None, prob=0.9, see
 
 def _fit_exactly(module, model: str, rec: LayerSpectrum, data: dict[str, Any], *, prob: float, seed: int,
                  chains: int, draws: int, log_likelihood: bool) -> FitResult:
-    """A model that draws its posterior exactly (`posterior_draws`): independent draws, laid out as chains so
-    that R-hat and ESS are computed as for NUTS, and the grid's own checks added to the convergence verdict."""
-    posterior, loglik, grid = module.posterior_draws(layer_key(seed, rec.name), rec.eigenvalues, chains=chains,
-                                                     draws=draws, gamma=rec.gamma, log_likelihood=log_likelihood,
-                                                     **data)
-    tree = draws_datatree(posterior, {"diverging": np.zeros((chains, draws), dtype=bool)},
-                          observed=rec.eigenvalues, attrs=_attrs(model, rec, seed), log_likelihood=loglik)
-    summary = _summarise(tree, module.PARAMETERS, prob)
-    diagnostics = _diagnose(tree, summary, extra=grid.problems())
-    diagnostics["quadrature"] = grid.checks()
+    """A model that draws its posterior exactly (`posterior_draws`): independent draws, laid out as (chain, draw)
+    like NUTS's, the quadrature's own checks deciding convergence. The ArviZ data are built on first access."""
+    if getattr(module, "RANDOM", "jax") == "numpy":
+        posterior, loglik, checks = module.posterior_draws(layer_rng(seed, rec.name), rec.eigenvalues,
+                                                           chains=chains, draws=draws, gamma=rec.gamma,
+                                                           log_likelihood=log_likelihood, **data)
+    else:
+        with float64():
+            posterior, loglik, checks = module.posterior_draws(layer_key(seed, rec.name), rec.eigenvalues,
+                                                               chains=chains, draws=draws, gamma=rec.gamma,
+                                                               log_likelihood=log_likelihood, **data)
+    posterior = {k: np.asarray(v) for k, v in posterior.items()}
+    summary = summarise(posterior, module.PARAMETERS, prob)
+    reasons = list(checks.problems())
+    diagnostics = {"converged": not reasons, "reasons": reasons, "divergences": 0, "max_r_hat": float("nan"),
+                   "min_ess_bulk": float(summary["ess_bulk"].min()), "quadrature": checks.checks()}
     settings = {"seed": seed, "chains": chains, "draws": draws, "draws_requested": draws, "max_draws": None,
-                "warmup": 0, "sampler": module.SAMPLER, "chain_method": "independent draws",
-                "backend": jax.default_backend()}
-    return fit_result(module, model, rec, tree, summary, diagnostics, settings, prob)
+                "warmup": 0, "sampler": module.SAMPLER, "chain_method": "independent draws", "backend": "numpy"
+                if getattr(module, "RANDOM", "jax") == "numpy" else _jax_backend()}
+
+    def build_data():
+        from hteval.datatree import draws_datatree
+
+        return draws_datatree(posterior, {"diverging": np.zeros((chains, draws), dtype=bool)},
+                              observed=rec.eigenvalues, attrs=_attrs(model, rec, seed), log_likelihood=loglik)
+
+    return _result(module, model, rec, summary, diagnostics, settings, prob, posterior, build_data=build_data)
+
+
+def _jax_backend() -> str:
+    import jax
+
+    return jax.default_backend()
 
 
 def _attrs(model: str, rec: LayerSpectrum, seed: int) -> dict[str, Any]:
@@ -251,17 +324,25 @@ def _attrs(model: str, rec: LayerSpectrum, seed: int) -> dict[str, Any]:
 
 
 def model_module(model: str):
-    """The module of a model name, once float64 is known to be on: what every fitting entry point checks first."""
+    """The module of a model name: what every fitting entry point checks first."""
     if model not in MODELS:
         raise InputError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
+    return MODELS[model]
+
+
+def require_float64() -> None:
+    """Entry points that run JAX outside `fit` (batched NUTS, comparisons) need float64 switched on."""
+    import jax
+
     if not jax.config.jax_enable_x64:
         raise RuntimeError("hteval needs float64: call jax.config.update('jax_enable_x64', True) first")
-    return MODELS[model]
 
 
 def assemble(module, model: str, rec: LayerSpectrum, model_fn, args, kwargs, kernel, z, stats, *, prob: float,
              seed: int, log_likelihood: bool):
-    """Draws of one layer (chain, draw) -> (ArviZ data, summary table, diagnostics)."""
+    """NUTS draws of one layer (chain, draw) -> (ArviZ data, summary table, diagnostics)."""
+    from hteval.nuts import to_datatree
+
     data = to_datatree(model_fn, args, kwargs, kernel, z, stats, observed=rec.eigenvalues,
                        with_log_likelihood=log_likelihood, attrs=_attrs(model, rec, seed))
     summary = _summarise(data, module.PARAMETERS, prob)
@@ -269,14 +350,23 @@ def assemble(module, model: str, rec: LayerSpectrum, model_fn, args, kwargs, ker
 
 
 def fit_result(module, model: str, rec: LayerSpectrum, data, summary, diagnostics, settings, prob) -> FitResult:
+    """The FitResult of Markov chains (their ArviZ data already built)."""
+    posterior = {k: np.asarray(v.values) for k, v in data["posterior"].to_dataset().items()}
+    result = _result(module, model, rec, summary, diagnostics, settings, prob, posterior)
+    result.data = data
+    return result
+
+
+def _result(module, model: str, rec: LayerSpectrum, summary, diagnostics, settings, prob, posterior, *,
+            build_data=None) -> FitResult:
     from hteval import __version__
 
     if not diagnostics["converged"]:
         logger.warning("%s / %s did not converge: %s", rec.name, model, "; ".join(diagnostics["reasons"]))
-    probabilities = {}
-    if hasattr(module, "probabilities"):
-        probabilities = module.probabilities({k: v.values for k, v in data["posterior"].to_dataset().items()})
-    return FitResult(model=model, record=rec.to_record(), prob=prob, summary=summary, data=data,
-                     diagnostics=diagnostics, settings=settings, version=__version__, layer=rec,
-                     probabilities=probabilities)
+    probabilities = module.probabilities(posterior) if hasattr(module, "probabilities") else {}
+    return FitResult(model=model, record=rec.to_record(), prob=prob, summary=summary, diagnostics=diagnostics,
+                     settings=settings, draws=posterior, version=__version__, layer=rec,
+                     probabilities=probabilities, _build_data=build_data)
 
+
+__all__ = ["FitResult", "fit", "layer_from_source", "median_and_interval"]

@@ -13,12 +13,13 @@ import functools
 import math
 from typing import Any
 
-import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
 from numpyro.infer import NUTS
 from numpyro.infer.util import log_likelihood
+
+from hteval.datatree import draws_datatree
 
 #: iterations per compiled chunk: the progress bar's granularity; a chain runs at most CHUNK - 1 spare iterations
 CHUNK = 50
@@ -147,13 +148,3 @@ def to_datatree(model, args: tuple, kwargs: dict[str, Any], kernel: NUTS, z: dic
     unflat = lambda v: np.asarray(v).reshape((chains, draws) + np.shape(v)[1:])  # noqa: E731
     return draws_datatree({k: unflat(v) for k, v in posterior.items()}, dict(stats), observed=observed,
                           attrs=attrs, log_likelihood=None if loglik is None else unflat(loglik))
-
-
-def draws_datatree(posterior: dict[str, np.ndarray], sample_stats: dict[str, np.ndarray], *, observed: np.ndarray,
-                   attrs: dict[str, Any], log_likelihood: np.ndarray | None = None):
-    """The ArviZ DataTree of draws shaped (chain, draw, ...), with the eigenvalue dimension named as everywhere
-    else ("eigenvalues"); the log_likelihood group only where one is given."""
-    groups = {"posterior": posterior, "sample_stats": sample_stats, "observed_data": {"obs": np.asarray(observed)}}
-    if log_likelihood is not None:
-        groups["log_likelihood"] = {"obs": log_likelihood}
-    return az.from_dict(groups, dims={"obs": ["eigenvalues"]}, attrs={"posterior": attrs, "sample_stats": attrs})

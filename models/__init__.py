@@ -7,20 +7,47 @@ Each module defines
 * `log_density(x, p, *, gamma, m, scale_ref)`, `log_cdf(...)` and `draw(key, p, n, *, gamma, m, scale_ref)`:
   that law for one draw p (a dict of scalars), used by predictive checks and model comparison;
 * optionally `posterior_draws(key, eigenvalues, *, chains, draws, **data)` for a model whose posterior is drawn
-  exactly instead of by NUTS (the power law, whose latents but two integrate out in closed form), with `SAMPLER`
-  naming how; `complete_prior(key, draws, eigenvalues, **data)` adds prior draws of latents the numpyro model
-  marginalises (the power law's breakpoint); `probabilities(posterior)` gives
+  exactly instead of by NUTS (by quadrature: the power law, whose latents but two integrate out in closed form;
+  htmp-exact, whose scale integrates out per kappa), with `SAMPLER` naming how and `RANDOM = "numpy"` where the
+  key is a numpy Generator rather than a JAX key; `complete_prior(key, draws, eigenvalues, **data)` adds prior
+  draws of latents the numpyro model marginalises (the power law's breakpoint); `probabilities(posterior)` gives
   posterior probabilities the model reports beside its parameters; `DENSE_MASS = True` where NUTS should adapt a
   dense mass matrix (correlated parameters; measured per model); `POINTWISE = False` for a joint likelihood
   (no pointwise log-likelihood, so no LOO), `statistics(layer)` for data summaries computed once per
   spectrum, and `static_bound(layer)` for static model arguments (bound into the compiled sampler).
 
-`MODELS` maps the names used by the API, the CLI flags and the JSON keys.
+`MODELS` maps the names used by the API, the CLI flags and the JSON keys to the modules. A module is imported the
+first time it is looked up, so that a command using one model does not load the others (or JAX, where the model
+does not need it).
 """
 
-from hteval.models import correlated_mp, htmp, htmp_exact, htmp_outliers, inverse_htmp, lognormal, mp, powerlaw
+from __future__ import annotations
 
-MODELS = {"mp": mp, "htmp": htmp, "htmp-exact": htmp_exact, "htmp-outliers": htmp_outliers,
-          "inverse-htmp": inverse_htmp, "powerlaw": powerlaw, "correlated-mp": correlated_mp, "lognormal": lognormal}
+import importlib
+from collections.abc import Iterator, Mapping
+from types import ModuleType
+
+_MODULES = {"mp": "mp", "htmp": "htmp", "htmp-exact": "htmp_exact", "htmp-outliers": "htmp_outliers",
+            "inverse-htmp": "inverse_htmp", "powerlaw": "powerlaw", "correlated-mp": "correlated_mp",
+            "lognormal": "lognormal"}
+
+
+class _Models(Mapping):
+    """Model name -> module, each imported on first use."""
+
+    def __getitem__(self, name: str) -> ModuleType:
+        return importlib.import_module(f"{__name__}.{_MODULES[name]}")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_MODULES)
+
+    def __len__(self) -> int:
+        return len(_MODULES)
+
+    def __contains__(self, name: object) -> bool:
+        return name in _MODULES
+
+
+MODELS = _Models()
 
 __all__ = ["MODELS"]

@@ -1,6 +1,7 @@
 """Priors shared by the ensemble models: weakly informative and scale-free.
 
-* kappa: log-uniform on [1e-3, 1e3], the domain of the HTMP density (kappa -> infinity is the MP model).
+* kappa: log-uniform on [1e-3, 1e3], the domain of the HTMP density (kappa -> infinity is the MP model); the
+  exact model's range reaches max(1e3, 10 M), since a Gaussian layer has kappa near M.
 * scale: log-normal centred on the mean eigenvalue of the observed ESD with a log-sd of 1, so the prior is
   invariant to the normalisation of the weights (it only moves with the data's own scale).
 * outlier weight (models with an outlier component): Beta(1, 20), a few percent of eigenvalues at most a priori.
@@ -27,8 +28,11 @@ LOG_KAPPA_LOW = math.log(KAPPA_MIN)
 LOG_KAPPA_HIGH = math.log(KAPPA_MAX)
 
 
-def kappa_prior():
-    log_kappa = numpyro.sample("log_kappa", dist.Uniform(LOG_KAPPA_LOW, LOG_KAPPA_HIGH))
+def kappa_prior(upper: float | None = None):
+    """log kappa uniform on [log 1e-3, log upper] (default 1e3, the iid HTMP density's domain; the exact model
+    passes max(1e3, 10 M), `hteval.kappa_posterior.kappa_upper_bound`)."""
+    high = LOG_KAPPA_HIGH if upper is None else jnp.log(upper)
+    log_kappa = numpyro.sample("log_kappa", dist.Uniform(LOG_KAPPA_LOW, high))
     return numpyro.deterministic("kappa", jnp.exp(log_kappa))
 
 

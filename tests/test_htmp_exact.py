@@ -134,6 +134,7 @@ def test_conv_layer_likelihood_is_one_joint_density_per_slice():
 
     from hteval.infer import layer_model, model_data, model_input
     from hteval.models import MODELS
+    from hteval.kappa_posterior import censoring_profile
     from hteval.models.priors import LOG_KAPPA_HIGH, LOG_KAPPA_LOW
 
     module = MODELS["htmp-exact"]
@@ -148,12 +149,24 @@ def test_conv_layer_likelihood_is_one_joint_density_per_slice():
     expected = 0.0
     for s in slices:
         kept = s[s > floor]
+        # with the mean-field correction of the censored term, as both engines use (hteval.kappa_posterior)
         expected += float(htmp_exact_loglik(log_vandermonde(kept), np.sum(np.log(kept)), np.sum(kept), n=kept.size,
-                                            n_censored=s.size - kept.size, floor=floor, gamma=0.5, **params))
+                                            n_censored=s.size - kept.size, floor=floor, gamma=0.5, **params,
+                                            censoring_profile=censoring_profile([kept], floor)[0]))
     # the joint factor is the log density less the priors' terms (log kappa uniform, log scale normal)
     log_prior = (-np.log(LOG_KAPPA_HIGH - LOG_KAPPA_LOW)
                  + stats.norm.logpdf(sites["log_scale"], np.log(np.mean(rec.eigenvalues)), 1.0))
     assert float(got) - log_prior == pytest.approx(expected, rel=1e-10)
+    # the exact engine's likelihood of the same layer (numpy): the same value
+    from hteval.densities.laguerre import statistics
+    from hteval.kappa_posterior import Censoring, _Likelihood
+
+    st = statistics(rec)
+    likelihood = _Likelihood(st, Censoring(st.n_censored, module.statistics(rec)["censoring_profile"], floor),
+                             "mean-field")
+    a, c, total = likelihood(np.log(np.array([params["kappa"]])))
+    theta = 2 * 0.5 * params["scale"] / params["kappa"]
+    assert float(a[0] - total[0] / theta - c[0] * np.log(theta)) == pytest.approx(expected, rel=1e-10)
     # pooled into one matrix's joint density instead, the value would differ: the slices do not repel each other
     pooled = np.concatenate([s[s > floor] for s in slices])
     wrong = float(htmp_exact_loglik(log_vandermonde(pooled), np.sum(np.log(pooled)), np.sum(pooled),

@@ -33,27 +33,12 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.scipy.special import gammaln
 from jax.typing import ArrayLike
 
+from hteval.densities.laguerre import log_vandermonde, size_bucket
+
 __all__ = ["htmp_exact_loglik", "htmp_exact_sample", "log_vandermonde", "size_bucket"]
-
-
-def log_vandermonde(x: np.ndarray) -> float:
-    """V = sum_{i<j} log|x_i - x_j| of distinct values (float64, in row blocks: memory O(M) per block)."""
-    x = np.sort(np.asarray(x, dtype=np.float64).ravel())
-    total = 0.0
-    block = max(1, 2**22 // max(x.size, 1))
-    for start in range(0, x.size, block):
-        rows = x[start:start + block, None]
-        gaps = x[None, :] - rows  # upper triangle: j > i
-        mask = np.arange(x.size)[None, :] > np.arange(start, start + rows.shape[0])[:, None]
-        with np.errstate(divide="ignore"):  # equal values give -inf, reported below
-            total += float(np.sum(np.log(np.abs(gaps[mask]))))
-    if not np.isfinite(total):
-        raise ValueError("eigenvalues must be distinct for the exact likelihood (two are equal)")
-    return total
 
 
 def _parameters(gamma, kappa, scale, m):
@@ -63,15 +48,9 @@ def _parameters(gamma, kappa, scale, m):
     return beta, alpha, theta
 
 
-def size_bucket(m: int) -> int:
-    """Static length of the Selberg products for a spectrum of M eigenvalues: the next power of two >= M (at least
-    16), so that layers and simulations of similar sizes, censored or not, share one compiled program."""
-    return max(16, 1 << (int(m) - 1).bit_length())
-
-
 def htmp_exact_loglik(v: ArrayLike, log_sum: ArrayLike, total: ArrayLike, *, n: ArrayLike, n_censored: ArrayLike,
                       floor: ArrayLike, gamma: float, kappa: ArrayLike, scale: ArrayLike,
-                      size: int | None = None) -> jax.Array:
+                      size: int | None = None, censoring_profile: ArrayLike | None = None) -> jax.Array:
     """Exact log-likelihood of a layer's spectrum under HTMP(gamma, kappa, scale) at its finite size.
 
     Parameters
@@ -88,6 +67,10 @@ def htmp_exact_loglik(v: ArrayLike, log_sum: ArrayLike, total: ArrayLike, *, n: 
         Parameters (scalars, may be traced).
     size : int, optional
         Static bound >= M on the products' length (`size_bucket`); default: M, which must then be concrete.
+    censoring_profile : array_like, optional
+        sum_o log(1 - mu floor / x_o) at `hteval.kappa_posterior.CENSORING_MU`: with it, the censored term gets
+        the mean-field correction of `hteval.kappa_posterior` (each censored eigenvalue at its mean under the
+        Selberg law on [0, floor]), as the exact engine does.
 
     Returns
     -------
@@ -112,7 +95,16 @@ def htmp_exact_loglik(v: ArrayLike, log_sum: ArrayLike, total: ArrayLike, *, n: 
               - gammaln(alpha + 2.0 + (k + j - 1.0) * c))
     log_selberg = jnp.sum(jnp.where(j < k, jacobi, 0.0)) - k * gammaln(1.0 + c)
     log_floor = jnp.log(jnp.where(k > 0, floor, 1.0))
-    return value + (k * (alpha + 1.0) + 0.5 * beta * k * (k - 1.0)) * log_floor + log_selberg
+    value = value + (k * (alpha + 1.0) + 0.5 * beta * k * (k - 1.0)) * log_floor + log_selberg
+    if censoring_profile is None:
+        return value
+    from hteval.kappa_posterior import CENSORING_MU
+
+    # Aomoto's mean of a censored eigenvalue over the floor; the denominator exceeds 1 whenever k >= 1
+    denominator = jnp.where(k > 0, alpha + 2.0 + 2.0 * (k - 1.0) * c, 1.0)
+    mu = jnp.where(k > 0, (alpha + 1.0 + (k - 1.0) * c) / denominator, 0.0)
+    profile = jnp.interp(mu, jnp.asarray(CENSORING_MU), jnp.asarray(censoring_profile))
+    return value - k * mu * floor / theta + beta * k * profile
 
 
 def htmp_exact_sample(key: jax.Array, m: int, gamma: float, kappa: ArrayLike, scale: ArrayLike) -> jax.Array:
