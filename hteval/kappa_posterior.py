@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hteval.densities.laguerre import ExactStatistics, kappa_terms
-from hteval.quadrature_1d import Grid1D, exponential_quantile, zoomed_grid
+from hteval.quadrature_1d import Grid1D, zoomed_grid
 
 #: kappa's prior is log-uniform on [KAPPA_MIN, kappa_upper_bound(M)]
 KAPPA_MIN = 1e-3
@@ -189,13 +189,7 @@ class KappaPosterior:
 
     def quantiles(self, q: np.ndarray) -> np.ndarray:
         """Quantiles of t = log kappa (exact under the grid's piecewise-exponential density)."""
-        log_mass = self.grid.log_masses
-        cumulative = np.concatenate([[0.0], np.cumsum(np.exp(log_mass))])
-        cumulative /= cumulative[-1]
-        cell = np.clip(np.searchsorted(cumulative, q, side="right") - 1, 0, log_mass.size - 1)
-        within = (q - cumulative[cell]) / np.maximum(cumulative[cell + 1] - cumulative[cell], 1e-300)
-        slope = np.diff(self.grid.log_density)[cell]
-        return self.grid.points[cell] + np.diff(self.grid.points)[cell] * exponential_quantile(within, slope)
+        return self.grid.quantiles(q)
 
 
 def posterior(stats: ExactStatistics, *, scale_ref: float, censoring: Censoring | None = None,
@@ -298,8 +292,8 @@ class ExactFit:
 
 
 def fit(stats: ExactStatistics, *, scale_ref: float, censoring: Censoring | None = None) -> ExactFit:
-    """The posterior (mean-field censored term where anything is censored), and where the censored term's error
-    bound is not negligible, how far its two bounds move the posterior."""
+    """The posterior (with the mean-field censored term where anything is censored) and, where the censored term's
+    error bound is not negligible, how far its two bounds move the posterior."""
     censored = censoring is not None and bool(np.any(censoring.k > 0))
     post = posterior(stats, scale_ref=scale_ref, censoring=censoring, variant="mean-field" if censored else "closed")
     if not censored:
@@ -314,7 +308,7 @@ def fit(stats: ExactStatistics, *, scale_ref: float, censoring: Censoring | None
         report["shift_sd"] = {variant: _shift(post, posterior(stats, scale_ref=scale_ref, censoring=censoring,
                                                              variant=variant)) for variant in ("closed", "lower")}
         worst = max(report["shift_sd"].values())
-        if worst > CENSORING_SD:
+        if not worst <= CENSORING_SD:
             reasons.append(f"censoring: the floor ({report['floor_over_mean']:.2g} of the mean eigenvalue) censors "
                            f"{report['n_censored']} of {stats.m * stats.n_slices} eigenvalues, and the bounds on the "
                            f"censored eigenvalues' term move the posterior by up to {worst:.2f} sd")

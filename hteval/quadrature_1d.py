@@ -91,6 +91,16 @@ class Grid1D:
                                f"between {self.points.size} and {self.points[::2].size} nodes")
         return reasons
 
+    def quantiles(self, q: np.ndarray) -> np.ndarray:
+        """Quantiles of the piecewise-exponential density (exact, no draws)."""
+        log_mass = self.log_masses
+        cumulative = np.concatenate([[0.0], np.cumsum(np.exp(log_mass))])
+        cumulative /= cumulative[-1]
+        cell = np.clip(np.searchsorted(cumulative, q, side="right") - 1, 0, log_mass.size - 1)
+        within = (q - cumulative[cell]) / np.maximum(cumulative[cell + 1] - cumulative[cell], 1e-300)
+        slope = np.diff(self.log_density)[cell]
+        return self.points[cell] + np.diff(self.points)[cell] * exponential_quantile(np.clip(within, 0, 1), slope)
+
     def draw(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """n independent draws (and the index of each draw's cell): a cell by its mass, then that cell's
         exponential density inverted exactly."""
