@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import os
 import queue as queue_module
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -86,13 +87,18 @@ def run_tasks(tasks: Sequence[tuple[Any, str]], fit_row: Callable[..., dict], ar
 
 
 def jax_options() -> dict[str, Any]:
-    """This process's float64 and compilation-cache settings, for a worker process to apply."""
+    """This process's float64 and compilation-cache settings, for a worker process to apply; none where JAX was
+    never imported (the worker then reads the same environment that this process would have)."""
+    if "jax" not in sys.modules:
+        return {}
     import jax
 
     return {name: getattr(jax.config, name) for name in _JAX_OPTIONS}
 
 
 def apply_jax_options(options: dict[str, Any]) -> None:
+    if not options:
+        return
     import jax
 
     for name, value in options.items():
