@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from hteval import names
 
-#: measured with `benchmarks/sbc.py` (README, "Calibrated uncertainty"); gamma 0.5, 2 x 500 draws after 300
-_EXACT = ("calibrated: exact finite-size likelihood; simulation-based calibration (200 simulations each at M = 100, "
-          "M = 500 and 9 conv slices of M = 30) put the truth inside 87-91.5% of 90% intervals and 43.5-50.5% of "
+#: measured with `benchmarks/sbc.py` (docs/validation.md): gamma 0.5, exact draws (4 x 1000)
+_EXACT = ("calibrated: exact finite-size likelihood; simulation-based calibration (1000 simulations each at M = 100, "
+          "M = 500 and 9 conv slices of M = 30) put the truth inside 88.8-90.3% of 90% intervals and 48.4-50.0% of "
           "50% intervals")
 _IID_HTMP = ("uncalibrated: iid likelihood, which ignores eigenvalue repulsion; simulation-based calibration (100 "
              "simulations at M = 100) put the truth inside 94% (kappa) and 97% (scale) of 90% intervals: too wide. "
