@@ -15,7 +15,7 @@ from hteval.cli import main
 from hteval.errors import InputError
 from hteval.spectra import iter_spectra
 
-LIGHT = {"chains": 1, "draws": 100, "warmup": 100, "max_draws": None}  # no extension: one chain has no R-hat
+LIGHT = {"chains": 1, "draws": 100, "warmup": 100, "max_draws": None}  # NUTS: no extension (one chain, no R-hat)
 
 
 @pytest.fixture
@@ -34,8 +34,7 @@ def checkpoint(tmp_path):
 def test_every_tensor_gets_a_row_and_each_fit_its_json(checkpoint, tmp_path):
     out = tmp_path / "out"
     seen = []
-    table = analyze(checkpoint, out, ("htmp",), on_row=lambda row, done, total: seen.append((done, total)),
-                    **LIGHT).set_index(names.NAME)
+    table = analyze(checkpoint, out, on_row=lambda row, done, total: seen.append((done, total))).set_index(names.NAME)
     order = [item.name for item in iter_spectra(checkpoint, on_error="skip")]
     assert list(table.index) == order and set(order) == {"a.weight", "a.bias", "b.weight", "c.weight"}
     assert seen[-1] == (4, 4)
@@ -43,37 +42,57 @@ def test_every_tensor_gets_a_row_and_each_fit_its_json(checkpoint, tmp_path):
     assert table.loc["b.weight", names.STATUS] == names.STATUS_ERROR and "NaN" in table.loc["b.weight", names.ERROR]
     for layer in ("a.weight", "c.weight"):
         row = table.loc[layer]
-        assert row[names.STATUS] in (names.STATUS_OK, names.STATUS_NOT_CONVERGED)
+        assert row[names.STATUS] == names.STATUS_OK  # exact draws of the default model: the quadrature's checks
         assert row["kappa_ci_low"] < row["kappa_median"] < row["kappa_ci_high"]
-        assert row["T_median"] == pytest.approx(48 / row["kappa_median"], rel=0.2)  # T = M / kappa
-        doc = json.loads((out / "layers" / f"{layer}.htmp.json").read_text())
-        assert doc["layer"] == layer and doc["model"] == "htmp"
-        assert row[names.INTERVALS] == doc[names.INTERVALS] == names.INTERVALS_UNCALIBRATED  # the iid likelihood
-    # scale is the mean eigenvalue: c's weights are half as large, so its scale is a quarter of a's (to the Monte
-    # Carlo error of two medians from one 100-draw chain each, which moved the ratio by 10% on another CPU)
+        assert row["T_median"] == pytest.approx(48 / row["kappa_median"], rel=0.05)  # T = M / kappa
+        doc = json.loads((out / "layers" / f"{layer}.htmp-exact.json").read_text())
+        assert doc["layer"] == layer and doc["model"] == "htmp-exact"
+        assert doc["diagnostics"]["quadrature"]["edge_mass"] < 1e-4
+        assert row[names.INTERVALS] == doc[names.INTERVALS] == names.INTERVALS_CALIBRATED
+        assert (out / "layers" / f"{layer}.htmp-exact.esd.png").stat().st_size > 10_000
+        with np.load(out / "layers" / f"{layer}.htmp-exact.draws.npz") as draws:
+            assert draws["kappa"].shape == (4, 1000)
+    # scale is the mean eigenvalue: c's weights are half as large, so its scale is a quarter of a's
     assert table.loc["c.weight", "scale_median"] / table.loc["a.weight", "scale_median"] == pytest.approx(0.25,
-                                                                                                          rel=0.2)
+                                                                                                          rel=0.05)
+
+
+def test_default_analysis_imports_no_jax_and_reads_ahead(checkpoint, tmp_path):
+    """The exact default runs in numpy: a whole analysis, figures and report included, never imports JAX, numpyro
+    or ArviZ (its spectra are read in a background thread meanwhile)."""
+    import subprocess
+    import sys
+
+    code = (f"import sys; from hteval.analyze import analyze; analyze({str(checkpoint)!r}, {str(tmp_path / 'o')!r});"
+            "print(sorted(m for m in ('jax', 'numpyro', 'arviz') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr
+
+
+def test_an_unreadable_file_is_one_error_from_the_reading_thread(tmp_path):
+    path = tmp_path / "broken.safetensors"
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    with pytest.raises(InputError):
+        analyze(path, tmp_path / "out")
 
 
 def test_resume_keeps_finished_rows_and_refits_only_what_is_missing(checkpoint, tmp_path):
     out = tmp_path / "out"
-    first = analyze(checkpoint, out, ("htmp",), **LIGHT)
+    first = analyze(checkpoint, out)
     table = out / LAYER_TABLE
     lines = table.read_text().splitlines(keepends=True)
     # a kill -9 during c.weight's row: its line is cut short
     table.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
     finished = "".join(lines[:-1])
     refitted = []
-    again = analyze(checkpoint, out, ("htmp",), on_row=lambda row, done, total: refitted.append(row[names.NAME]),
-                    **LIGHT)
+    again = analyze(checkpoint, out, on_row=lambda row, done, total: refitted.append(row[names.NAME]))
     assert refitted == ["c.weight"]
     assert table.read_text().startswith(finished)  # finished rows untouched
     assert len(again) == len(first)
     # same seed, same layer name: the same numbers whether fitted first or on resume
     assert again.set_index(names.NAME).loc["c.weight", "kappa_median"] == pytest.approx(
         first.set_index(names.NAME).loc["c.weight", "kappa_median"], rel=1e-12)
-    assert analyze(checkpoint, out, ("htmp",), on_row=lambda *a: pytest.fail("refitted"), **LIGHT).shape == \
-        again.shape
+    assert analyze(checkpoint, out, on_row=lambda *a: pytest.fail("refitted")).shape == again.shape
 
 
 def test_worker_processes_give_the_numbers_of_one_process(tmp_path):
@@ -85,9 +104,10 @@ def test_worker_processes_give_the_numbers_of_one_process(tmp_path):
                "d.weight": rng.standard_normal((64, 48)).astype(np.float32)}, path)
     started = []
     # MP: the machinery is model-blind, and MP compiles in a fraction of HTMP's time in every worker
-    parallel = analyze(path, tmp_path / "two", ("mp",), workers=2, figures=False,
+    parallel = analyze(path, tmp_path / "two", ("mp",), workers=2, figures=False, sampler="nuts",
                        on_start=lambda name, model: started.append(name), **LIGHT).set_index(names.NAME)
-    single = analyze(path, tmp_path / "one", ("mp",), workers=1, figures=False, **LIGHT).set_index(names.NAME)
+    single = analyze(path, tmp_path / "one", ("mp",), workers=1, figures=False, sampler="nuts",
+                     **LIGHT).set_index(names.NAME)
     assert sorted(started) == ["a.weight", "d.weight"]
     for column in ("sigma2_median", "sigma2_ci_high", "outlier_weight_median", names.R_HAT):
         np.testing.assert_array_equal(parallel.loc[["a.weight", "d.weight"], column],
@@ -98,7 +118,7 @@ def test_worker_processes_give_the_numbers_of_one_process(tmp_path):
 def test_other_models_need_a_new_output_directory(checkpoint, tmp_path):
     out = tmp_path / "out"
     (out).mkdir()
-    (out / LAYER_TABLE).write_text(",".join(table_columns(["htmp"])) + "\n")
+    (out / LAYER_TABLE).write_text(",".join(table_columns(["htmp-exact"])) + "\n")
     with pytest.raises(InputError, match="--out"):
         analyze(checkpoint, out, ("mp",), **LIGHT)
     assert read_layer_table(out / LAYER_TABLE).empty
@@ -127,14 +147,13 @@ def test_randomized_copies_report_and_partial_pooling(tmp_path):
     path = tmp_path / "structured.safetensors"
     save_file({f"{k}.weight": (rng.standard_normal((96, 48)) * scales).astype(np.float32) for k in "pq"}, path)
     out = tmp_path / "out"
-    table = analyze(path, out, ("htmp",), randomize=True, hierarchical=True, figures=False, chains=2, draws=300,
-                    warmup=100)
+    table = analyze(path, out, randomize=True, hierarchical=True, figures=False)
     assert list(zip(table[names.NAME], table[names.RANDOMIZED], strict=True)) == [
         ("p.weight", False), ("p.weight", True), ("q.weight", False), ("q.weight", True)]
     real, shuffled = (table[table[names.RANDOMIZED] == flag].set_index(names.NAME) for flag in (False, True))
     assert np.all(real["kappa_ci_high"] < shuffled["kappa_ci_low"])
-    assert json.loads((out / "layers" / "p.weight.htmp.randomized.json").read_text())[names.RANDOMIZED] is True
-    pooled = json.loads((out / "hierarchical.json").read_text())["htmp"]
+    assert json.loads((out / "layers" / "p.weight.htmp-exact.randomized.json").read_text())[names.RANDOMIZED] is True
+    pooled = json.loads((out / "hierarchical.json").read_text())["htmp-exact"]
     usable = real[real[names.STATUS] == names.STATUS_OK]
     if len(usable) == 2:
         assert pooled["n_layers"] == 2
