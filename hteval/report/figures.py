@@ -1,21 +1,36 @@
-"""Figures of one fit, for a paper: ESD with the posterior density, rank-ordered spectrum, trace and pair plots."""
+"""Figures of one fit, for a paper: ESD with the posterior density, rank-ordered spectrum, trace and pair plots.
+
+Importing this module imports neither JAX nor ArviZ: `plot_esd`, the one figure `hteval analyze` draws per layer,
+evaluates the HTMP density in numpy (`hteval.special.onepoint`) from `FitResult.draws` and `FitResult.layer`. The
+other figures, and plot_esd for models without an HTMP one-point law, import the JAX predictive code when called.
+"""
 
 from __future__ import annotations
 
+import functools
+import struct
+import threading
+import zlib
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")  # files only: hteval never opens windows
+matplotlib.use("Agg")  # files only: hteval never opens windows (pyplot, where others import it, uses Agg too)
 
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Polygon, StepPatch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from hteval import calibration, names  # noqa: E402
-from hteval.densities.mp import mp_logpdf  # noqa: E402
-from hteval.predictive import log_density_draws, predictive_spectra  # noqa: E402
+from hteval.special import onepoint  # noqa: E402
 
 _LABELS = names.MODEL_LABELS
+#: models whose one-eigenvalue law is HTMP(gamma, kappa, scale): their density needs no JAX
+_HTMP_LAW = frozenset({"htmp", "htmp-exact"})
+_LN10 = np.log(10)
 
 
 def band_label(model: str, prob: float) -> str:
@@ -25,33 +40,239 @@ def band_label(model: str, prob: float) -> str:
 
 
 def _eigenvalues(result) -> np.ndarray:
+    """The observed (uncensored) eigenvalues, sorted: from the fitted spectrum, which costs no ArviZ import."""
+    if getattr(result, "layer", None) is not None:
+        return np.sort(np.asarray(result.layer.eigenvalues, dtype=np.float64))
     return np.sort(np.asarray(result.data["observed_data"]["obs"].values).ravel())
 
 
+def _thinned(result, sites, n: int) -> dict[str, np.ndarray]:
+    """n draws of each site, chains pooled and thinned evenly (the same draws for every site)."""
+    flat = {k: np.asarray(result.draws[k], dtype=np.float64).reshape(-1) for k in sites}
+    total = next(iter(flat.values())).size
+    idx = np.unique(np.linspace(0, total - 1, min(n, total)).astype(int))
+    return {k: v[idx] for k, v in flat.items()}
+
+
+#: posterior draws behind the ESD figure's band, and its grid: the band is quantiles over draws, so a few dozen
+#: give its edges to a few percent of their width, and 250 log-spaced points draw even a kappa ~ 500 bulk edge
+#: smoothly (checked by eye)
+ESD_DRAWS = 40
+ESD_POINTS = 250
+
+
+def _log_density(result, grid: np.ndarray) -> np.ndarray:
+    """log f(grid) for ESD_DRAWS posterior draws: (draws, points). numpy for HTMP laws, JAX for the others."""
+    if result.model in _HTMP_LAW and getattr(result, "draws", None):
+        p = _thinned(result, ("kappa", "scale"), ESD_DRAWS)
+        return onepoint.htmp_logpdf_draws(grid, result.record["gamma"], p["kappa"], p["scale"])
+    from hteval.predictive import log_density_draws
+
+    return log_density_draws(result, grid, n=ESD_DRAWS)
+
+
 def plot_esd(result, path: Path, prob: float = 0.9) -> Path:
-    """ESD histogram on a log x axis (density of log10 x) with the posterior density median and band, and MP."""
+    """ESD histogram on a log x axis (density of log10 x) with the posterior density median and band, and MP.
+
+    For a censored layer the histogram is scaled by the observed fraction, so that it and the curves are densities
+    of the whole spectrum, and the floor is marked.
+    """
+    rec = result.record
     x = _eigenvalues(result)
-    grid = np.geomspace(x.min() / 2, x.max() * 2, 400)
-    logf = log_density_draws(result, grid)
-    # density of log10(x) = f(x) x ln 10, comparable with a histogram of log10 x
-    dens = np.exp(logf) * grid * np.log(10)
+    x = x[(x > 0) & np.isfinite(x)]  # a log axis (a fitted layer's eigenvalues are all positive already)
+    n_censored, floor = int(rec.get(names.N_CENSORED, 0) or 0), float(rec.get(names.FLOOR, 0.0) or 0.0)
+    censored = n_censored > 0 and floor > 0
+    grid = np.geomspace(min(x.min(), floor) / 2 if censored else x.min() / 2, x.max() * 2, ESD_POINTS)
+    dens = np.exp(_log_density(result, grid)) * grid * _LN10  # density of log10(x) = f(x) x ln 10
     lo, mid, hi = np.quantile(dens, [(1 - prob) / 2, 0.5, (1 + prob) / 2], axis=0)
-    mp = np.exp(np.asarray(mp_logpdf(grid, result.record["gamma"], float(x.mean())))) * grid * np.log(10)
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    heights, *_ = ax.hist(np.log10(x), bins=min(60, max(15, x.size // 8)), density=True, color="0.8", label="ESD")
-    ax.fill_between(np.log10(grid), lo, hi, color="C0", alpha=0.3, label=band_label(result.model, prob))
-    ax.plot(np.log10(grid), mid, color="C0", label=f"{_LABELS[result.model]} posterior median")
-    ax.plot(np.log10(grid), mp, color="C3", ls="--", label=r"MP, $\sigma^2$ = mean eigenvalue")
-    ax.set_xlabel(r"$\log_{10}$ eigenvalue")
-    ax.set_ylabel(r"density of $\log_{10}$ eigenvalue")
-    ax.set_title(f"{result.record['name']}  (M = {result.record['M']}, $\\gamma$ = {result.record['gamma']:.3g})")
-    ax.set_ylim(0, 1.3 * max(hi.max(), heights.max(), mp.max()))
-    ax.legend(frameon=False, fontsize=8)
-    return _save(fig, path)
+    mp = np.exp(onepoint.mp_logpdf(grid, rec["gamma"], float(x.mean()))) * grid * _LN10
+    heights, edges = np.histogram(np.log10(x), bins=min(60, max(15, x.size // 8)), density=True)
+    heights *= x.size / (x.size + n_censored)
+    canvas = _esd_canvas()
+    canvas.update(np.log10(grid), heights, edges, (lo, mid, hi), mp, np.log10(floor) if censored else None)
+    canvas.set_title(str(rec["name"]), f"(M = {rec['M']}, γ = {rec['gamma']:.3g})")
+    labels = ("ESD", band_label(result.model, prob), "posterior median", "MP, σ² = mean eigenvalue")
+    canvas.set_legend(labels + ((f"floor ({n_censored} censored)",) if censored else ()))
+    canvas.fig.canvas.draw()
+    _write_png(path, np.asarray(canvas.fig.canvas.buffer_rgba()))
+    return Path(path)
+
+
+_DPI = 150
+_PNG = {"compress_level": 1}  # zlib level 1: a third of the encoding time of the default 6, files ~25% larger
+
+
+class _EsdCanvas:
+    """The ESD figure, built once per thread and updated in place for every layer.
+
+    Building a figure, its axes, tick artists and legend costs more than drawing them, so the artists persist and
+    only their data, limits, title and (when its labels change) the legend are replaced. Fixed margins replace
+    constrained_layout (about a third of the drawing time): they hold the tick labels, axis labels and a one-line
+    title, which `set_title` shrinks to fit. Text is drawn through `_TextCache`.
+    """
+
+    size = (6.0, 4.0)
+    axes = (0.105, 0.12, 0.87, 0.8)  # left, bottom, width, height (figure fractions)
+
+    def __init__(self):
+        self.fig = Figure(figsize=self.size, dpi=_DPI, facecolor="white")  # opaque: _write_png drops alpha
+        _CachedTextCanvas(self.fig)
+        ax = self.ax = self.fig.add_axes(self.axes)
+        ax.set_xlabel("log₁₀ eigenvalue")
+        ax.set_ylabel("density of log₁₀ eigenvalue")
+        for axis in (ax.xaxis, ax.yaxis):  # a paper figure's few ticks; each tick label is a text to draw
+            axis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+        # artists added directly, not through plot/stairs/fill_between: the limits are set by hand, so none of the
+        # data-limit bookkeeping of those methods is needed
+        self.hist = ax.add_artist(StepPatch([0.0], [0.0, 1.0], fill=True, color="0.8"))
+        self.band = ax.add_artist(Polygon(np.zeros((3, 2)), closed=True, color="C0", alpha=0.3, lw=0))
+        self.median = ax.add_artist(Line2D([], [], color="C0", lw=1.5))
+        self.mp = ax.add_artist(Line2D([], [], color="C3", ls="--", lw=1.2))
+        self.floor = ax.add_artist(Line2D([0, 0], [0, 1], color="0.3", ls=":", lw=1,
+                                          transform=ax.get_xaxis_transform()))
+        self.labels: tuple = ()
+        self.top = np.zeros(0)  # highest curve or bar at each grid point, for the legend's placement
+        self.xs = np.zeros(0)
+
+    def update(self, xs, heights, edges, band, mp, floor) -> None:
+        lo, mid, hi = band
+        self.hist.set_data(heights, edges)
+        self.band.set_xy(np.column_stack([np.concatenate([xs, xs[::-1]]), np.concatenate([lo, hi[::-1]])]))
+        self.median.set_data(xs, mid)
+        self.mp.set_data(xs, mp)
+        self.floor.set_visible(floor is not None)
+        self.floor.set_xdata([0.0 if floor is None else floor] * 2)
+        self.ax.set_xlim(xs[0], xs[-1])
+        bars = np.append(heights, 0.0)[np.searchsorted(edges, xs, side="right") - 1]  # the bar under each point
+        self.xs, self.top = xs, np.nan_to_num(np.maximum.reduce([hi, mp, bars]))
+
+    def set_title(self, name: str, detail: str) -> None:
+        """Title "name  detail" over the axes, shrunk to fit the canvas if a long layer name needs it (down to 6 pt,
+        then the middle of the name gives way to an ellipsis)."""
+        renderer = self.fig.canvas.get_renderer()
+        text = self.ax.set_title(f"{name}  {detail}", fontsize=10)
+        box = text.get_window_extent(renderer)
+        centre = (box.x0 + box.x1) / 2
+        room = 2 * min(centre, self.fig.bbox.width - centre) - 8  # pixels, centred on the axes
+        if box.width <= room:
+            return
+        size = max(6.0, 10 * room / box.width)
+        text.set_fontsize(size)
+        width = text.get_window_extent(renderer).width
+        if width > room:  # at 6 pt: keep the ends of the name, which say which layer it is
+            keep = max(8, int(len(name) * room / width) - len(detail) - 4)
+            text.set_text(f"{name[:keep // 2]}…{name[len(name) - keep // 2:]}  {detail}")
+
+    def set_legend(self, labels: tuple[str, ...]) -> None:
+        """Legend in the upper corner where the curves are lower, the y range raised so that no curve passes under
+        it. Both corners are judged from one layout (mirrored) instead of the "best" search, which costs a third
+        of the drawing time."""
+        ax = self.ax
+        if labels != self.labels or ax.get_legend() is None:
+            handles = [self.hist, self.band, self.median, self.mp, self.floor][:len(labels)]
+            ax.legend(handles, labels, frameon=False, fontsize=8, loc="upper left")
+            self.labels = labels
+        legend = ax.get_legend()
+        legend.set_loc("upper left")
+        box = legend.get_window_extent(self.fig.canvas.get_renderer()).transformed(ax.transAxes.inverted())
+        xs, top = self.xs, self.top
+        peak = float(np.max(top, initial=0.0)) or 1.0
+        x0, x1 = xs[0], xs[-1]
+        best = None
+        for loc, (a, b) in (("upper left", (box.x0, box.x1)), ("upper right", (1 - box.x1, 1 - box.x0))):
+            under = (xs >= x0 + a * (x1 - x0)) & (xs <= x0 + b * (x1 - x0))
+            ylim = max(1.08 * peak, float(np.max(top[under], initial=0.0)) / max(box.y0 - 0.04, 0.05))
+            if best is None or ylim < best[0]:
+                best = (ylim, loc)
+        legend.set_loc(best[1])
+        ax.set_ylim(0, best[0])
+
+
+def _write_png(path, rgba: np.ndarray) -> None:
+    """An opaque RGBA canvas as an 8-bit RGB PNG: "up" filter and zlib level 3, in numpy.
+
+    PIL spends three times as long on the same image (its per-row adaptive filter choice) for a file of the same
+    size; a figure's flat background and long horizontal runs need nothing cleverer."""
+    h, w, _ = rgba.shape
+    rows = np.ascontiguousarray(rgba[..., :3]).reshape(h, 3 * w)
+    filtered = np.empty((h, 3 * w + 1), np.uint8)
+    filtered[:, 0] = 2  # "up": each byte minus the one above it (mod 256)
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit RGB, deflate, no interlace
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(filtered.tobytes(), 3))
+                + chunk(b"IEND", b""))
+
+
+_LOCAL = threading.local()
+
+
+def _esd_canvas() -> _EsdCanvas:
+    if not hasattr(_LOCAL, "esd"):
+        _LOCAL.esd = _EsdCanvas()
+    return _LOCAL.esd
+
+
+class _TextCache(RendererAgg):
+    """Agg renderer that rasterises each distinct plain-text string (font, size, angle) once per process.
+
+    matplotlib 3.11 renders text glyph by glyph in Python (~0.1 ms a glyph here), which made text most of the ESD
+    figure's drawing time although its axis labels, legend and most tick labels repeat from layer to layer. A
+    string is drawn once into a scratch renderer by Agg itself and its coverage bitmap kept; later draws blit it at
+    the whole-pixel position (as matplotlib did before 3.11). Math text and anything unexpected go to Agg.
+    """
+
+    def draw_text(self, gc, x, y, s, prop, angle, ismath=False, mtext=None):
+        if ismath or not gc.get_antialiased():
+            return super().draw_text(gc, x, y, s, prop, angle, ismath, mtext)
+        image, dx, dy = _coverage(s, prop.copy(), float(angle), float(self.dpi))
+        if image.size:
+            self._renderer.draw_text_image(image, int(round(x)) + dx, int(round(y)) + dy, 0, gc)
+
+
+@functools.lru_cache(maxsize=2048)
+def _coverage(s: str, prop, angle: float, dpi: float) -> tuple[np.ndarray, int, int]:
+    """Coverage bitmap of one string and its offset from the text anchor (left column, row below the bottom)."""
+    w, h, d = RendererAgg(1, 1, dpi).get_text_width_height_descent(s, prop, False)
+    # the text box [0, w] x [-d, h - d] about its anchor (y up), rotated: its extent in the scratch canvas
+    c, si = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+    bx, by = np.array([0, w, w, 0]), np.array([-d, -d, h - d, h - d])
+    rx, ry = c * bx - si * by, si * bx + c * by
+    pad = 4
+    left, top = int(np.ceil(-rx.min())) + pad, int(np.ceil(ry.max())) + pad  # anchor position, y down
+    scratch = RendererAgg(left + int(np.ceil(rx.max())) + pad, top + int(np.ceil(-ry.min())) + pad, dpi)
+    gc = scratch.new_gc()
+    gc.set_foreground((0.0, 0.0, 0.0, 1.0), isRGBA=True)
+    RendererAgg.draw_text(scratch, gc, left, top, s, prop, angle)
+    gc.restore()
+    alpha = np.asarray(scratch.buffer_rgba())[..., 3]
+    rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
+    if rows.size == 0:
+        return np.zeros((0, 0), np.uint8), 0, 0
+    image = np.ascontiguousarray(alpha[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
+    return image, int(cols[0]) - left, int(rows[-1]) + 1 - top
+
+
+class _CachedTextCanvas(FigureCanvasAgg):
+    """Agg canvas drawing with `_TextCache`."""
+
+    def get_renderer(self):
+        key = (*self.get_width_height(physical=True), self.figure.dpi)
+        if self._lastKey != key:
+            self.renderer = _TextCache(key[0], key[1], key[2])
+            self._lastKey = key
+        return self.renderer
 
 
 def plot_rank(result, path: Path, prob: float = 0.9, n: int = 100) -> Path:
     """Rank-ordered spectrum (log-log) against posterior predictive spectra: tail misfit shows at low ranks."""
+    from hteval.predictive import predictive_spectra
+
     title = f"{result.record['name']}: {_LABELS[result.model]}"
     return _rank_figure(_eigenvalues(result), predictive_spectra(result, n), prob, "posterior predictive", title,
                         path)
@@ -74,7 +295,7 @@ def _rank_figure(x, spectra, prob, what, title, path, ylim=None):
     x, spectra = x[::-1], spectra[:, ::-1]
     rank = np.arange(1, x.size + 1)
     lo, mid, hi = np.quantile(spectra, [(1 - prob) / 2, 0.5, (1 + prob) / 2], axis=0)
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    fig, ax = _subplots(figsize=(6, 4), constrained_layout=True)
     ax.fill_between(rank, lo, hi, color="C0", alpha=0.3, label=f"{what} {prob:.0%}")
     ax.plot(rank, mid, color="C0", lw=1, label=f"{what} median")
     ax.plot(rank, x, "k.", ms=3, label="observed")
@@ -93,7 +314,7 @@ def plot_trace_pair(result, path: Path) -> Path:
     """Trace of each parameter per chain, and the pair plot of the first two (log axes for positive ones)."""
     post = result.data["posterior"].to_dataset()
     shown = list(result.summary.index)[:2]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2), constrained_layout=True)
+    fig, axes = _subplots(1, 3, figsize=(11, 3.2), constrained_layout=True)
     for ax, name in zip(axes[:2], shown, strict=True):
         for chain in post[name].values:
             ax.plot(chain, lw=0.5)
@@ -128,10 +349,12 @@ def _model_label(comparison, model):
 
 
 def _comparison_density(comparison, path):
+    from hteval.predictive import log_density_draws
+
     first = next(iter(comparison.fits.values()))
     x = _eigenvalues(first)
     grid = np.geomspace(x.min() / 2, x.max() * 2, 400)
-    fig, ax = plt.subplots(figsize=(6.5, 4.2), constrained_layout=True)
+    fig, ax = _subplots(figsize=(6.5, 4.2), constrained_layout=True)
     heights, *_ = ax.hist(np.log10(x), bins=min(60, max(15, x.size // 8)), density=True, color="0.85", label="ESD")
     top = heights.max()
     for i, model in enumerate(comparison.table.index):
@@ -151,7 +374,7 @@ def _comparison_rank(comparison, path, prob):
     first = next(iter(comparison.fits.values()))
     x = _eigenvalues(first)[::-1]
     rank = np.arange(1, x.size + 1)
-    fig, ax = plt.subplots(figsize=(6.5, 4.2), constrained_layout=True)
+    fig, ax = _subplots(figsize=(6.5, 4.2), constrained_layout=True)
     for i, model in enumerate(comparison.table.index):
         spectra = np.asarray(comparison.fits[model].data["posterior_predictive"]["obs"].values)[0][:, ::-1]
         lo, mid, hi = np.quantile(spectra, [(1 - prob) / 2, 0.5, (1 + prob) / 2], axis=0)
@@ -170,7 +393,7 @@ def _comparison_rank(comparison, path, prob):
 
 def _comparison_elpd(comparison, path):
     table = comparison.table
-    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(table) + 1.4), constrained_layout=True)
+    fig, ax = _subplots(figsize=(6.5, 0.45 * len(table) + 1.4), constrained_layout=True)
     y = np.arange(len(table))[::-1]
     ax.errorbar(table[names.D_ELPD], y, xerr=table[names.D_SE], fmt="o", color="k", ms=4, capsize=3)
     ax.axvline(0, color="0.6", lw=0.8)
@@ -182,7 +405,14 @@ def _comparison_elpd(comparison, path):
     return _save(fig, path)
 
 
+def _subplots(*args, **kwargs):
+    """A figure and axes, Agg canvas attached, as pyplot.subplots without pyplot: its import and figure registry
+    are not needed for files (the ESD figure's own path never imports it)."""
+    fig = Figure(figsize=kwargs.pop("figsize", None), constrained_layout=kwargs.pop("constrained_layout", None))
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(*args, **kwargs)
+
+
 def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    fig.savefig(path, dpi=_DPI, pil_kwargs=_PNG)
     return Path(path)
