@@ -4,6 +4,10 @@ A weight becomes one or more matrices W of shape N x M with N >= M; its empirica
 eigenvalues of W^T W / N, computed as squared singular values of W in float64 divided by N (forming the Gram
 would lose half the digits of the small eigenvalues). Eigenvalues at or below the dtype's resolution floor are
 counted as censored, never silently dropped.
+
+On the host, a tensor is read in its stored dtype (a memory map for safetensors) and converted to float64 one
+matrix, and for a tall matrix one row block, at a time: a tall matrix is first reduced to the triangular factor of
+its QR (see _reduce), so the largest float64 buffer is one square-ish matrix, whatever the embedding's row count.
 """
 
 import fnmatch
@@ -33,6 +37,18 @@ OnError = Literal["raise", "skip"]
 SVD_BACKENDS = ("host", "device")
 _FLOAT_EXTRAS = frozenset(np.dtype(t) for t in (ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn,
                                                  ml_dtypes.float8_e5m2))
+#: N/M from which a matrix is first reduced to its M x M QR factor: dgesdd's own cut-over (MNTHR = 11/6 M)
+_QR_FIRST_RATIO = 11 / 6
+#: float64 bytes of a row block folded into R: single-threaded, 384 to 30720 rows of 384 columns were equally fast,
+#: and with two OpenBLAS threads on busy cores larger blocks (fewer, larger BLAS calls) were faster; a block has
+#: at least M rows
+_BLOCK_BYTES = 32 << 20
+#: dtpqrt's inner block size: 32 was fastest on 384 columns, 64 on 2048 (by 10%, 32000 and 5632 rows)
+_TPQRT_NB, _TPQRT_NB_WIDE, _TPQRT_WIDE = 32, 64, 1024
+#: rows of a row-major source converted per copy into a Fortran-ordered float64 buffer
+_COPY_ROWS = 16
+#: elements per chunk when counting non-finite values
+_COUNT_ELEMENTS = 1 << 20
 
 
 @dataclass(frozen=True, eq=False)
@@ -157,14 +173,16 @@ def _spectrum(W: Any, name: str, *, dtype: Any, min_eigs: int, keep_slices: bool
     array = tensor_to_numpy(W) if is_torch_tensor(W) else np.asarray(W)
     stored = _stored_dtype(array, dtype, name, source)
     _check_shape(array.shape, name, source, min_eigs=min_eigs, keep_slices=keep_slices)
-    slices = _slices(array)
-    _check_values(slices, name, source)
-    eigs = _eigenvalues(slices, svd)
-    floors = _floors(slices, stored)
+    if svd == "device":
+        slices = _slices(array)
+        _check_values(slices, name, source)
+        eigs, floors = _eigenvalues(slices, svd), _floors(slices, stored)
+    else:
+        eigs, floors = _host_eigenvalues(array, stored, name, source)
     if not keep_slices:
         return _build(name, array.shape, eigs, floors, stored.name)
     return [_build(_slice_name(name, array.shape, s), array.shape, eigs[s:s + 1], floors[s:s + 1],
-                   stored.name, first_slice=s) for s in range(len(slices))]
+                   stored.name, first_slice=s) for s in range(len(eigs))]
 
 
 def _stored_dtype(array: np.ndarray, dtype: Any, name: str, source: str | None) -> np.dtype:
@@ -203,9 +221,13 @@ def _check_shape(shape: tuple[int, ...], name: str, source: str | None, *, min_e
 
 def _slices(array: np.ndarray) -> np.ndarray:
     """Float64 stack (n_slices, N, M) of the layer's matrices, each transposed so that N >= M."""
-    x = np.asarray(array, dtype=np.float64)
+    return np.asarray(_slice_views(array), dtype=np.float64)
+
+
+def _slice_views(array: np.ndarray) -> np.ndarray:
+    """The (n_slices, N, M) stack of _slices as a view of the array, in its stored dtype."""
     # Conv kernel (out, in, *spatial): one out x in matrix per spatial position, positions in C order.
-    x = np.moveaxis(x.reshape(*x.shape[:2], -1), -1, 0)
+    x = np.moveaxis(array.reshape(*array.shape[:2], -1), -1, 0)
     return x if x.shape[1] >= x.shape[2] else x.swapaxes(1, 2)
 
 
@@ -222,24 +244,139 @@ def _eigenvalues(slices: np.ndarray, svd: str = "host") -> np.ndarray:
     if svd == "device":
         singular = _device_singular_values(slices)
     else:
-        singular = np.stack([_singular_values(matrix) for matrix in slices])
+        singular = np.stack([_singular_values(matrix)[0] for matrix in slices])
     return np.sort(singular**2 / slices.shape[1], axis=1)
 
 
 def _floors(slices: np.ndarray, stored: np.dtype) -> np.ndarray:
     """Per-slice floor (eps_dtype * ||W||_F)^2 / N: the stored dtype's rounding noise, in eigenvalue units."""
-    eps = float(ml_dtypes.finfo(stored).eps)
-    return eps**2 * np.einsum("snm,snm->s", slices, slices) / slices.shape[1]
+    # summed block by block as the host path does, so that both paths give the same floors to the last bit
+    sumsq = [sum(_norm(block)[0] for block in _float64_blocks(matrix)) for matrix in slices]
+    return _floor(np.array(sumsq), slices.shape[1], stored)
 
 
-def _singular_values(matrix: np.ndarray) -> np.ndarray:
-    # scipy's gesdd, not np.linalg.svd: with numpy's bundled OpenBLAS the latter took 7.5 s instead of 0.4 s
-    # on the 30522 x 384 MiniLM word embedding.
+def _floor(sumsq: np.ndarray, n: int, stored: np.dtype) -> np.ndarray:
+    return float(ml_dtypes.finfo(stored).eps) ** 2 * sumsq / n
+
+
+def _host_eigenvalues(array: np.ndarray, stored: np.dtype, name: str,
+                      source: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (n_slices, M, rows ascending) and floors (n_slices) with LAPACK, one matrix at a time.
+
+    The tensor stays in its stored dtype (often a read-only memory map); each matrix is converted to float64 as
+    it is reduced, its norm and finiteness checked on the way, so that no float64 copy of the whole tensor (or of
+    more than one matrix) ever exists.
+    """
+    views = _slice_views(array)
     try:
-        return scipy.linalg.svd(matrix, compute_uv=False, check_finite=False, lapack_driver="gesdd")
+        results = [_singular_values(view) for view in views]
+    except _NonFinite:
+        raise InputError(f"{_count_non_finite(array)} non-finite values (NaN or inf)", source=source,
+                         layer=name) from None
+    singular, sumsq, nonzero = zip(*results, strict=True)
+    if not any(nonzero):
+        raise LayerSkipped(name, "all-zero tensor: no spectrum")
+    n = views.shape[1]
+    return np.sort(np.stack(singular) ** 2 / n, axis=1), _floor(np.array(sumsq), n, stored)
+
+
+class _NonFinite(Exception):
+    """A NaN or inf met while converting a matrix; the caller counts them over the whole tensor for its message."""
+
+
+def _singular_values(matrix: np.ndarray) -> tuple[np.ndarray, float, bool]:
+    """Singular values of one N x M matrix (N >= M; any float dtype and strides) in float64, its squared Frobenius
+    norm, and whether any entry is non-zero (the singular values of an all-zero matrix are zeros, without LAPACK)."""
+    square, sumsq, nonzero = _reduce(matrix)
+    if not nonzero:
+        return np.zeros(matrix.shape[1]), 0.0, False
+    try:
+        return _lapack_svd(square, "gesdd"), sumsq, True
     except np.linalg.LinAlgError:
-        # gesdd occasionally fails to converge where the slower QR-iteration driver does not.
-        return scipy.linalg.svd(matrix, compute_uv=False, check_finite=False, lapack_driver="gesvd")
+        # gesdd occasionally fails to converge where the slower QR-iteration driver does not. gesdd overwrote
+        # its input, which is rebuilt (rare) rather than copied beforehand (always).
+        return _lapack_svd(_reduce(matrix)[0], "gesvd"), sumsq, True
+
+
+def _lapack_svd(matrix: np.ndarray, driver: str) -> np.ndarray:
+    # scipy's LAPACK, not np.linalg.svd: with numpy's bundled OpenBLAS the latter took 7.5 s instead of 0.4 s on
+    # the 30522 x 384 MiniLM word embedding. The matrix is a Fortran-ordered float64 array of our own, so LAPACK
+    # works in it instead of on a copy.
+    return scipy.linalg.svd(matrix, compute_uv=False, check_finite=False, overwrite_a=True, lapack_driver=driver)
+
+
+def _reduce(matrix: np.ndarray) -> tuple[np.ndarray, float, bool]:
+    """A Fortran-ordered float64 matrix with the singular values of `matrix`, which LAPACK may overwrite; the
+    squared Frobenius norm of `matrix`; whether it has a non-zero entry.
+
+    A square-ish matrix is its own float64 copy. A tall one (N >= 11/6 M) becomes the M x M triangular R of its
+    QR factorisation, by tall-skinny QR: row blocks are converted to float64 one at a time and folded into R with
+    LAPACK's triangular-pentagonal QR (dtpqrt: the QR of [R; block]), so that memory is R and one block of
+    max(M rows, 32 MB) whatever N is, for the flops of one Householder QR. That QR is backward stable (the small
+    singular values keep their digits, unlike the Gram's), and it is what gesdd would do first with the whole
+    matrix.
+    """
+    n, m = matrix.shape
+    tall = n >= _QR_FIRST_RATIO * m
+    reduced, sumsq, nonzero = np.zeros((m, m), order="F") if tall else None, 0.0, False
+    for block in _float64_blocks(matrix):
+        block_sumsq, block_nonzero = _norm(block)
+        sumsq, nonzero = sumsq + block_sumsq, nonzero or block_nonzero
+        reduced = _fold(reduced, block) if tall else block
+    return reduced, sumsq, nonzero
+
+
+def _float64_blocks(matrix: np.ndarray) -> Iterator[np.ndarray]:
+    """The matrix as Fortran-ordered float64 row blocks: a square-ish matrix in one block (a fresh copy), a tall
+    one (see _reduce) in blocks of max(M rows, 32 MB) in one reused buffer."""
+    n, m = matrix.shape
+    rows = min(n, max(m, _BLOCK_BYTES // (8 * m))) if n >= _QR_FIRST_RATIO * m else n
+    storage = np.empty(rows * m)
+    for start in range(0, n, rows):
+        block = np.ndarray((min(rows, n - start), m), buffer=storage, order="F")
+        _fill(block, matrix[start:start + rows])
+        yield block
+
+
+def _fold(r: np.ndarray, block: np.ndarray) -> np.ndarray:
+    """The triangular factor of the QR of [r; block], in r's memory (block's is overwritten)."""
+    m = r.shape[1]
+    nb = min(m, _TPQRT_NB_WIDE if m >= _TPQRT_WIDE else _TPQRT_NB)
+    r, _, _, info = scipy.linalg.lapack.dtpqrt(0, nb, r, block, overwrite_a=1, overwrite_b=1)
+    if info:
+        raise RuntimeError(f"dtpqrt rejected its argument {-info}")
+    return r
+
+
+def _fill(out: np.ndarray, matrix: np.ndarray) -> None:
+    """out[...] = matrix in float64, out Fortran-ordered."""
+    if abs(matrix.strides[0]) <= abs(matrix.strides[1]):
+        out[...] = matrix
+        return
+    # Row-major source: numpy transposes a few rows at a time (they stay in cache) 2-3x faster than all at once.
+    for start in range(0, matrix.shape[0], _COPY_ROWS):
+        out[start:start + _COPY_ROWS] = matrix[start:start + _COPY_ROWS]
+
+
+def _norm(block: np.ndarray) -> tuple[float, bool]:
+    """Squared Frobenius norm of a Fortran-contiguous float64 block and whether it has a non-zero entry; raises
+    _NonFinite at a NaN or inf."""
+    flat = block.reshape(-1, order="F")
+    with np.errstate(over="ignore"):
+        sumsq = float(np.dot(flat, flat))
+    # A NaN or inf makes the sum non-finite; so can huge finite float64 values, hence the second look.
+    if not np.isfinite(sumsq) and not np.isfinite(flat).all():
+        raise _NonFinite
+    # Likewise tiny float64 values can square to 0.
+    return sumsq, sumsq > 0 or bool(flat.any())
+
+
+def _count_non_finite(array: np.ndarray) -> int:
+    """NaNs and infs in the tensor, counted a few rows at a time (the error path: this reads the tensor again)."""
+    rows = array.reshape(array.shape[0], -1)
+    step = max(1, _COUNT_ELEMENTS // rows.shape[1])
+    return sum(int(np.count_nonzero(~np.isfinite(np.asarray(rows[i:i + step], dtype=np.float64))))
+               for i in range(0, rows.shape[0], step))
 
 
 def _device_singular_values(slices: np.ndarray) -> np.ndarray:

@@ -4,13 +4,17 @@ import dataclasses
 import json
 import subprocess
 import sys
+import tracemalloc
 
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import pytest
+import safetensors.numpy
+import scipy.linalg
 
 import hteval
-from hteval import names
+from hteval import names, spectra
 from hteval.errors import InputError, LayerSkipped
 
 EPS = {"float64": 2.0**-52, "float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
@@ -273,3 +277,117 @@ def test_device_singular_values_match_lapack(tmp_path):
         assert (a.n_eigs, a.n_censored, a.floor) == (b.n_eigs, b.n_censored, b.floor)
     with pytest.raises(InputError, match="svd"):
         hteval.load_spectra(path, svd="gpu")
+
+
+# The host path converts each matrix to float64 block by block: tall matrices (N >= 11/6 M) go through a blocked
+# QR (blocks of max(M rows, 32 MB), the last one partial), square-ish ones through one float64 copy. The tests
+# shrink the blocks (small_blocks) so that small matrices take several.
+@pytest.fixture
+def small_blocks(monkeypatch):
+    monkeypatch.setattr(spectra, "_BLOCK_BYTES", 256 * 8 * 8)  # 256 rows of 8 columns
+
+
+def _reference_eigenvalues(W: np.ndarray) -> np.ndarray:
+    x = np.moveaxis(W.astype(np.float64).reshape(*W.shape[:2], -1), -1, 0)
+    x = x if x.shape[1] >= x.shape[2] else x.swapaxes(1, 2)
+    return np.sort(scipy.linalg.svd(x, compute_uv=False) ** 2 / x.shape[1], axis=1)
+
+
+def _rank_deficient(n: int, m: int, rank: int) -> np.ndarray:
+    return gaussian(n, rank, seed=11) @ gaussian(rank, m, seed=12)
+
+
+@pytest.mark.parametrize(("W", "dtype"), [
+    (gaussian(3001, 40), "float64"),            # tall: 59 blocks of 51 rows, the last with 43
+    (gaussian(5000, 300), "float32"),           # tall: blocks of M = 300 rows, the last with 200
+    (gaussian(40, 3001).T, "float64"),          # a column-major (transposed) tall view
+    (gaussian(60, 3001), "bfloat16"),           # wide, stored row-major: its transpose is read column-major
+    (gaussian(300, 300), "float32"),            # square: one float64 copy
+    (gaussian(200, 150), "float16"),            # square-ish (N < 11/6 M)
+    (gaussian(600, 24, 3, 3), "float32"),       # conv: strided slices, tall
+    (gaussian(16, 24, 2, 2), "float64"),        # conv: strided slices, wide
+    (_rank_deficient(2000, 60, 7), "float64"),  # tall, rank 7 of 60
+    (_rank_deficient(120, 100, 7), "float64"),  # square-ish, rank 7
+], ids=["tall", "tall-wide-blocks", "tall-view", "wide", "square", "squarish", "conv-tall", "conv-wide",
+        "rank-deficient-tall", "rank-deficient-square"])
+def test_host_eigenvalues_match_lapack_on_the_whole_float64_matrix(W, dtype, small_blocks):
+    W = W.astype(np.dtype(dtype))
+    eigs, floors = spectra._host_eigenvalues(W, W.dtype, "w", None)
+    expected = _reference_eigenvalues(W)
+    assert eigs.shape == expected.shape
+    np.testing.assert_allclose(eigs, expected, rtol=0, atol=1e-12 * expected.max())
+    norms = np.sum(np.moveaxis(W.astype(np.float64).reshape(*W.shape[:2], -1), -1, 0) ** 2, axis=(1, 2))
+    np.testing.assert_allclose(floors, EPS[dtype] ** 2 * norms / max(W.shape[:2]), rtol=1e-12)
+
+
+@pytest.mark.parametrize(("n", "m"), [(3000, 64), (2000, 100), (300, 200)], ids=["tall", "tall-100", "square-ish"])
+def test_small_eigenvalues_of_an_ill_conditioned_matrix_keep_ten_digits(n, m, small_blocks):
+    """Singular values spanning 1e-6..1: each eigenvalue to 1e-10 relative (the Gram gets ~1e-5 on the smallest)."""
+    q1, _ = np.linalg.qr(gaussian(n, m, seed=13))
+    q2, _ = np.linalg.qr(gaussian(m, m, seed=14))
+    singular = np.logspace(0, -6, m)
+    eigs, _ = spectra._host_eigenvalues(q1 * singular @ q2.T, np.dtype("float64"), "ill", None)
+    np.testing.assert_allclose(eigs[0], np.sort(singular**2 / n), rtol=1e-10)
+
+
+def test_host_path_holds_no_float64_copy_of_a_tall_tensor(small_blocks):
+    """numpy's allocations are traced: a 20000 x 50 float32 tensor (8 MB in float64) reduces in 50-row blocks."""
+    W = gaussian(20000, 50).astype(np.float32)
+    tracemalloc.start()
+    try:
+        hteval.spectrum(W, "tall")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.05 * W.size * 8
+
+
+def test_host_path_holds_one_float64_copy_of_a_square_tensor():
+    W = gaussian(800, 700).astype(np.float32)
+    tracemalloc.start()
+    try:
+        hteval.spectrum(W, "square")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.2 * W.size * 8
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_non_finite_values_in_a_later_block_are_counted_over_the_whole_tensor(dtype, small_blocks):
+    W = gaussian(3000, 40).astype(np.dtype(dtype))
+    W[2900, 3], W[2950, :2], W[10, 0] = np.nan, np.inf, -np.inf
+    with pytest.raises(InputError, match="4 non-finite values") as info:
+        hteval.spectrum(W, "late")
+    assert info.value.layer == "late"
+    conv = gaussian(600, 24, 3, 3)
+    conv[500, 3, 2, 2] = np.nan
+    with pytest.raises(InputError, match="1 non-finite values"):
+        hteval.spectrum(conv, "conv")
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in square:RuntimeWarning")  # eigenvalues of 1e200 entries
+def test_extreme_finite_float64_values_are_not_mistaken_for_bad_input(small_blocks):
+    """Squares of huge values overflow and of tiny ones underflow; neither is a NaN nor an all-zero tensor."""
+    for scale in (1e200, 1e-170):
+        spec = hteval.spectrum(gaussian(3000, 40) * scale, "extreme")
+        assert spec.n_eigs + spec.n_censored == 40
+    with pytest.raises(LayerSkipped, match="all-zero"):
+        hteval.spectrum(np.zeros((3000, 40), dtype=ml_dtypes.bfloat16), "zero")
+
+
+def test_safetensors_pages_are_released_and_tensors_stay_readable(tmp_path):
+    """A read tensor's mapped pages leave the process's resident memory once the next is asked for, and its array
+    still reads the file: resident file pages stay at one 16 MB tensor, not the 64 MB of all four."""
+    path = tmp_path / "big.safetensors"
+    tensors = {f"layer{i}.weight": gaussian(1024, 4096, seed=i).astype(np.float32) for i in range(4)}
+    safetensors.numpy.save_file(tensors, path)
+    code = ("from hteval.io import iter_tensors; "
+            "rss = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('RssFile')).split()[1]); "
+            f"before = rss(); read = [(t, float(t.array.sum()), rss() - before) for t in iter_tensors({str(path)!r})]; "
+            "print(max(r[2] for r in read), [(t.name, float(t.array.sum())) for t, _, _ in read])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    grown_kib, sums = out.stdout.split(" ", 1)
+    assert int(grown_kib) < 24 * 1024
+    assert sums.strip() == str([(name, float(w.sum())) for name, w in tensors.items()])

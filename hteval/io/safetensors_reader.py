@@ -5,11 +5,17 @@ bfloat16: an 8-byte little-endian header length, a JSON header, then the raw lit
 file is memory-mapped and each tensor is a view of its byte range, so tensors are read one at a time. Every
 offset is checked against the file size before the first tensor is yielded, so a truncated file fails up
 front.
+
+Pages of a mapped file that were read count in the process's resident memory until they are unmapped: reading a
+whole multi-GB checkpoint would leave all of it resident. So once the consumer asks for the next tensor, the pages
+of the previous one are dropped from this process (madvise MADV_DONTNEED; they stay in the page cache, and the
+array stays valid: touching it again reads them back).
 """
 
 import json
 import logging
 import math
+import mmap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +68,7 @@ def iter_file(path: Path) -> Iterator[NamedTensor]:
     data = _memmap(path)
     for entry in entries:
         yield _tensor(data, entry)
+        _release(data, entry)
 
 
 def iter_directory(path: Path) -> Iterator[NamedTensor]:
@@ -98,6 +105,7 @@ def iter_index(index: Path) -> Iterator[NamedTensor]:
             raise InputError(f"tensor listed in the index is missing from shard {shard}", source=str(index),
                              layer=name)
         yield _tensor(data, entries[name])
+        _release(data, entries[name])
 
 
 def read_header(path: Path) -> list[_Entry]:
@@ -156,6 +164,15 @@ def _memmap(path: Path) -> np.ndarray:
         return np.memmap(path, dtype=np.uint8, mode="r")
     except (OSError, ValueError) as err:
         raise InputError(f"cannot memory-map file: {err}", source=str(path)) from err
+
+
+def _release(data: np.memmap, entry: _Entry) -> None:
+    """Drop the tensor's pages from this process's resident memory (see the module docstring)."""
+    mapped = getattr(data, "_mmap", None)
+    if mapped is None or not hasattr(mmap, "MADV_DONTNEED") or entry.end == entry.start:
+        return  # not an mmap-backed array, a platform without MADV_DONTNEED, or an empty tensor: no pages
+    start = entry.start - entry.start % mmap.PAGESIZE  # madvise takes page-aligned ranges
+    mapped.madvise(mmap.MADV_DONTNEED, start, entry.end - start)
 
 
 def _tensor(data: np.ndarray, entry: _Entry) -> NamedTensor:
