@@ -7,10 +7,10 @@ resume (its layer is fitted again); finished lines are never rewritten. A layer 
 with its status and error, and the run goes on.
 
 Two ways through a checkpoint. Models drawn exactly (the default, htmp-exact) cost milliseconds a layer, so the
-linear algebra is what takes time: one process, the singular values of the next tensors computed in a background
-thread (LAPACK releases the GIL) while this one fits, writes and draws the layers already done. Models fitted by
-NUTS cost seconds a layer: all spectra first, then groups of same-program fits spread over worker processes
-(`hteval.parallel`).
+linear algebra is what takes time: one process, the singular values of the next tensors computed by a pool of
+threads (`iter_spectra(threads=...)`; LAPACK releases the GIL) while this one fits, writes and draws the layers
+already done. Models fitted by NUTS cost seconds a layer: all spectra first, then groups of same-program fits
+spread over worker processes (`hteval.parallel`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ import json
 import logging
 import math
 import os
-import queue
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -100,7 +98,9 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DE
     exact = all(sampler != "nuts" and hasattr(MODELS[m], "posterior_draws") for m in models)
     accelerator = _accelerator() if (svd == "auto" or (batched is None and not exact)) else False
     svd = ("device" if accelerator else "host") if svd == "auto" else svd
-    spectra = iter_spectra(path, layers=layers, on_error="skip", randomize=seed if randomize else None, svd=svd)
+    # singular values of several tensors at a time, ahead of the fits (which need little CPU on the exact path)
+    spectra = iter_spectra(path, layers=layers, on_error="skip", randomize=seed if randomize else None, svd=svd,
+                           threads=None)
     settings = {"prob": prob, "seed": seed, "chains": chains, "draws": draws, "warmup": warmup,
                 "max_draws": max_draws, "sampler": sampler}
     order: list[str] = []
@@ -126,7 +126,7 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DE
 
         on_start = on_start or (lambda name, model: None)
         if exact:
-            for item, model in pending(_read_ahead(spectra)):
+            for item, model in pending(spectra):
                 on_start(item.name, model)
                 emit(_fit_row(item, model, settings, out, figures))
         else:
@@ -152,44 +152,6 @@ def _accelerator() -> bool:
     import jax
 
     return jax.default_backend() != "cpu"
-
-
-#: spectra read ahead of the fits: their eigenvalues are small, the tensors themselves are read one at a time
-_READ_AHEAD = 4
-
-
-def _read_ahead(items: Iterator) -> Iterator:
-    """The items of `items`, computed in a background thread that stays up to _READ_AHEAD ahead: singular values
-    (LAPACK, which releases the GIL) overlap with the fits, files and figures of the layers already read. An
-    exception in the reader is raised here, in order."""
-    ready: queue.Queue = queue.Queue(maxsize=_READ_AHEAD)
-    stop = threading.Event()
-    end = object()
-
-    def read():
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                ready.put(item)
-        except BaseException as err:  # noqa: BLE001 - re-raised in the consuming thread
-            ready.put(err)
-        ready.put(end)
-
-    reader = threading.Thread(target=read, name="hteval-spectra", daemon=True)
-    reader.start()
-    try:
-        while (item := ready.get()) is not end:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while reader.is_alive():  # unblock a reader waiting on a full queue
-            try:
-                ready.get_nowait()
-            except queue.Empty:
-                reader.join(0.05)
 
 
 def _fit_row(item, model: str, settings: dict[str, Any], out: Path, figures: bool) -> dict[str, Any]:

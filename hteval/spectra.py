@@ -13,8 +13,9 @@ its QR (see _reduce), so the largest float64 buffer is one square-ish matrix, wh
 import fnmatch
 import functools
 import logging
+import os
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -125,7 +126,8 @@ def spectrum(W: Any, name: str = "W", *, dtype: Any = None, min_eigs: int = 16,
 
 def iter_spectra(path: str | Path, *, layers: str | Sequence[str] | None = None, min_eigs: int = 16,
                  keep_slices: bool = False, on_error: OnError = "raise",
-                 randomize: int | None = None, svd: str = "host") -> Iterator[LayerSpectrum | SkippedLayer]:
+                 randomize: int | None = None, svd: str = "host",
+                 threads: int | None = 1) -> Iterator[LayerSpectrum | SkippedLayer]:
     """Yield a LayerSpectrum or a SkippedLayer for each tensor of a checkpoint, in checkpoint order.
 
     `layers` selects tensors: a glob pattern (fnmatch) or a list of exact names. Integer and boolean tensors
@@ -141,6 +143,11 @@ def iter_spectra(path: str | Path, *, layers: str | Sequence[str] | None = None,
     device, a GPU where there is one, compiling once per layer shape (38 MiniLM layers of 5 shapes on an H100:
     3.3 s with compilation, 2.5 s again, against 1.2 s with scipy, agreeing to 3e-13; benchmarks/bench_gpu.py).
     Reading a checkpoint does not import JAX unless svd="device".
+
+    threads: tensors whose singular values are computed side by side on the host (None: the CPU count), each
+    with single-threaded BLAS, up to threads + 1 tensors ahead of the one being yielded. On a machine whose
+    cores are also busy with other work (the fits of `hteval analyze` in the consuming thread), multi-threaded
+    OpenBLAS on each matrix spins and runs up to 10x slower than this. Results come out in checkpoint order.
     """
     if on_error not in ("raise", "skip"):
         raise InputError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
@@ -148,21 +155,56 @@ def iter_spectra(path: str | Path, *, layers: str | Sequence[str] | None = None,
         raise InputError(f"svd must be one of {', '.join(SVD_BACKENDS)}, not {svd!r}")
     selected = _selector(layers)
     tally = _Tally()
-    for tensor in iter_tensors(path):
-        if selected(tensor.name):
-            tally.add(tensor)
-            results = list(_layer_results(tensor, str(path), min_eigs, keep_slices, on_error, svd))
-            yield from results
-            if randomize is not None and isinstance(results[0], LayerSpectrum):
-                yield from _randomized(tensor, str(path), min_eigs, keep_slices, randomize, svd)
+
+    def one(tensor: NamedTensor) -> list[LayerSpectrum | SkippedLayer]:
+        results = list(_layer_results(tensor, str(path), min_eigs, keep_slices, on_error, svd))
+        if randomize is not None and isinstance(results[0], LayerSpectrum):
+            results += _randomized(tensor, str(path), min_eigs, keep_slices, randomize, svd)
+        return results
+
+    def chosen() -> Iterator[NamedTensor]:
+        for tensor in iter_tensors(path):
+            if selected(tensor.name):
+                tally.add(tensor)
+                yield tensor
+
+    threads = (os.cpu_count() or 1) if threads is None else threads
+    if threads <= 1 or svd == "device":
+        for tensor in chosen():
+            yield from one(tensor)
+    else:
+        yield from _in_threads(one, chosen(), threads)
     tally.check(str(path), layers)
 
 
+def _in_threads(work: Callable, items: Iterator, threads: int) -> Iterator:
+    """work(item) for every item, `threads` at a time with single-threaded BLAS, yielded in order (each result an
+    iterable). A failure is raised where its item's results would have been yielded."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads, "hteval-svd") as pool:
+        pending: deque = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(work, item))
+                if len(pending) > threads:
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+        finally:
+            for future in pending:  # the consumer stopped early or a tensor failed: drop what is not started
+                future.cancel()
+
+
 def load_spectra(path: str | Path, *, layers: str | Sequence[str] | None = None, min_eigs: int = 16,
-                 keep_slices: bool = False, on_error: OnError = "raise", svd: str = "host") -> list[LayerSpectrum]:
-    """The spectra of a checkpoint's layers in checkpoint order (iter_spectra also lists skipped tensors)."""
+                 keep_slices: bool = False, on_error: OnError = "raise", svd: str = "host",
+                 threads: int | None = None) -> list[LayerSpectrum]:
+    """The spectra of a checkpoint's layers in checkpoint order (iter_spectra also lists skipped tensors); the
+    singular values of `threads` tensors at a time (default: the CPU count)."""
     results = list(iter_spectra(path, layers=layers, min_eigs=min_eigs, keep_slices=keep_slices,
-                                on_error=on_error, svd=svd))
+                                on_error=on_error, svd=svd, threads=threads))
     spectra = [r for r in results if isinstance(r, LayerSpectrum)]
     logger.info("%s: %d layers, %d tensors skipped", path, len(spectra), len(results) - len(spectra))
     return spectra

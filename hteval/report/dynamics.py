@@ -10,23 +10,19 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from hteval import names  # noqa: E402
-from hteval.report.analysis import FOREST_PARAMETERS  # noqa: E402
+from hteval import names
+from hteval.report.analysis import FOREST_PARAMETERS
+from hteval.report.figures import subplots
 
 DYNAMICS_TABLE = "dynamics.csv"
 DYNAMICS_REPORT = "dynamics.md"
 #: columns of dynamics.csv, one row per (model, parameter, layer, checkpoint)
 COLUMNS = (names.MODEL, "parameter", names.NAME, names.CHECKPOINT, names.STEP, "median", "ci_low", "ci_high",
            names.STATUS, names.INTERVALS)
-_SYMBOL = {"kappa": r"$\kappa$", "alpha": r"$\alpha$"}
+_SYMBOL = {"kappa": "κ", "alpha": "α"}
 _PANEL_COLUMNS = 4
 
 
@@ -85,7 +81,7 @@ def plot_dynamics(part: pd.DataFrame, path: Path) -> Path:
     by_step = part[names.STEP].notna().all()
     ncols = min(_PANEL_COLUMNS, len(layers))
     nrows = math.ceil(len(layers) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.4 * nrows), sharex=True, squeeze=False)
+    fig, axes = subplots(nrows, ncols, figsize=(3.2 * ncols, 2.4 * nrows), sharex=True, squeeze=False)
     for ax, layer in zip(axes.flat, layers, strict=False):
         rows = part[part[names.NAME] == layer]
         x = rows[names.STEP].to_numpy(float) if by_step else rows[names.CHECKPOINT].map(checkpoints.index).to_numpy()
@@ -115,7 +111,6 @@ def plot_dynamics(part: pd.DataFrame, path: Path) -> Path:
                  "credible interval)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
-    plt.close(fig)
     return path
 
 

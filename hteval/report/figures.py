@@ -295,7 +295,7 @@ def _rank_figure(x, spectra, prob, what, title, path, ylim=None):
     x, spectra = x[::-1], spectra[:, ::-1]
     rank = np.arange(1, x.size + 1)
     lo, mid, hi = np.quantile(spectra, [(1 - prob) / 2, 0.5, (1 + prob) / 2], axis=0)
-    fig, ax = _subplots(figsize=(6, 4), constrained_layout=True)
+    fig, ax = subplots(figsize=(6, 4), constrained_layout=True)
     ax.fill_between(rank, lo, hi, color="C0", alpha=0.3, label=f"{what} {prob:.0%}")
     ax.plot(rank, mid, color="C0", lw=1, label=f"{what} median")
     ax.plot(rank, x, "k.", ms=3, label="observed")
@@ -314,7 +314,7 @@ def plot_trace_pair(result, path: Path) -> Path:
     """Trace of each parameter per chain, and the pair plot of the first two (log axes for positive ones)."""
     post = result.data["posterior"].to_dataset()
     shown = list(result.summary.index)[:2]
-    fig, axes = _subplots(1, 3, figsize=(11, 3.2), constrained_layout=True)
+    fig, axes = subplots(1, 3, figsize=(11, 3.2), constrained_layout=True)
     for ax, name in zip(axes[:2], shown, strict=True):
         for chain in post[name].values:
             ax.plot(chain, lw=0.5)
@@ -354,7 +354,7 @@ def _comparison_density(comparison, path):
     first = next(iter(comparison.fits.values()))
     x = _eigenvalues(first)
     grid = np.geomspace(x.min() / 2, x.max() * 2, 400)
-    fig, ax = _subplots(figsize=(6.5, 4.2), constrained_layout=True)
+    fig, ax = subplots(figsize=(6.5, 4.2), constrained_layout=True)
     heights, *_ = ax.hist(np.log10(x), bins=min(60, max(15, x.size // 8)), density=True, color="0.85", label="ESD")
     top = heights.max()
     for i, model in enumerate(comparison.table.index):
@@ -374,7 +374,7 @@ def _comparison_rank(comparison, path, prob):
     first = next(iter(comparison.fits.values()))
     x = _eigenvalues(first)[::-1]
     rank = np.arange(1, x.size + 1)
-    fig, ax = _subplots(figsize=(6.5, 4.2), constrained_layout=True)
+    fig, ax = subplots(figsize=(6.5, 4.2), constrained_layout=True)
     for i, model in enumerate(comparison.table.index):
         spectra = np.asarray(comparison.fits[model].data["posterior_predictive"]["obs"].values)[0][:, ::-1]
         lo, mid, hi = np.quantile(spectra, [(1 - prob) / 2, 0.5, (1 + prob) / 2], axis=0)
@@ -393,7 +393,7 @@ def _comparison_rank(comparison, path, prob):
 
 def _comparison_elpd(comparison, path):
     table = comparison.table
-    fig, ax = _subplots(figsize=(6.5, 0.45 * len(table) + 1.4), constrained_layout=True)
+    fig, ax = subplots(figsize=(6.5, 0.45 * len(table) + 1.4), constrained_layout=True)
     y = np.arange(len(table))[::-1]
     ax.errorbar(table[names.D_ELPD], y, xerr=table[names.D_SE], fmt="o", color="k", ms=4, capsize=3)
     ax.axvline(0, color="0.6", lw=0.8)
@@ -405,7 +405,7 @@ def _comparison_elpd(comparison, path):
     return _save(fig, path)
 
 
-def _subplots(*args, **kwargs):
+def subplots(*args, **kwargs):
     """A figure and axes, Agg canvas attached, as pyplot.subplots without pyplot: its import and figure registry
     are not needed for files (the ESD figure's own path never imports it)."""
     fig = Figure(figsize=kwargs.pop("figsize", None), constrained_layout=kwargs.pop("constrained_layout", None))

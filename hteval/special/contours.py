@@ -31,6 +31,23 @@ _SIGMA_NEAR = 1.0  # arclength traced from a saddle before switching to the sqrt
 
 
 @dataclass(frozen=True)
+class Resolution:
+    """How finely the paths are traced: RK4 substeps between arclength nodes, the first arclength panel at a
+    saddle, and the Newton continuation's substeps and iterations on the far branches."""
+
+    rk4_substeps: int = 4
+    first_panel: float = 0.004
+    newton_substeps: int = 3
+    newton_iters: int = 3
+
+
+#: the likelihood's tables: log f to ~1e-9
+FINE = Resolution()
+#: figures: half the work, log f within 3e-8 of FINE (hteval.special.onepoint)
+FIGURE = Resolution(rk4_substeps=2, first_panel=0.02, newton_substeps=2, newton_iters=2)
+
+
+@dataclass(frozen=True)
 class Contours:
     """Quadrature of I(s) at a set of points s for one gamma.
 
@@ -120,15 +137,15 @@ def _newton_on_level(w_start, u_nodes, h_ref, s, g, substeps=3, iters=3):
     return out_w
 
 
-def _near(w0, phi, s, g):
+def _near(w0, phi, s, g, res: Resolution = FINE):
     """Arclength nodes of a branch leaving the saddle w0 in direction phi (smooth for simple or near-degenerate
     saddles alike), and the branch point at arclength _SIGMA_NEAR where the far part takes over.
 
     The traced points are polished onto the level set Im h = Im h(w0) so that exp(b (h - h*)) is real at every
     node: the phase drift of the integrator would otherwise be multiplied by b.
     """
-    sig, sig_w = _panels(0.0, _SIGMA_NEAR, 0.004)
-    w = _rk4_trace(w0 + 1e-12 * np.exp(1j * phi), np.append(sig, _SIGMA_NEAR), s, g)
+    sig, sig_w = _panels(0.0, _SIGMA_NEAR, res.first_panel)
+    w = _rk4_trace(w0 + 1e-12 * np.exp(1j * phi), np.append(sig, _SIGMA_NEAR), s, g, res.rk4_substeps)
     im_ref = np.imag(_h(w0, s, g))[:, None]
     sc = s[:, None]
     for _ in range(2):
@@ -139,7 +156,7 @@ def _near(w0, phi, s, g):
     return w, sig_w * (-np.conj(d) / np.abs(d)), w_end
 
 
-def _far(w_start, h_ref, s, g, r_max):
+def _far(w_start, h_ref, s, g, r_max, res: Resolution = FINE):
     """Nodes of a branch from w_start on, in u = sqrt(h_ref - h), where exp(b (h - h_ref)) = exp(-b u^2).
 
     Returns nodes, weights and the branch point at u = sqrt(r_max).
@@ -151,25 +168,26 @@ def _far(w_start, h_ref, s, g, r_max):
     u_nodes = np.array([np.pad(x, (0, n - len(x)), mode="edge") for x, _ in rows])
     u_w = np.array([np.pad(wt, (0, n - len(wt))) for _, wt in rows])
     ends = np.maximum(u_max, 2 * u0)[:, None]
-    w = _newton_on_level(w_start, np.concatenate([u_nodes, ends], 1), h_ref, s, g)
+    w = _newton_on_level(w_start, np.concatenate([u_nodes, ends], 1), h_ref, s, g, res.newton_substeps,
+                         res.newton_iters)
     w_far, w_end = w[:, :-1], w[:, -1]
     return w_far, u_w * (-2 * u_nodes / _dh(w_far, s[:, None], g)), w_end
 
 
-def _bulk(s, g):
+def _bulk(s, g, res: Resolution = FINE):
     """Paths through the complex saddle in the upper half tau-plane (inside the Marchenko-Pastur bulk)."""
     b_ = 1 - g - s
     w0 = np.log((-b_ + 1j * np.sqrt(4 * s * g - b_**2)) / (2 * s))
     h0 = _h(w0, s, g)
     phi = (np.pi - np.angle(_d2h(w0, s, g))) / 2
-    wa, ca, ea = _near(w0, phi, s, g)
-    wb, cb, eb = _near(w0, phi + np.pi, s, g)
+    wa, ca, ea = _near(w0, phi, s, g, res)
+    wb, cb, eb = _near(w0, phi + np.pi, s, g, res)
     # The branch that heads to Re w = -inf is traversed towards the saddle: its weights change sign.
     a_left = np.real(ea) < np.real(eb)
     w_l, c_l = np.where(a_left[:, None], wa, wb), -np.where(a_left[:, None], ca, cb)
     w_r, c_r = np.where(a_left[:, None], wb, wa), np.where(a_left[:, None], cb, ca)
-    wl_far, cl_far, w_tail = _far(np.where(a_left, ea, eb), h0, s, g, _R_LEFT)
-    wr_far, cr_far, _ = _far(np.where(a_left, eb, ea), h0, s, g, _R_RIGHT)
+    wl_far, cl_far, w_tail = _far(np.where(a_left, ea, eb), h0, s, g, _R_LEFT, res)
+    wr_far, cr_far, _ = _far(np.where(a_left, eb, ea), h0, s, g, _R_RIGHT, res)
     w = np.concatenate([w_l, wl_far, w_r, wr_far], 1)
     c = np.concatenate([c_l, -cl_far, c_r, cr_far], 1)
     return h0, w, c, w_tail - h0
@@ -188,7 +206,7 @@ def _segment(length):
     return x, wts.astype(complex)
 
 
-def _outside(s, g):
+def _outside(s, g, res: Resolution = FINE):
     """Paths outside the bulk: both saddles P (a peak along the boundary line) and Q (a pass) are real.
 
     Above the bulk the line is Im w = 0 (0 < tau < 1), below it Im w = pi (tau < 0). The contour runs along the line
@@ -206,20 +224,20 @@ def _outside(s, g):
     w_p = np.log(np.abs(t_p)) + 1j * line
     w_q = np.log(np.abs(t_q)) + 1j * line
     h_p = _h(w_p, s, g)
-    w_l, c_l, e_l = _near(w_p, np.pi, s, g)
-    wl_far, cl_far, w_tail = _far(e_l, h_p, s, g, _R_LEFT)
+    w_l, c_l, e_l = _near(w_p, np.pi, s, g, res)
+    wl_far, cl_far, w_tail = _far(e_l, h_p, s, g, _R_LEFT, res)
     w_seg, c_seg = _segment(np.real(w_q - w_p))
     w_seg = w_p[:, None] + w_seg
     phi_q = np.where(above, np.pi / 2, -np.pi / 2)
     h_q = _h(w_q, s, g)
-    w_qn, c_qn, e_q = _near(w_q, phi_q, s, g)
-    wq_far, cq_far, _ = _far(e_q, h_q, s, g, _R_RIGHT)
+    w_qn, c_qn, e_q = _near(w_q, phi_q, s, g, res)
+    wq_far, cq_far, _ = _far(e_q, h_q, s, g, _R_RIGHT, res)
     w = np.concatenate([w_l, wl_far, w_seg, w_qn, wq_far], 1)
     c = np.concatenate([-c_l, -cl_far, c_seg, c_qn, cq_far], 1)
     return h_p, w, c, w_tail - h_p
 
 
-def contours(s: np.ndarray, gamma: float) -> Contours:
+def contours(s: np.ndarray, gamma: float, resolution: Resolution = FINE) -> Contours:
     """Steepest-descent quadrature of I(s) at every point of `s` (1-D, positive) for one gamma in (0, 1]."""
     s = np.atleast_1d(np.asarray(s, float))
     g = float(gamma)
@@ -227,7 +245,7 @@ def contours(s: np.ndarray, gamma: float) -> Contours:
     parts = []
     for mask, build in ((inside, _bulk), (~inside, _outside)):
         if mask.any():
-            parts.append((mask, build(s[mask], g)))
+            parts.append((mask, build(s[mask], g, resolution)))
     q = max(p[1][1].shape[1] for p in parts)
     h_star = np.empty(s.size, complex)
     tail = np.empty(s.size, complex)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hteval.special.contours import contours
+from hteval.special.contours import FIGURE, contours
 
 KAPPA_MIN = 1e-3
 KAPPA_MP = 1e4
@@ -181,7 +181,7 @@ def _compute(gamma: float, keys: list[tuple[float, float]], cache: dict) -> None
     a, b = np.array(keys).T
     t = (a + b)[:, None] / 2 + (b - a)[:, None] / 2 * _CHEB_X
     with np.errstate(all="ignore"):
-        cont = contours(np.exp(t.ravel()), gamma)
+        cont = contours(np.exp(t.ravel()), gamma, FIGURE)
     # padded quadrature slots have c = 0, dh = -inf: they contribute nothing
     finite = np.isfinite(cont.dh.real) & np.isfinite(cont.c) & (cont.c != 0)
     dh = np.where(finite, cont.dh.real, -np.inf)
