@@ -124,7 +124,8 @@ def model(eigenvalues, *, gamma: float, m: int, n_censored: int = 0, floor: floa
     from hteval.models.priors import kappa_prior, scale_prior
 
     # m is traced (model data), so the bound is computed with jnp
-    kappa = kappa_prior(upper=jnp.maximum(kappa_posterior.KAPPA_MAX_FLOOR, kappa_posterior.KAPPA_MAX_PER_EIGENVALUE * m))
+    upper = jnp.maximum(kappa_posterior.KAPPA_MAX_FLOOR, kappa_posterior.KAPPA_MAX_PER_EIGENVALUE * m)
+    kappa = kappa_prior(upper=upper)
     scale = scale_prior("scale", scale_ref)
     numpyro.deterministic("T", m / kappa)
     uncensored = isinstance(n_censored, int) and n_censored == 0

@@ -133,8 +133,8 @@ def test_conv_layer_likelihood_is_one_joint_density_per_slice():
     from numpyro.infer.util import log_density
 
     from hteval.infer import layer_model, model_data, model_input
-    from hteval.models import MODELS
     from hteval.kappa_posterior import censoring_profile
+    from hteval.models import MODELS
     from hteval.models.priors import LOG_KAPPA_HIGH, LOG_KAPPA_LOW
 
     module = MODELS["htmp-exact"]
