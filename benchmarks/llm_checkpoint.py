@@ -13,7 +13,8 @@ standard deviation 0.02 of Llama's initialiser) plus 1-3 rank-one spikes above t
 
 Measured, each in a fresh subprocess timed whole (interpreter start-up and imports included), peak RSS of the
 process tree sampled every 0.1 s and at least the process's own ru_maxrss:
-(a) `iter_spectra(DIR, svd="host")` over every tensor: the singular values alone;
+(a) `iter_spectra(DIR, svd="host", threads=None)` over every tensor: the singular values alone, computed as
+    `hteval analyze` computes them (one tensor per core, single-threaded BLAS each);
 (b) `hteval analyze DIR --out OUT` with its defaults, end to end;
 (c) weightwatcher 0.7.7's default analyze() in .venv-ww (benchmarks/_weightwatcher_sharded.py: all shards loaded
     in bf16; weightwatcher converts each layer to float32 as it reads it).
@@ -156,7 +157,7 @@ started = time.perf_counter()
 from hteval.spectra import LayerSpectrum, iter_spectra
 imported = time.perf_counter()
 by_shape, layers, skipped, last = defaultdict(lambda: [0, 0.0]), 0, 0, time.perf_counter()
-for result in iter_spectra(sys.argv[1], svd="host"):
+for result in iter_spectra(sys.argv[1], svd="host", threads=None):
     now = time.perf_counter()
     if isinstance(result, LayerSpectrum):
         layers += 1
@@ -215,7 +216,7 @@ def report(figures: dict) -> None:
     print(f"cpus: {os.cpu_count()}, BLAS threads: {figures['blas_threads'] or 'inherited'}, load average after: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"\n{'run':36s} {'wall s':>8s} {'CPU s':>8s} {'peak RSS MiB':>13s} {'others CPU s':>13s}")
-    labels = {"singular_values": "(a) iter_spectra, singular values", "analyze": "(b) hteval analyze",
+    labels = {"singular_values": "(a) singular values alone", "analyze": "(b) hteval analyze",
               "weightwatcher": "(c) weightwatcher 0.7.7 analyze()"}
     for key, label in labels.items():
         row = figures.get(key)
