@@ -101,3 +101,17 @@ def test_esd_bundled(capsys):
     records = json.loads(capsys.readouterr().out)
     assert [(r[names.NAME], r[names.STATUS]) for r in records] == [("pooler.dense.bias", "skipped"),
                                                                    ("pooler.dense.weight", "ok")]
+
+
+HEAVY = ("jax", "numpyro", "arviz", "matplotlib", "xarray", "pandas", "scipy")
+
+
+@pytest.mark.parametrize("code", ["import hteval", "from hteval.cli import main; main(['--help'])",
+                                  "from hteval.cli import main; main(['fit', '--help'])"])
+def test_import_and_help_load_no_heavy_library(code):
+    """`import hteval` and `hteval --help` load none of JAX, numpyro, ArviZ, matplotlib (nor pandas, scipy):
+    each command imports what it needs when it runs."""
+    probe = f"import sys\ntry:\n    {code}\nexcept SystemExit:\n    pass\n"
+    probe += f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
