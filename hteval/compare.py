@@ -24,6 +24,7 @@ from typing import Any
 import arviz as az
 import numpy as np
 import pandas as pd
+from scipy.special import logsumexp
 
 from hteval import calibration, names
 from hteval.errors import InputError
@@ -90,9 +91,10 @@ def compare_fits(fits: dict[str, FitResult], *, ppc_draws: int = 200, seed: int 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ArviZ's own warning is replaced by the count and the note below
         for model, result in fits.items():
-            loo[model] = az.loo(result.data, pointwise=True)
+            loo[model] = _loo(result)
             bad_k[model] = int((loo[model].pareto_k > loo[model].good_k).sum())
-        table = az.compare({m: r.data for m, r in fits.items()}, method="stacking", round_to="none")
+        # the ELPD data, not the fits: az.compare would compute every PSIS-LOO again
+        table = az.compare(loo, method="stacking", round_to="none")
     for model, count in bad_k.items():
         if count:
             notes.append(f"{model}: {count} eigenvalues with Pareto k above {loo[model].good_k:.2f}; "
@@ -113,11 +115,106 @@ def compare_fits(fits: dict[str, FitResult], *, ppc_draws: int = 200, seed: int 
                       record=first.record, warnings=notes)
 
 
+def _loo(result: FitResult):
+    """PSIS-LOO of one fit. Independent draws (an exact sampler) have relative efficiency 1, and their PSIS-LOO is
+    computed here for all eigenvalues at once (`psis_loo`: ArviZ's algorithm and result, whose own loops over the
+    eigenvalues cost ~1 s a model); Markov chains go through ArviZ, which estimates their relative efficiency."""
+    if result.settings.get("chain_method") != "independent draws":
+        return az.loo(result.data, pointwise=True)
+    return psis_loo(result.data["log_likelihood"]["obs"])
+
+
+def psis_loo(log_likelihood):
+    """az.loo(..., reff=1, pointwise=True) of a log-likelihood DataArray (chain, draw, point) in a few array
+    operations: the same smoothed weights, pointwise ELPD, Pareto k and summary (to rounding), as ArviZ's
+    ELPDDataLOO, which az.compare takes."""
+    import xarray as xr
+    from arviz_stats.utils import ELPDDataLOO
+
+    log_likelihood = log_likelihood.transpose("chain", "draw", ...)
+    values = log_likelihood.values
+    draws = values.shape[0] * values.shape[1]
+    flat = values.reshape(draws, -1)
+    log_weights, pareto_k = psis(flat)
+    elpd_i = _logsumexp0(log_weights + flat)
+    p_loo_i = _logsumexp0(flat) - np.log(draws) - elpd_i
+    points = log_likelihood.dims[2:]
+    coords = {d: log_likelihood.coords[d] for d in points if d in log_likelihood.coords}
+    good_k = min(1 - 1 / np.log10(draws), 0.7)
+    return ELPDDataLOO(
+        elpd=float(np.sum(elpd_i)), se=float(np.sqrt(elpd_i.size * np.var(elpd_i, ddof=1))), p=float(np.sum(p_loo_i)),
+        n_samples=draws, n_data_points=elpd_i.size, scale="log", warning=bool(np.any(pareto_k > good_k)),
+        good_k=good_k, elpd_i=xr.DataArray(elpd_i, dims=points, coords=coords),
+        pareto_k=xr.DataArray(pareto_k, dims=points, coords=coords), approx_posterior=False,
+        log_weights=xr.DataArray(log_weights.reshape(values.shape), dims=log_likelihood.dims,
+                                 coords=log_likelihood.coords))
+
+
+def _logsumexp0(a: np.ndarray) -> np.ndarray:
+    top = a.max(axis=0)
+    return top + np.log(np.sum(np.exp(a - top), axis=0))
+
+
+def psis(log_lik: np.ndarray, reff: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Pareto-smoothed importance log weights (draws, points), normalised per point, and each point's Pareto k, for
+    leave-one-out weights 1 / p(y_i | theta): ArviZ's `psislw` (Vehtari et al. 2024; the generalised Pareto fit of
+    Zhang and Stephens with its weakly informative prior on k) for every point at once, in numpy."""
+    draws = log_lik.shape[0]
+    tail = int(np.floor(3 * np.sqrt(draws / reff)) if draws * reff > 225 else np.floor(draws / 5))
+    log_w = -log_lik
+    log_w = log_w - log_w.max(axis=0)
+    # only the largest tail + 1 weights of each point matter: partition, then sort those
+    largest = np.argpartition(log_w, draws - tail - 1, axis=0)[draws - tail - 1:]
+    cutoff_log = np.take_along_axis(log_w, largest[:1], axis=0)[0]
+    tail_index = np.take_along_axis(largest[1:], np.argsort(np.take_along_axis(log_w, largest[1:], axis=0), axis=0),
+                                    axis=0)
+    tail_logs = np.take_along_axis(log_w, tail_index, axis=0)
+    cutoff = np.exp(cutoff_log)
+    khat, sigma = _gpdfit(np.exp(tail_logs) - cutoff)
+    p = ((np.arange(tail) + 0.5) / tail)[:, None]
+    fitted = np.isfinite(khat)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k_safe = np.where(fitted & (khat != 0), khat, 1.0)
+        quantiles = np.where(khat == 0, cutoff - sigma * np.log1p(-p),
+                             cutoff + sigma * np.expm1(-k_safe * np.log1p(-p)) / k_safe)
+        smoothed = np.log(np.where(sigma > 0, quantiles, np.nan))
+    smoothed = np.where(smoothed > tail_logs[-1], tail_logs[-1], smoothed)  # no smoothed weight above the largest
+    np.put_along_axis(log_w, tail_index, np.where(fitted, smoothed, tail_logs), axis=0)
+    return log_w - _logsumexp0(log_w), khat
+
+
+def _gpdfit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ArviZ's `_gpdfit` for every column of x (tail size, points), sorted ascending along axis 0: (k, sigma)."""
+    n = x.shape[0]
+    prior_bs, prior_k = 3, 10
+    m_est = 30 + int(n**0.5)
+    xstar = x[int((n / 4 + 0.5) - 1)]
+    degenerate = xstar <= x[0]  # far from a generalised Pareto law: no fit
+    with np.errstate(divide="ignore", invalid="ignore"):
+        grid = 1 - np.sqrt(m_est / (np.arange(1, m_est + 1, dtype=float) - 0.5))
+        b = grid[:, None] / (prior_bs * xstar) + 1 / x[-1]
+        k = np.mean(np.log1p(-b[:, None, :] * x[None, :, :]), axis=1)
+        length = n * (np.log(-b / k) - k - 1)
+        weight = np.exp(length - logsumexp(length, axis=0))
+        weight = np.where(weight >= 10 * np.finfo(float).eps, weight, 0.0)
+        weight /= weight.sum(axis=0)
+        b_post = np.sum(b * weight, axis=0)
+        kappa = np.mean(np.log1p(-b_post * x), axis=0)
+        sigma = -kappa / b_post
+        kappa = (n * kappa + prior_k * 0.5) / (n + prior_k)
+    kappa = np.where(np.isnan(kappa), np.inf, kappa)
+    sigma = np.where(np.isnan(kappa) | np.isinf(kappa), np.nan, sigma)
+    return np.where(degenerate, np.nan, kappa), np.where(degenerate, np.nan, sigma)
+
+
 def fit_models(source, layer=None, models=DEFAULT_MODELS, gamma=None, prob=0.9, seed=0, chains=4, draws=1000,
-               warmup=1000, *, floor=None, progress_bar=False, predictive_draws=100, on_fit=None, max_draws=None):
+               warmup=1000, *, floor=None, progress_bar=False, predictive_draws=100, on_fit=None, max_draws=None,
+               sampler="auto"):
     """Fit each model to one layer (same spectrum, same seed), with posterior predictive spectra.
 
     on_fit(model, result) is called as each fit finishes (the CLI writes it out, so nothing computed is lost).
+    sampler: as `hteval.infer.fit`'s ("auto": exact draws where a model has them, NUTS otherwise; "nuts": NUTS
+    for every model).
     """
     unknown = [m for m in models if m not in MODELS]
     if unknown:
@@ -131,7 +228,7 @@ def fit_models(source, layer=None, models=DEFAULT_MODELS, gamma=None, prob=0.9, 
     for model in models:
         logger.info("fitting %s to %s", model, rec.name)
         fits[model] = fit(rec, model=model, prob=prob, seed=seed, chains=chains, draws=draws, warmup=warmup,
-                          progress_bar=progress_bar, max_draws=max_draws)
+                          progress_bar=progress_bar, max_draws=max_draws, sampler=sampler)
         add_posterior_predictive(fits[model], predictive_draws, seed)
         if on_fit is not None:
             on_fit(model, fits[model])
@@ -139,11 +236,12 @@ def fit_models(source, layer=None, models=DEFAULT_MODELS, gamma=None, prob=0.9, 
 
 
 def compare(source, layer=None, models=DEFAULT_MODELS, gamma=None, prob=0.9, seed=0, chains=4, draws=1000,
-            warmup=1000, *, floor=None, progress_bar=False, ppc_draws=200, predictive_draws=100) -> Comparison:
+            warmup=1000, *, floor=None, progress_bar=False, ppc_draws=200, predictive_draws=100,
+            sampler="auto") -> Comparison:
     """Fit each model to one layer and compare them by PSIS-LOO and stacking (`fit_models`, `compare_fits`).
 
     predictive_draws: posterior predictive spectra stored with each fit (the overlay figure's); ppc_draws:
-    posterior draws behind each model's KS p-value."""
+    posterior draws behind each model's KS p-value; sampler: see `fit_models`."""
     fits = fit_models(source, layer, models, gamma, prob, seed, chains, draws, warmup, floor=floor,
-                      progress_bar=progress_bar, predictive_draws=predictive_draws)
+                      progress_bar=progress_bar, predictive_draws=predictive_draws, sampler=sampler)
     return compare_fits(fits, ppc_draws=ppc_draws, seed=seed)

@@ -37,13 +37,14 @@ def comparison_columns(models: Sequence[str]) -> list[str]:
 
 def compare_layers(path: str | Path, out: str | Path, models: Sequence[str] = DEFAULT_MODELS, layers=None, *,
                    prob=0.9, seed=0, chains=4, draws=1000, warmup=1000, max_draws: int | None = None,
-                   workers: int | None = None,
+                   workers: int | None = None, sampler: str = "auto",
                    on_row: Callable[[dict[str, Any], int, int], None] | None = None) -> pd.DataFrame:
     """Compare `models` on every eligible layer of a checkpoint; returns comparisons.csv in network order.
 
     `layers` selects tensors as in `iter_spectra` (a glob pattern or a list of names). A layer's fits use the
     same per-layer keys as `compare` on that layer alone, so its row does not depend on the other layers or on
-    the worker that ran it. on_row(row, done, total) is called after each row is written.
+    the worker that ran it. on_row(row, done, total) is called after each row is written. sampler: as in
+    `hteval.compare.fit_models` ("auto": exact draws where a model has them).
     """
     if len(models) < 2:
         raise InputError("a comparison needs at least two models")
@@ -54,7 +55,7 @@ def compare_layers(path: str | Path, out: str | Path, models: Sequence[str] = DE
     done = rows.finished()
     items = list(iter_spectra(path, layers=layers, on_error="skip"))
     settings = {"prob": prob, "seed": seed, "chains": chains, "draws": draws, "warmup": warmup,
-                "max_draws": max_draws}
+                "max_draws": max_draws, "sampler": sampler}
     with rows.appending(len(items), on_row) as emit:
         tasks = []
         for item in items:

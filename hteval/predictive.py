@@ -6,7 +6,10 @@ asks whether the fitted model reproduces it, the upper tail above all (`hteval.r
 `ks_pvalue` turns that into a posterior predictive p-value.
 
 Each model module gives its one-eigenvalue law for a parameter draw (`log_density`, `log_cdf`, `draw`; see
-`hteval.models`), so nothing here knows a model by name.
+`hteval.models`), so nothing here knows a model by name. A module may also give the law for a whole batch of draws
+in numpy (`batch_cdf(x, p, **context)` -> (draws, points) and `batch_draw(rng, p, n, **context)` -> (draws, n), p a
+dict of arrays; and `batch_log_density(x, p, **context)` -> (draws, points)): those are used instead, with no
+per-model compilation.
 """
 
 from __future__ import annotations
@@ -21,16 +24,29 @@ import xarray as xr
 from hteval.models import MODELS
 
 
+def _observed(result) -> np.ndarray:
+    """The fitted eigenvalues (from the layer where the result has it: no ArviZ data need be built)."""
+    if getattr(result, "layer", None) is not None:
+        return np.asarray(result.layer.eigenvalues, dtype=np.float64)
+    return np.asarray(result.data["observed_data"]["obs"].values)
+
+
 def _context(result) -> dict:
     """The fixed quantities every law function takes: gamma, M and the ESD mean the outlier law is centred on."""
-    scale_ref = float(np.mean(result.data["observed_data"]["obs"].values))
+    scale_ref = float(np.mean(_observed(result)))
     return {"gamma": float(result.record["gamma"]), "m": int(result.record["M"]), "scale_ref": scale_ref}
+
+
+def _posterior_site(result, name: str) -> np.ndarray:
+    draws = getattr(result, "draws", None)
+    if draws and name in draws:
+        return np.asarray(draws[name])
+    return result.data["posterior"][name].values
 
 
 def parameter_draws(result, n: int, seed: int = 0) -> dict[str, np.ndarray]:
     """n posterior draws (chains pooled, thinned evenly; `seed` picks the offset) of the model's law parameters."""
-    post = result.data["posterior"].to_dataset()
-    flat = {k: post[k].values.reshape(-1) for k in MODELS[result.model].LAW_SITES}
+    flat = {k: _posterior_site(result, k).reshape(-1) for k in MODELS[result.model].LAW_SITES}
     total = next(iter(flat.values())).size
     idx = (np.linspace(0, total - 1, n).astype(int) + seed) % total
     return {k: v[idx] for k, v in flat.items()}
@@ -61,6 +77,9 @@ def _batched(model: str, what: str, gamma: float, m: int):
 def log_density_draws(result, x, n: int = 200) -> np.ndarray:
     """log f(x) for n posterior draws: shape (n, len(x)), outlier components included."""
     draws = parameter_draws(result, n)
+    module = MODELS[result.model]
+    if hasattr(module, "batch_log_density"):
+        return module.batch_log_density(np.asarray(x, dtype=np.float64), draws, **_context(result))
     fn = _law(result.model, "log_density", _context(result))
     return np.asarray(fn(jnp.asarray(x), draws))
 
@@ -68,6 +87,10 @@ def log_density_draws(result, x, n: int = 200) -> np.ndarray:
 def spectra_from_draws(model: str, draws: dict[str, np.ndarray], context: dict, n_eigs: int,
                        seed: int = 0) -> np.ndarray:
     """One iid spectrum of n_eigs eigenvalues per parameter draw, each sorted ascending: shape (n_draws, n_eigs)."""
+    module = MODELS[model]
+    if hasattr(module, "batch_draw"):
+        p = {k: np.asarray(v, dtype=np.float64) for k, v in draws.items()}
+        return np.sort(module.batch_draw(np.random.default_rng(seed), p, n_eigs, **context), axis=1)
     n = next(iter(draws.values())).size
     keys = jax.random.split(jax.random.PRNGKey(seed), n)
     fn = _law(model, "draw", context)
@@ -81,11 +104,13 @@ def predictive_spectra(result, n: int = 100, seed: int = 0) -> np.ndarray:
 
 
 def _ks_distance(sorted_x, cdf):
-    """KS distance between the empirical CDF of sorted_x and a model CDF given at those points."""
-    n = sorted_x.shape[-1]
-    upper = jnp.arange(1, n + 1) / n - cdf
-    lower = cdf - jnp.arange(n) / n
-    return jnp.maximum(upper.max(axis=-1), lower.max(axis=-1))
+    """KS distance between the empirical CDF of sorted_x and a model CDF given at those points (numpy: a few
+    array operations, not worth compiling)."""
+    cdf = np.asarray(cdf)
+    n = np.shape(sorted_x)[-1]
+    upper = np.arange(1, n + 1) / n - cdf
+    lower = cdf - np.arange(n) / n
+    return np.maximum(upper.max(axis=-1), lower.max(axis=-1))
 
 
 def ks_pvalue(result, n: int = 200, seed: int = 0) -> float:
@@ -101,13 +126,15 @@ def ks_pvalue(result, n: int = 200, seed: int = 0) -> float:
     from scipy.stats import kstwo
 
     draws = parameter_draws(result, n, seed)
-    observed = np.sort(result.data["observed_data"]["obs"].values)
+    observed = np.sort(_observed(result))
     module = MODELS[result.model]
-    if hasattr(module, "cdf"):  # the absolute accuracy of a plain CDF is all KS needs, and it is cheaper
+    if hasattr(module, "batch_cdf"):
+        cdf = module.batch_cdf(observed, draws, **_context(result))
+    elif hasattr(module, "cdf"):  # the absolute accuracy of a plain CDF is all KS needs, and it is cheaper
         cdf = _law(result.model, "cdf", _context(result))(jnp.asarray(observed), draws)
     else:
         cdf = jnp.exp(_law(result.model, "log_cdf", _context(result))(jnp.asarray(observed), draws))
-    d_obs = np.asarray(_ks_distance(jnp.asarray(observed), cdf))
+    d_obs = _ks_distance(observed, cdf)
     return float(np.mean(kstwo.sf(d_obs, observed.size)))
 
 

@@ -7,10 +7,13 @@ Each module defines
 * `log_density(x, p, *, gamma, m, scale_ref)`, `log_cdf(...)` and `draw(key, p, n, *, gamma, m, scale_ref)`:
   that law for one draw p (a dict of scalars), used by predictive checks and model comparison;
 * optionally `posterior_draws(key, eigenvalues, *, chains, draws, **data)` for a model whose posterior is drawn
-  exactly instead of by NUTS (by quadrature: the power law, whose latents but two integrate out in closed form;
-  htmp-exact, whose scale integrates out per kappa), with `SAMPLER` naming how and `RANDOM = "numpy"` where the
-  key is a numpy Generator rather than a JAX key; `complete_prior(key, draws, eigenvalues, **data)` adds prior
-  draws of latents the numpyro model marginalises (the power law's breakpoint); `probabilities(posterior)` gives
+  exactly instead of by NUTS (by quadrature over at most two continuous parameters, the others integrated out in
+  closed form or on a one-dimensional rule: every model here), with `SAMPLER` naming how and `RANDOM = "numpy"`
+  where the key is a numpy Generator rather than a JAX key; `batch_log_density(x, p, ...)`, `batch_cdf(x, p,
+  ...)` and `batch_draw(rng, p, n, ...)`, the one-eigenvalue law over a batch of draws (arrays) in numpy, which
+  predictive checks and comparisons use instead of compiling the JAX law; `complete_prior(key, draws,
+  eigenvalues, **data)` adds prior draws of latents the numpyro model marginalises (the power law's breakpoint);
+  `probabilities(posterior)` gives
   posterior probabilities the model reports beside its parameters; `DENSE_MASS = True` where NUTS should adapt a
   dense mass matrix (correlated parameters; measured per model); `POINTWISE = False` for a joint likelihood
   (no pointwise log-likelihood, so no LOO), `statistics(layer)` for data summaries computed once per

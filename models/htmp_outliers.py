@@ -2,20 +2,30 @@
 
 Real layers often show a few spikes above a heavy bulk (the field's "bulk + spikes" phase); under plain HTMP a
 single spike drags kappa down to fatten the whole upper tail. The outlier law is the one MP uses.
+
+The posterior is drawn exactly (`posterior_draws`, `hteval.models.htmp.exact_posterior`): a grid over
+(log kappa, log scale) with w integrated at every grid point by a one-dimensional rule, then w drawn from its exact
+conditional given each (kappa, scale) draw. NUTS on `model` targets the same posterior.
 """
 
 from __future__ import annotations
 
 import jax
+import numpy as np
 import numpyro
 
-from hteval.densities.htmp import htmp_cdf, htmp_icdf, htmp_log_cdf, htmp_logpdf
+from hteval.densities.htmp import PhiBatch, htmp_cdf, htmp_icdf, htmp_log_cdf, htmp_logpdf
 from hteval.models import outliers
+from hteval.models.htmp import exact_posterior, main_draws, main_log_density
 from hteval.models.observe import PointwiseDensity, observe
 from hteval.models.priors import kappa_prior, outlier_weight_prior, scale_prior
 
 PARAMETERS = ("kappa", "scale", "outlier_weight")
 LAW_SITES = ("kappa", "scale", "outlier_weight")
+SAMPLER = ("exact: quadrature over (log kappa, log scale) with the outlier weight integrated per grid point; "
+           "independent draws, w from its conditional")
+#: `posterior_draws` takes a numpy Generator, not a JAX key
+RANDOM = "numpy"
 
 
 def log_density(x, p, *, gamma, m, scale_ref):
@@ -47,3 +57,33 @@ def model(eigenvalues, *, gamma: float, m: int, n_censored: int = 0, floor: floa
     context = {"gamma": gamma, "m": m, "scale_ref": scale_ref}
     law = PointwiseDensity(lambda x: log_density(x, p, **context))
     observe(law, lambda: log_cdf(floor, p, **context), eigenvalues, n_censored)
+
+
+def posterior_draws(rng: np.random.Generator, eigenvalues, *, chains, draws, gamma, m, n_censored=0, floor=0.0,
+                    scale_ref=1.0, log_likelihood=True):
+    """Independent posterior draws (`hteval.models.htmp.exact_posterior`), the pointwise log-likelihood and the
+    grid."""
+    return exact_posterior(rng, eigenvalues, inverse=False, with_outliers=True, chains=chains, draws=draws,
+                           gamma=gamma, m=m, n_censored=n_censored, floor=floor, scale_ref=scale_ref,
+                           log_likelihood=log_likelihood)
+
+
+def batch_log_density(x, p, *, gamma, m, scale_ref):
+    """log f at points x (n,) for each of a batch of draws (arrays (D,)): (D, n), in numpy."""
+    log_x = np.log(np.asarray(x, dtype=np.float64))
+    main = main_log_density(PhiBatch(gamma, p["kappa"]), np.log(p["scale"])[:, None], log_x, False)[:, 0, :]
+    return outliers.mix_log_np(main, outliers.log_density_np(x, scale_ref), p["outlier_weight"][:, None])
+
+
+def batch_cdf(x, p, *, gamma, m, scale_ref):
+    """The CDF at points x (n,) for each of a batch of draws (arrays (D,)): (D, n), in numpy."""
+    t = np.log(np.asarray(x))[None, :] - np.log(p["scale"])[:, None]
+    w = p["outlier_weight"][:, None]
+    return (1 - w) * PhiBatch(gamma, p["kappa"])(t, phase=True) + w * outliers.cdf_np(x, scale_ref)
+
+
+def batch_draw(rng: np.random.Generator, p, n, *, gamma, m, scale_ref):
+    """n iid eigenvalues for each of a batch of draws: (D, n), in numpy."""
+    main = main_draws(rng, p, n, gamma)
+    return np.where(rng.uniform(size=main.shape) < p["outlier_weight"][:, None],
+                    outliers.draw_np(rng, main.shape, scale_ref), main)

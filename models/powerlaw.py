@@ -22,13 +22,13 @@ independent and exact up to the grid's cell size.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 from jax.scipy.special import betaln, gammainc, gammaln, log_ndtr, ndtr, ndtri
-from jax.scipy.stats import norm
 from scipy import special
 
 from hteval import quadrature
@@ -44,6 +44,8 @@ from hteval.models.priors import (
 
 PARAMETERS = ("alpha", "xmin", "tail_weight", "mu", "sigma")
 SAMPLER = "exact: quadrature over (mu, log sigma), exact draws of the breakpoint, alpha and w given them"
+#: `posterior_draws` takes a numpy Generator, not a JAX key
+RANDOM = "numpy"
 LAW_SITES = ("alpha", "xmin", "tail_weight", "mu", "sigma")
 MIN_TAIL = 10
 MIN_BULK = 10
@@ -58,24 +60,32 @@ def _candidates(n: int) -> tuple[int, int]:
     return first, last
 
 
-def _prefix_sums(log_x_sorted):
+#: the array functions the closed forms are written in: JAX's (the numpyro model, traced and differentiated) or
+#: numpy's and scipy's (the exact sampler: whole grids at once, no compilation); `ns=` picks one
+JAX = SimpleNamespace(xp=jnp, log_ndtr=log_ndtr, betaln=betaln, gammainc=gammainc, gammaln=gammaln)
+NUMPY = SimpleNamespace(xp=np, log_ndtr=special.log_ndtr, betaln=special.betaln, gammainc=special.gammainc,
+                        gammaln=special.gammaln)
+
+
+def _prefix_sums(log_x_sorted, ns=JAX):
     """Centred values (no cancellation in sum (l - mu)^2), their prefix sums and the candidate indices j (j values
     in the bulk, the rest in the tail)."""
+    xp = ns.xp
     n = log_x_sorted.shape[-1]
     first, last = _candidates(n)
-    j = jnp.arange(first, last + 1)
-    centre = jnp.mean(log_x_sorted)
+    j = xp.arange(first, last + 1)
+    centre = xp.mean(log_x_sorted)
     lc = log_x_sorted - centre
-    p1 = jnp.concatenate([jnp.zeros(1), jnp.cumsum(lc)])
-    p2 = jnp.concatenate([jnp.zeros(1), jnp.cumsum(lc**2)])
+    p1 = xp.concatenate([xp.zeros(1), xp.cumsum(lc)])
+    p2 = xp.concatenate([xp.zeros(1), xp.cumsum(lc**2)])
     return centre, lc, p1, p2, j
 
 
-def tail_statistics(log_x_sorted):
+def tail_statistics(log_x_sorted, ns=JAX):
     """Per candidate breakpoint: tail size n, T = sum log(x / xmin) over the tail, and log xmin."""
-    centre, lc, p1, _, j = _prefix_sums(log_x_sorted)
+    centre, lc, p1, _, j = _prefix_sums(log_x_sorted, ns)
     n_t = lc.shape[-1] - j
-    excess = jnp.maximum(p1[-1] - p1[j] - n_t * lc[j], 1e-300)  # > 0 unless the whole tail ties with xmin
+    excess = ns.xp.maximum(p1[-1] - p1[j] - n_t * lc[j], 1e-300)  # > 0 unless the whole tail ties with xmin
     return n_t, excess, lc[j] + centre
 
 
@@ -85,35 +95,39 @@ def tail_log_likelihood(log_x_sorted, alpha):
     return n_t * jnp.log(alpha - 1.0) - n_t * log_xmin - alpha * excess
 
 
-def tail_log_evidence(log_x_sorted):
+def tail_log_evidence(log_x_sorted, ns=JAX):
     """log of the tail likelihood integrated over alpha's prior, for every candidate j.
 
     With e = alpha - 1 log-uniform on [a, b]: integral of e^(n-1) exp(-e T) over [a, b] / log(b / a)
     = Gamma(n) T^-n (P(n, bT) - P(n, aT)) / log(b / a), P the regularised lower incomplete gamma function.
     """
-    n_t, excess, log_xmin = tail_statistics(log_x_sorted)
+    xp = ns.xp
+    n_t, excess, log_xmin = tail_statistics(log_x_sorted, ns)
     y_low, y_high = ALPHA_MINUS_ONE_LOW * excess, ALPHA_MINUS_ONE_HIGH * excess
-    mass = gammainc(n_t, y_high) - gammainc(n_t, y_low)
+    mass = ns.gammainc(n_t, y_high) - ns.gammainc(n_t, y_low)
     # where the tail is far outside the prior's range the difference underflows: leading asymptotic terms
-    leading = jnp.where(y_high < n_t, n_t * jnp.log(y_high) - y_high - gammaln(n_t + 1.0),
-                        (n_t - 1.0) * jnp.log(y_low) - y_low - gammaln(n_t))
-    log_mass = jnp.where(mass > 1e-280, jnp.log(jnp.where(mass > 1e-280, mass, 1.0)), leading)
-    return (gammaln(n_t) - n_t * jnp.log(excess) + log_mass - _LOG_PRIOR_RANGE) - n_t * log_xmin - excess
+    leading = xp.where(y_high < n_t, n_t * xp.log(y_high) - y_high - ns.gammaln(n_t + 1.0),
+                       (n_t - 1.0) * xp.log(y_low) - y_low - ns.gammaln(n_t))
+    log_mass = xp.where(mass > 1e-280, xp.log(xp.where(mass > 1e-280, mass, 1.0)), leading)
+    return (ns.gammaln(n_t) - n_t * xp.log(excess) + log_mass - _LOG_PRIOR_RANGE) - n_t * log_xmin - excess
 
 
-def bulk_log_joint(log_x_sorted, mu, sigma, *, n_censored=0, floor=0.0):
-    """log p(bulk, censored count, breakpoint's split | mu, sigma), w integrated out, for every candidate j."""
-    centre, lc, p1, p2, j = _prefix_sums(log_x_sorted)
+def bulk_log_joint(log_x_sorted, mu, sigma, *, n_censored=0, floor=0.0, ns=JAX):
+    """log p(bulk, censored count, breakpoint's split | mu, sigma), w integrated out, for every candidate j (the
+    last axis; mu and sigma may carry leading axes that broadcast against it)."""
+    xp = ns.xp
+    centre, lc, p1, p2, j = _prefix_sums(log_x_sorted, ns)
     n_b, n_t = j, lc.shape[-1] - j
     mu_c = mu - centre
     z_break = (lc[j] - mu_c) / sigma
     squares = p2[j] - 2 * mu_c * p1[j] + n_b * mu_c**2
-    bulk = (-(p1[j] + n_b * centre) - n_b * (jnp.log(sigma) + _HALF_LOG_TWO_PI) - squares / (2 * sigma**2)
-            - n_b * log_ndtr(z_break))
+    bulk = (-(p1[j] + n_b * centre) - n_b * (xp.log(sigma) + _HALF_LOG_TWO_PI) - squares / (2 * sigma**2)
+            - n_b * ns.log_ndtr(z_break))
     # floor may be 0 when nothing is censored: a stand-in keeps log(0) out of the gradient
-    log_floor = jnp.log(jnp.where(n_censored > 0, floor, 1.0))
-    censored = jnp.where(n_censored > 0, n_censored * (log_ndtr((log_floor - mu) / sigma) - log_ndtr(z_break)), 0.0)
-    return bulk + censored + betaln(1.0 + n_t, 1.0 + n_b + n_censored)
+    log_floor = xp.log(xp.where(n_censored > 0, floor, 1.0))
+    censored = xp.where(n_censored > 0,
+                        n_censored * (ns.log_ndtr((log_floor - mu) / sigma) - ns.log_ndtr(z_break)), 0.0)
+    return bulk + censored + ns.betaln(1.0 + n_t, 1.0 + n_b + n_censored)
 
 
 def breakpoint_log_joint(log_x_sorted, alpha, mu, sigma, *, n_censored=0, floor=0.0):
@@ -133,66 +147,79 @@ def model(eigenvalues, *, gamma: float, m: int, n_censored: int = 0, floor: floa
     numpyro.factor("marginal_likelihood", jax.nn.logsumexp(log_joint) - jnp.log(j.size))
 
 
-def posterior_draws(key, eigenvalues, *, chains, draws, gamma, m, n_censored=0, floor=0.0, scale_ref=1.0,
-                    log_likelihood=True):
+def posterior_draws(rng: np.random.Generator, eigenvalues, *, chains, draws, gamma, m, n_censored=0, floor=0.0,
+                    scale_ref=1.0, log_likelihood=True):
     """Independent posterior draws (each site shaped (chains, draws)), the pointwise log-likelihood (chains,
-    draws, eigenvalues in the given order; None without log_likelihood) and the grid it came from."""
+    draws, eigenvalues in the given order; None without log_likelihood) and the grid it came from. numpy and scipy
+    only: nothing is compiled."""
     x_sorted = np.sort(np.asarray(eigenvalues, dtype=np.float64))
-    logs = jnp.asarray(np.log(x_sorted))
-    data = (logs, tail_log_evidence(logs), jnp.asarray(float(n_censored)), jnp.asarray(float(floor)),
-            jnp.asarray(math.log(scale_ref)))
+    logs = np.log(x_sorted)
+    data = (logs, tail_log_evidence(logs, NUMPY), int(n_censored), float(floor), math.log(scale_ref))
     grid = quadrature.zoomed_grid(_log_marginal, (float(logs[0]) - 10.0, float(logs[-1]) + 10.0),
-                                  (math.log(1e-3), math.log(1e2)), data)
-    k_grid, k_break, k_rest = jax.random.split(key, 3)
+                                  (math.log(1e-3), math.log(1e2)), data, table=True)
     n = chains * draws
-    mu, log_sigma = quadrature.draw(grid, n, _numpy_rng(k_grid))
+    mu, log_sigma = quadrature.draw(grid, n, rng)
     sigma = np.exp(log_sigma)
-    pick = np.asarray(_draw_breakpoints(k_break, jnp.asarray(mu), jnp.asarray(sigma), *data[:4]))
-    n_tail, excess, _ = (np.asarray(v) for v in tail_statistics(logs))
+    pick = _draw_breakpoints(rng, mu, sigma, *data[:4])
+    n_tail, excess, _ = tail_statistics(logs, NUMPY)
     first, _ = _candidates(x_sorted.size)
-    rng = _numpy_rng(k_rest)
     alpha = 1.0 + _truncated_gamma(rng, n_tail[pick], excess[pick], ALPHA_MINUS_ONE_LOW, ALPHA_MINUS_ONE_HIGH)
     j = first + pick
     p = {"alpha": alpha, "mu": mu, "sigma": sigma, "xmin": x_sorted[j],
          "tail_weight": rng.beta(1.0 + x_sorted.size - j, 1.0 + j + n_censored)}
     loglik = None
     if log_likelihood:
-        loglik = np.asarray(_pointwise(jnp.asarray(eigenvalues), {k: jnp.asarray(v) for k, v in p.items()}))
-        loglik = loglik.reshape(chains, draws, -1)
+        loglik = _pointwise(np.asarray(eigenvalues, dtype=np.float64), p).reshape(chains, draws, -1)
     posterior = {"log_alpha_minus_1": np.log(alpha - 1.0), **p}
     return {k: np.asarray(v).reshape(chains, draws) for k, v in posterior.items()}, loglik, grid
 
 
+#: (grid points or draws) x candidate breakpoints per block of the closed forms: bounded memory on big layers
+_BLOCK_CELLS = 2_000_000
+
+
 def _breakpoint_log_joint_given_bulk(logs, evidence, mu, sigma, n_censored, floor):
-    """log p(data, breakpoint j | mu, sigma) for every candidate j, alpha and w integrated out."""
-    return bulk_log_joint(logs, mu, sigma, n_censored=n_censored, floor=floor) + evidence
+    """log p(data, breakpoint j | mu, sigma) for every candidate j (last axis), alpha and w integrated out."""
+    return bulk_log_joint(logs, mu, sigma, n_censored=n_censored, floor=floor, ns=NUMPY) + evidence
 
 
 def _log_marginal(mu, log_sigma, logs, evidence, n_censored, floor, log_ref):
-    """log p(mu, log sigma | data) up to a constant: every breakpoint, alpha and w integrated out."""
-    joint = _breakpoint_log_joint_given_bulk(logs, evidence, mu, jnp.exp(log_sigma), n_censored, floor)
-    return (jax.nn.logsumexp(joint) + norm.logpdf(mu, log_ref, LOG_LOCATION_SD)
-            + norm.logpdf(log_sigma, 0.0, LOG_SPREAD_SD))  # LogNormal(sigma) times the Jacobian d sigma / d log sigma
+    """log p(mu, log sigma | data) up to a constant on the grid (A,) x (B,) -> (A, B): every breakpoint, alpha and
+    w integrated out."""
+    table = np.empty((mu.size, log_sigma.size))
+    rows = max(1, _BLOCK_CELLS // (log_sigma.size * evidence.size))
+    sigma = np.exp(log_sigma)[None, :, None]
+    for start in range(0, mu.size, rows):
+        joint = _breakpoint_log_joint_given_bulk(logs, evidence, mu[start:start + rows, None, None], sigma,
+                                                 n_censored, floor)
+        table[start:start + rows] = special.logsumexp(joint, axis=-1)
+    # the priors: mu ~ Normal(log scale_ref, 2), sigma ~ LogNormal(0, 1) times the Jacobian d sigma / d log sigma
+    return (table - 0.5 * ((mu[:, None] - log_ref) / LOG_LOCATION_SD) ** 2
+            - 0.5 * (log_sigma[None, :] / LOG_SPREAD_SD) ** 2)
 
 
-@jax.jit
-def _draw_breakpoints(key, mu, sigma, logs, evidence, n_censored, floor):
-    """Index (among the candidates) of a breakpoint drawn from p(j | mu, sigma, data) for each (mu, sigma)."""
-    def one(args):
-        k, m, s = args
-        return jax.random.categorical(k, _breakpoint_log_joint_given_bulk(logs, evidence, m, s, n_censored, floor))
+def _draw_breakpoints(rng, mu, sigma, logs, evidence, n_censored, floor):
+    """Index (among the candidates) of a breakpoint drawn from p(j | mu, sigma, data) for each (mu, sigma), by
+    the largest of log p + Gumbel noise, in blocks (all draws at once would hold draws x candidates floats)."""
+    pick = np.empty(mu.size, dtype=int)
+    rows = max(1, _BLOCK_CELLS // evidence.size)
+    for start in range(0, mu.size, rows):
+        block = slice(start, start + rows)
+        joint = _breakpoint_log_joint_given_bulk(logs, evidence, mu[block, None], sigma[block, None], n_censored,
+                                                 floor)
+        pick[block] = np.argmax(joint + rng.gumbel(size=joint.shape), axis=-1)
+    return pick
 
-    # in batches: all draws at once would hold draws x candidates floats several times over (GBs on big layers)
-    return jax.lax.map(one, (jax.random.split(key, mu.shape[0]), mu, sigma), batch_size=256)
 
-
-@jax.jit
 def _pointwise(x, p):
-    return jax.vmap(lambda q: log_density(x, q, gamma=None, m=None, scale_ref=None))(p)
-
-
-def _numpy_rng(key) -> np.random.Generator:
-    return np.random.default_rng(np.asarray(jax.random.key_data(key)).tolist())
+    """log f(x) (draws, eigenvalues) in numpy: `log_density` for every draw at once."""
+    lx = np.log(x)[None, :]
+    mu, sigma, w, alpha = (p[k][:, None] for k in ("mu", "sigma", "tail_weight", "alpha"))
+    l_break = np.log(p["xmin"])[:, None]
+    bulk = (np.log1p(-w) - 0.5 * ((lx - mu) / sigma) ** 2 - np.log(sigma) - _HALF_LOG_TWO_PI - lx
+            - special.log_ndtr((l_break - mu) / sigma))
+    tail = np.log(w) + np.log(alpha - 1.0) - l_break - alpha * (lx - l_break)
+    return np.where(lx < l_break, bulk, tail)
 
 
 def _truncated_gamma(rng, shape, rate, low, high):
@@ -262,3 +289,29 @@ def probabilities(posterior) -> dict[str, float]:
     """The field's labels as posterior probabilities instead of hard classes."""
     alpha = jnp.asarray(posterior["alpha"])
     return {"p_alpha_below_2": float(jnp.mean(alpha < 2.0)), "p_alpha_above_6": float(jnp.mean(alpha > 6.0))}
+
+
+def batch_log_density(x, p, *, gamma, m, scale_ref):
+    """log f at points x (n,) for each of a batch of draws (arrays (D,)): (D, n), in numpy."""
+    return _pointwise(np.asarray(x, dtype=np.float64), {k: np.asarray(v) for k, v in p.items()})
+
+
+def batch_cdf(x, p, *, gamma, m, scale_ref):
+    """The CDF at points x (n,) for each of a batch of draws (arrays (D,)): (D, n), in numpy."""
+    lx = np.log(np.asarray(x, dtype=np.float64))[None, :]
+    mu, sigma, w, alpha = (np.asarray(p[k])[:, None] for k in ("mu", "sigma", "tail_weight", "alpha"))
+    l_break = np.log(np.asarray(p["xmin"]))[:, None]
+    bulk = (1 - w) * special.ndtr((lx - mu) / sigma) / special.ndtr((l_break - mu) / sigma)
+    tail = 1 - w * np.exp((1 - alpha) * np.maximum(lx - l_break, 0.0))
+    return np.where(lx < l_break, bulk, tail)
+
+
+def batch_draw(rng: np.random.Generator, p, n, *, gamma, m, scale_ref):
+    """n iid eigenvalues for each of a batch of draws: (D, n), in numpy."""
+    mu, sigma, w, alpha, xmin = (np.asarray(p[k])[:, None] for k in ("mu", "sigma", "tail_weight", "alpha", "xmin"))
+    shape = (mu.shape[0], n)
+    u = rng.uniform(1e-12, 1 - 1e-12, size=shape)
+    below = special.ndtr((np.log(xmin) - mu) / sigma)
+    bulk = np.exp(mu + sigma * special.ndtri(u * below))
+    tail = xmin * u ** (-1.0 / (alpha - 1.0))
+    return np.where(rng.uniform(size=shape) < w, tail, bulk)

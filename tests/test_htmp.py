@@ -289,3 +289,31 @@ def test_traced_kappa_path_matches_exact_contour_sums(gamma):
 
 def test_public_exports():
     assert hteval.htmp_logpdf is htmp_logpdf
+
+
+def test_batches_match_the_mpmath_references():
+    """The exact posteriors' batch evaluation (two programs of fixed shapes per gamma, many kappas at once) against
+    the mpmath references: log f at every square-case point (1e-8), the CDF table (1e-9), the tail masses of the
+    square case down to exp(-20000) (1e-6 in the logarithm); quantiles invert the CDF."""
+    from hteval.densities.htmp import PhiBatch, log_tail_batch, quantile_batch
+
+    ref = _reference("htmp_logpdf_reference_square.npz")
+    assert np.all(ref["gamma"] == 1.0)
+    t = np.log(ref["x"] / ref["scale"])[:, None]
+    phi = PhiBatch(1.0, ref["kappa"])
+    assert np.max(np.abs(phi(t)[:, 0] - np.log(ref["x"]) - ref["logpdf"])) <= 1e-8
+
+    tails = np.load(DATA / "htmp_tails.npz")
+    rows = tails["gamma"] == 1.0
+    phi = PhiBatch(1.0, tails["kappa"][rows])
+    t = np.log(tails["s"][rows])[:, None]
+    got = np.where(tails["direction"][rows] < 0, log_tail_batch(phi, t, upper=False)[:, 0],
+                   log_tail_batch(phi, t, upper=True)[:, 0])
+    assert rows.sum() >= 24 and np.max(np.abs(got - tails["log_mass"][rows])) < 1e-6
+
+    d = np.load(DATA / "htmp_cdf_g0.5_k2.npz")
+    x, cdf = d["x"][d["x"] > 0], d["cdf"][d["x"] > 0]
+    phi = PhiBatch(float(d["gamma"]), [float(d["kappa"])])
+    assert np.max(np.abs(phi(np.log(x / float(d["scale"]))[None, :], phase=True)[0] - cdf)) < 1e-9
+    u = np.array([[1e-9, 0.01, 0.3, 0.5, 0.9, 1 - 1e-9]])
+    assert np.max(np.abs(phi(quantile_batch(phi, u), phase=True) - u)) < 1e-12

@@ -20,7 +20,7 @@ PARAMETER_KEYS = {"mean", "median", "sd", "ci_low", "ci_high", "hdi_low", "hdi_h
 @pytest.fixture(scope="module")
 def spectrum_and_fit():
     x = sample_htmp_spectrum(3, 300, 0.5, 2.0, 1.0)
-    return x, fit(x, gamma=0.5, model="htmp", chains=2, draws=500, warmup=500, seed=1)
+    return x, fit(x, gamma=0.5, model="htmp", chains=2, draws=500, warmup=500, seed=1, sampler="nuts")
 
 
 def test_fit_reports_intervals_and_diagnostics(spectrum_and_fit):
@@ -44,7 +44,7 @@ def test_fit_reports_intervals_and_diagnostics(spectrum_and_fit):
 
 def test_same_seed_same_draws(spectrum_and_fit):
     x, result = spectrum_and_fit
-    again = fit(x, gamma=0.5, model="htmp", chains=2, draws=500, warmup=500, seed=1)
+    again = fit(x, gamma=0.5, model="htmp", chains=2, draws=500, warmup=500, seed=1, sampler="nuts")
     a = result.data["posterior"]["kappa"].values
     b = again.data["posterior"]["kappa"].values
     assert np.array_equal(a, b)
@@ -53,7 +53,7 @@ def test_same_seed_same_draws(spectrum_and_fit):
 def test_unconverged_fit_says_so(spectrum_and_fit):
     # the fixture's shape and warm-up length: the compiled sampler is reused, and 50 draws cannot reach ESS 400
     x, _ = spectrum_and_fit
-    result = fit(x, gamma=0.5, model="htmp", chains=1, draws=50, warmup=500, seed=1)
+    result = fit(x, gamma=0.5, model="htmp", chains=1, draws=50, warmup=500, seed=1, sampler="nuts")
     assert not result.converged and result.diagnostics["reasons"]
     assert result.to_json()["diagnostics"]["converged"] is False
 
@@ -62,7 +62,7 @@ def test_short_chains_run_on_until_converged(spectrum_and_fit):
     # 2 x 100 draws cannot reach ESS 400; max_draws doubles them from where they stopped (the fixture's chains,
     # same key and warm-up, continued): the first draws are the fixture's own
     x, full = spectrum_and_fit
-    result = fit(x, gamma=0.5, model="htmp", chains=2, draws=100, warmup=500, seed=1, max_draws=800)
+    result = fit(x, gamma=0.5, model="htmp", chains=2, draws=100, warmup=500, seed=1, max_draws=800, sampler="nuts")
     assert result.converged, result.diagnostics
     assert result.settings["draws_requested"] == 100 and result.settings["draws"] in (200, 400, 800)
     kappa = result.data["posterior"]["kappa"].values
@@ -110,9 +110,10 @@ def test_chains_and_layers_of_one_shape_share_one_compiled_program():
     """The chunked sampler is compiled once per (model, gamma, censoring, warm-up, data shapes): two chains and a
     second layer of the same size reuse it (recompiling is ~15 s a time on a CPU)."""
     first = fit(sample_htmp_spectrum(3, 300, 0.5, 2.0, 1.0), gamma=0.5, model="htmp", chains=2, draws=500, warmup=500,
-                seed=1)
+                seed=1, sampler="nuts")
     before = _kernel_and_step.cache_info().hits
-    fit(sample_htmp_spectrum(33, 300, 0.5, 0.7, 2.0), gamma=0.5, model="htmp", chains=2, draws=500, warmup=500, seed=1)
+    fit(sample_htmp_spectrum(33, 300, 0.5, 0.7, 2.0), gamma=0.5, model="htmp", chains=2, draws=500, warmup=500, seed=1,
+        sampler="nuts")
     assert _kernel_and_step.cache_info().hits == before + 1
     _, init, advance = _kernel_and_step(layer_model(MODELS["htmp"], first.layer), 500, TARGET_ACCEPT,
                                         MODELS["htmp"].DENSE_MASS)
@@ -130,7 +131,7 @@ def test_censored_eigenvalues_enter_every_model_finitely(model):
     formula's resolution) and the fit runs without divergences."""
     x = sample_htmp_spectrum(7, 120, 1.0, 1.0)
     x = np.concatenate([x, [0.0, 1e-30, 1e-25]])
-    result = fit(x, gamma=1.0, model=model, chains=1, draws=200, warmup=200, seed=2)
+    result = fit(x, gamma=1.0, model=model, chains=1, draws=200, warmup=200, seed=2, sampler="nuts")
     assert result.record["n_censored"] >= 3
     lp = result.data["sample_stats"]["lp"].values
     assert np.all(np.isfinite(lp)) and result.diagnostics["divergences"] == 0

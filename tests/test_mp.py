@@ -230,3 +230,20 @@ def test_distribution_log_prob_is_function_value():
     x = jnp.array([0.1, 0.6, 2.0, 4.4, 5.0])
     np.testing.assert_array_equal(d.log_prob(x), mp_logpdf(x, 0.25, 2.0))
     np.testing.assert_array_equal(d.icdf(d.cdf(x[1:4])), mp_icdf(mp_cdf(x[1:4], 0.25, 2.0), 0.25, 2.0))
+
+
+# --- numpy twins (exact posteriors and predictive checks) --------------------------------------------
+
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_numpy_twins_agree_with_the_jax_functions(gamma):
+    from hteval.densities.mp import mp_cdf_np, mp_icdf_np, mp_logpdf_np
+
+    sigma2 = np.array([[0.7], [1.3]])
+    lo, hi = (float(v) for v in mp_support(gamma, 1.3))
+    x = np.concatenate([[0.0, lo * 0.5], np.linspace(lo, hi, 41), [hi * 2.0]])[None, :]
+    assert np.allclose(mp_logpdf_np(x, gamma, sigma2), np.asarray(mp_logpdf(x, gamma, sigma2)), rtol=0, atol=1e-12,
+                       equal_nan=False)
+    assert np.allclose(mp_cdf_np(x, gamma, sigma2), np.asarray(mp_cdf(x, gamma, sigma2)), rtol=0, atol=1e-13)
+    q = np.linspace(0.0, 1.0, 21)[None, :]
+    assert np.allclose(mp_icdf_np(q, gamma, sigma2), np.asarray(mp_icdf(q, gamma, sigma2)), rtol=1e-10, atol=1e-14)

@@ -156,7 +156,7 @@ def test_exact_draws_agree_with_nuts_on_the_numpyro_model():
 
     x, _ = _pareto_over_lognormal(4, n=300, alpha=2.5, tail_fraction=0.15)
     data = {"gamma": 0.5, "m": x.size, "scale_ref": float(x.mean())}
-    exact, _, grid = powerlaw.posterior_draws(jax.random.PRNGKey(0), x, chains=1, draws=20_000,
+    exact, _, grid = powerlaw.posterior_draws(np.random.default_rng(0), x, chains=1, draws=20_000,
                                               log_likelihood=False, **data)
     assert grid.problems() == []
     mcmc = MCMC(NUTS(powerlaw.model), num_warmup=500, num_samples=2000, progress_bar=False)

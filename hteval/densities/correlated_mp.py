@@ -480,3 +480,63 @@ def correlated_mp_support(gamma: ArrayLike, nu: ArrayLike, m: ArrayLike) -> tupl
     """
     x_tab, _, _ = _table(jnp.asarray(gamma, dtype=float), _law(nu, m))
     return x_tab[0], x_tab[-1]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Batches for exact posteriors: many values of nu, each at many points, in one program compiled once per process.
+#
+# The density for fixed nu is a function of x / scale, so a quadrature over (nu, scale) needs it only on a grid in
+# t = log(x / scale) per nu (`hteval.models.correlated_mp` interpolates there): the Silverstein solves scale with
+# the number of nu values, not with nu values x scales x eigenvalues. The program's shapes are fixed (BATCH_ROWS
+# rows of BATCH_POINTS points, one nu per row), so the grid's passes, the draws and the predictive checks share
+# one executable whatever the layer.
+# ---------------------------------------------------------------------------------------------------------------
+
+BATCH_ROWS = 8
+BATCH_POINTS = 512
+
+
+def _batch_row(nu, t, gamma, m):
+    """psi(t) = log f(e^t) + t (the log-density of log x for scale 1) and the CDF at points t for one nu, and the
+    log of the unsmoothed support's edges (the lower one -inf at gamma = 1)."""
+    gamma, cells, table = _prepare(gamma, nu, m)
+    x = jnp.maximum(jnp.exp(t), _X_MIN)
+    w, _ = _smoothed(x, gamma, cells, table, _THETA)
+    psi = jnp.log(_density(w, x, cells, _THETA)) + jnp.log(x)
+    edges = jnp.stack([table[0][0], table[0][-1]])
+    log_edges = jnp.log(jnp.where(edges > 0, edges, 1.0)) + jnp.where(edges > 0, 0.0, -jnp.inf)
+    return psi, jnp.clip(_cdf_at(w, gamma, cells, _THETA), 0.0, 1.0), log_edges
+
+
+@jax.jit
+def _batch(nu, t, gamma, m):
+    # rows one after another: each row is the per-nu program (its table and edges), not a batched one
+    return lax.map(lambda row: _batch_row(row[0], row[1], gamma, m), (nu, t))
+
+
+def log_density_of_log_batch(gamma: float, nu, t, m) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """psi(t) = log f(e^t | nu, scale 1) + t and the CDF F(e^t), for nu (K,) at points t (K, N): numpy (K, N)
+    each; and the log of each nu's unsmoothed support edges (K, 2) (the lower one -inf at gamma = 1).
+
+    Any K and N: each nu's points are cut into rows of BATCH_POINTS (the last padded), the rows into calls of
+    BATCH_ROWS. log f(x | nu, scale) = psi(log(x / scale)) - log x.
+    """
+    nu = np.asarray(nu, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64)
+    k_count, n_count = t.shape
+    per = -(-n_count // BATCH_POINTS)
+    padded = np.pad(t, ((0, 0), (0, per * BATCH_POINTS - n_count)), mode="edge").reshape(-1, BATCH_POINTS)
+    row_nu = np.repeat(nu, per)
+    total = padded.shape[0]
+    calls = -(-total // BATCH_ROWS)
+    padded = np.pad(padded, ((0, calls * BATCH_ROWS - total), (0, 0)), mode="edge")
+    row_nu = np.pad(row_nu, (0, calls * BATCH_ROWS - total), mode="edge")
+    psi, cdf, edges = np.empty_like(padded), np.empty_like(padded), np.empty((padded.shape[0], 2))
+    args = (jnp.asarray(float(gamma)), jnp.asarray(float(m)))
+    for start in range(0, padded.shape[0], BATCH_ROWS):
+        rows = slice(start, start + BATCH_ROWS)
+        out = _batch(jnp.asarray(row_nu[rows]), jnp.asarray(padded[rows]), *args)
+        psi[rows], cdf[rows], edges[rows] = (np.asarray(v) for v in out)
+    shape = (k_count, per * BATCH_POINTS)
+    return (psi[:total].reshape(shape)[:, :n_count], cdf[:total].reshape(shape)[:, :n_count],
+            edges[:total:per])

@@ -10,16 +10,24 @@ batched and differentiated.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+# ArviZ registers numpyro as a lazy module: a submodule imported before the package itself leaves
+# numpyro.distributions without its submodule attributes (NUTS then fails), so the package comes first
+import numpyro  # noqa: F401
 from jax.scipy.special import gammaln
 from numpyro.distributions import constraints
 from numpyro.distributions.distribution import Distribution
 from numpyro.distributions.util import promote_shapes, validate_sample
+from scipy.special import logsumexp
 
 from hteval.densities.tails import log_tail_mass
-from hteval.special.htmp_table import htmp_table, log_abs_i, log_abs_i_fn
+from hteval.special import asymptotic, chebyshev
+from hteval.special.htmp_table import _coefficients, htmp_table, log_abs_i, log_abs_i_fn, node_values
 
 KAPPA_MIN = 1e-3
 KAPPA_MAX = 1e3
@@ -201,3 +209,160 @@ class HTMP(FixedGammaLaw):
     @property
     def variance(self):
         return htmp_variance(self.gamma, self.kappa, self.scale)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Batches for exact posteriors: many kappas, each with many points, in two programs compiled once per gamma.
+#
+# A quadrature over (kappa, scale), the pointwise log-likelihood of thousands of draws, KS distances and
+# predictive quantiles all need phi(t) = log f_s(e^t) + t and the CDF at many points t for many kappas. The per-kappa
+# work (node values and their Chebyshev coefficients) is done once per kappa by one program; a second evaluates any
+# points against those coefficients. Both have fixed shapes, so every caller, model and layer of one aspect ratio
+# reuses the same two executables instead of compiling a likelihood per model and per batch shape.
+# ---------------------------------------------------------------------------------------------------------------
+
+#: kappas per call of the coefficient program, and points per call of the evaluation program
+BATCH_KAPPAS = 64
+BATCH_POINTS = 32768
+
+
+@functools.lru_cache(maxsize=8)
+def _batch_programs(gamma: float):
+    """(coefficients, points) for one gamma: coefficients(kappa (BATCH_KAPPAS,)) -> the Chebyshev coefficients of
+    log|I| and of the phase G at every piece, flattened to (kappas x pieces, n) rows, and phi's constant per kappa;
+    points(rows, constant, kappa, index, t, phase) -> phi (phase False) or the CDF (phase True; rows then hold
+    G's coefficients) at points t (BATCH_POINTS,) of kappa[index]."""
+    table = htmp_table(gamma)
+    n = table.sizes[0]
+    pieces = len(table.sizes)
+    edges = np.asarray(table.t_edges)
+    ratio = 1 / gamma - 1
+
+    def coefficients(kappa):
+        def one(b):
+            log_i, g = node_values(table, b)
+            return _coefficients(table, log_i), _coefficients(table, g)
+
+        b = kappa / 2
+        log_i, g = jax.vmap(one)(b)
+        n_ = b / gamma
+        constant = jnp.log(n_) + gammaln(b) - jnp.log(b) - gammaln(n_)
+        return log_i.reshape(-1, n), g.reshape(-1, n), constant
+
+    def points(rows, constant, kappa, index, t, phase):
+        b = kappa[index] / 2
+        below, above = t < edges[0], t > edges[-1]
+        inside = jnp.clip(t, edges[0], edges[-1])
+        # binary search: the table has ~100 pieces, and comparing every point with every edge costs 3x as much
+        piece = jnp.clip(jnp.searchsorted(jnp.asarray(edges[1:-1]), inside, method="scan"), 0, pieces - 1)
+        lo, hi = jnp.asarray(edges)[piece], jnp.asarray(edges)[piece + 1]
+        u = (2 * inside - lo - hi) / (hi - lo)
+        mid = chebyshev.clenshaw_rows(jnp.take(rows, index * pieces + piece, axis=0), u)
+        # the closed forms cost more than the table and are rarely needed: evaluated only when some point is out
+        zero = jnp.zeros_like(t)
+        pick = jnp.where(phase, 1, 0)  # which of the closed forms' (log|I|, G) the rows hold
+        low = jax.lax.cond(jnp.any(below), lambda: jnp.stack(asymptotic.small_s_differenced(
+            jnp.minimum(t, edges[0]), b, ratio))[pick], lambda: zero)
+        high = jax.lax.cond(jnp.any(above), lambda: jnp.stack(asymptotic.large_s(
+            jnp.maximum(t, edges[-1]), b, b * ratio))[pick], lambda: zero)
+        value = jnp.where(below, low, jnp.where(above, high, mid))
+        n_ = b / gamma
+        log_y = jnp.log(n_) + t
+        phi = constant[index] + (n_ - b - 1) * log_y - jnp.exp(log_y) - 2 * value + t
+        # phase is traced, not static: one program serves densities and CDFs alike
+        return jnp.where(phase, jnp.clip(value / (jnp.pi * b), 0.0, 1.0), phi)
+
+    return jax.jit(coefficients), jax.jit(points)
+
+
+class PhiBatch:
+    """phi(t) = log f_s(e^t) + t (the log-density of t = log(x / scale)) and the CDF F_s(e^t) for a batch of kappas
+    (K,) at points t (K, N), as numpy arrays: the node coefficients of each block of BATCH_KAPPAS kappas are
+    computed once, on first use, and reused by every later set of points (a quantile's bisection steps)."""
+
+    def __init__(self, gamma: float, kappa):
+        self.gamma = _check_gamma(gamma)
+        self.kappa = np.clip(np.atleast_1d(np.asarray(kappa, dtype=np.float64)), KAPPA_MIN, KAPPA_MAX)
+        self._blocks: dict[int, tuple] = {}
+
+    def _block(self, start: int):
+        if start not in self._blocks:
+            block = self.kappa[start:start + BATCH_KAPPAS]
+            padded = jnp.asarray(np.concatenate([block, np.full(BATCH_KAPPAS - block.size, block[-1])]))
+            self._blocks[start] = (padded, *_batch_programs(self.gamma)[0](padded))
+        return self._blocks[start]
+
+    def __call__(self, t, *, phase: bool = False) -> np.ndarray:
+        """phi at t (K, N) (or with phase=True the CDF), row k for kappa[k]."""
+        points = _batch_programs(self.gamma)[1]
+        t = np.asarray(t, dtype=np.float64)
+        k_count, n_count = t.shape
+        out = np.empty_like(t)
+        for start in range(0, k_count, BATCH_KAPPAS):
+            kappa, log_i, g_rows, constant = self._block(start)
+            rows = g_rows if phase else log_i
+            values = t[start:start + BATCH_KAPPAS].ravel()
+            index = np.repeat(np.arange(values.size // n_count), n_count)
+            flat = np.empty_like(values)
+            for begin in range(0, values.size, BATCH_POINTS):
+                size = min(BATCH_POINTS, values.size - begin)
+                pad = (0, BATCH_POINTS - size)
+                where = jnp.asarray(np.pad(index[begin:begin + size], pad, mode="edge"))
+                at = jnp.asarray(np.pad(values[begin:begin + size], pad, mode="edge"))
+                flat[begin:begin + size] = np.asarray(points(rows, constant, kappa, where, at,
+                                                             jnp.asarray(phase)))[:size]
+            out[start:start + BATCH_KAPPAS] = flat.reshape(-1, n_count)
+        return out
+
+
+def phi_batch(gamma: float, kappa, t, *, phase: bool = False) -> np.ndarray:
+    """`PhiBatch(gamma, kappa)(t, phase=phase)`: phi(t) (or the CDF) for kappa (K,) at points t (K, N)."""
+    return PhiBatch(gamma, kappa)(t, phase=phase)
+
+
+_LAGUERRE_NODES, _LAGUERRE_WEIGHTS = np.polynomial.laguerre.laggauss(48)
+
+
+def log_tail_batch(phi: PhiBatch, t, *, upper: bool) -> np.ndarray:
+    """log F_s(e^t) (upper=False) or log(1 - F_s(e^t)) (upper=True) at t (K, N), accurate deep in the tails: the
+    phase where the tail mass exceeds TAIL_SWITCH, else `hteval.densities.tails.log_tail_mass`'s Gauss-Laguerre
+    rule (in log s below the bulk, in s above it), exactly as `htmp_log_cdf` and `htmp_log_sf` do, in numpy."""
+    cdf = phi(t, phase=True)
+    mass = 1.0 - cdf if upper else cdf
+    kappa = phi.kappa[:, None]
+    if upper:
+        # the variable is s itself: phi_s(v) = phi(log v) - log v, secant over a few 1/n
+        step = np.broadcast_to(2 * phi.gamma / kappa, t.shape)
+        z = np.exp(t)
+
+        def density(v):
+            return phi(np.log(v)) - np.log(v)
+
+        here_there = density(np.concatenate([z, z + step], axis=1))
+    else:
+        step = np.full(t.shape, 0.5)
+        z = t
+
+        def density(v):
+            return phi(v)
+
+        here_there = density(np.concatenate([z, z - step], axis=1))
+    here, there = here_there[:, :t.shape[1]], here_there[:, t.shape[1]:]
+    c = np.clip((here - there) / step, 1e-3, 1e8)
+    nodes = _LAGUERRE_NODES[None, None, :] / c[..., None]
+    at = z[..., None] + nodes if upper else z[..., None] - nodes
+    terms = density(at.reshape(t.shape[0], -1)).reshape(at.shape) + _LAGUERRE_NODES + np.log(_LAGUERRE_WEIGHTS)
+    deep = logsumexp(terms, axis=-1) - np.log(c)
+    with np.errstate(divide="ignore"):
+        return np.where(mass > TAIL_SWITCH, np.log(np.maximum(mass, TAIL_SWITCH)), deep)
+
+
+def quantile_batch(phi: PhiBatch, u, *, steps: int = 64) -> np.ndarray:
+    """t = log s with F_s(e^t) = u for u (K, N), by bisection on [log 1e-300, log 1e6] (as `htmp_icdf`)."""
+    u = np.asarray(u, dtype=np.float64)
+    lo, hi = np.full(u.shape, np.log(1e-300)), np.full(u.shape, np.log(1e6))
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        below = phi(mid, phase=True) < u
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return 0.5 * (lo + hi)

@@ -28,6 +28,10 @@ import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+# ArviZ registers numpyro as a lazy module: a submodule imported before the package itself leaves
+# numpyro.distributions without its submodule attributes (NUTS then fails), so the package comes first
+import numpyro  # noqa: F401
 from jax import lax
 from jax.typing import ArrayLike
 from numpyro.distributions import constraints
@@ -260,3 +264,45 @@ class MarchenkoPastur(Distribution):
     @property
     def variance(self) -> jax.Array:
         return jnp.broadcast_to(self.sigma2**2 * self.gamma, self.batch_shape)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# numpy twins of the three functions, for exact posteriors and predictive checks evaluated on whole tables of
+# (sigma2, x) at once: the same formulas, no compilation. Shapes broadcast; gamma is a scalar.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _standardised_np(x, gamma, sigma2):
+    lo, hi = (1.0 - np.sqrt(gamma)) ** 2, (1.0 + np.sqrt(gamma)) ** 2
+    s = np.asarray(x, dtype=np.float64) / sigma2
+    inside = (s > lo) & (s < hi)
+    return np.where(inside, s, 1.0 + gamma), lo, hi, inside, s >= hi
+
+
+def mp_logpdf_np(x, gamma: float, sigma2=1.0) -> np.ndarray:
+    """`mp_logpdf` in numpy: -inf outside the open support."""
+    s, lo, hi, inside, _ = _standardised_np(x, gamma, sigma2)
+    value = 0.5 * (np.log(hi - s) + np.log(s - lo)) - np.log(2.0 * np.pi * gamma * sigma2 * s)
+    return np.where(inside, value, -np.inf)
+
+
+def mp_cdf_np(x, gamma: float, sigma2=1.0) -> np.ndarray:
+    """`mp_cdf` in numpy (the atan2 form of the module docstring)."""
+    s, lo, hi, inside, above = _standardised_np(x, gamma, sigma2)
+    r = np.sqrt(hi - s) * np.sqrt(s - lo)
+    phi_q = np.pi if gamma == 1.0 else np.arctan2((1.0 - gamma) * r, (1.0 - gamma) ** 2 - (1.0 + gamma) * s)
+    value = (r + (1.0 + gamma) * np.arctan2(r, 1.0 + gamma - s) - (1.0 - gamma) * phi_q) / (2.0 * np.pi * gamma)
+    return np.where(inside, value, np.where(above, 1.0, 0.0))
+
+
+def mp_icdf_np(q, gamma: float, sigma2=1.0) -> np.ndarray:
+    """`mp_icdf` in numpy, by the same bisection in sqrt((s - lo) / (hi - lo)) (no Newton polish: the bisection
+    reaches float64 resolution)."""
+    q = np.clip(np.asarray(q, dtype=np.float64), 0.0, 1.0)
+    lo, hi = (1.0 - np.sqrt(gamma)) ** 2, (1.0 + np.sqrt(gamma)) ** 2
+    t_lo, t_hi = np.zeros_like(q), np.ones_like(q)
+    for _ in range(_BISECTION_STEPS):
+        t_mid = 0.5 * (t_lo + t_hi)
+        below = mp_cdf_np(lo + (hi - lo) * t_mid**2, gamma) < q
+        t_lo, t_hi = np.where(below, t_mid, t_lo), np.where(below, t_hi, t_mid)
+    return sigma2 * (lo + (hi - lo) * (0.5 * (t_lo + t_hi)) ** 2)

@@ -44,3 +44,12 @@ def clenshaw_scalar(coef, x):
     for k in range(coef.shape[0] - 1, 0, -1):
         b1, b2 = coef[k] + 2 * x * b1 - b2, b1
     return coef[0] + x * b1 - b2
+
+
+def clenshaw_rows(coef, x):
+    """sum_k coef[i, k] T_k(x[i]) for coefficient rows coef (P, n) and points x (P,): one row per point (unrolled:
+    n is a table's fixed piece size)."""
+    b1 = b2 = jnp.zeros_like(x)
+    for k in range(coef.shape[1] - 1, 0, -1):
+        b1, b2 = coef[:, k] + 2 * x * b1 - b2, b1
+    return coef[:, 0] + x * b1 - b2
