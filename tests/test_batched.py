@@ -25,12 +25,13 @@ def layers():
 def test_lanes_run_the_sequential_chains(layers):
     # a short run: NUTS is chaotic, and after a few hundred iterations a last-bit difference from vmapping can flip
     # a U-turn and part two chains; over 100 iterations they still agree to rounding
-    batched = fit_batched(layers, chains=2, draws=50, warmup=50)  # two programs: l1 and l2 in 4 lanes, l3 in 2
+    # two programs: l1 and l2 in 4 lanes, l3 in 2
+    batched = fit_batched(layers, chains=2, draws=50, warmup=50, sampler="nuts")
     assert [r.record["name"] for r in batched] == ["l1", "l2", "l3"]
     assert "4 (layer, chain) lanes" in batched[0].settings["chain_method"]
     assert "2 (layer, chain) lanes" in batched[2].settings["chain_method"]
     for b, rec in zip(batched[:2], layers[:2], strict=True):  # one sequential program suffices to compare
-        s = fit(rec, chains=2, draws=50, warmup=50)
+        s = fit(rec, chains=2, draws=50, warmup=50, sampler="nuts")
         kb, ks = (r.data["posterior"]["kappa"].values for r in (b, s))
         assert len(np.unique(ks)) > 50  # the chains move: the comparison is not of two constants
         np.testing.assert_allclose(kb, ks, rtol=1e-5)
@@ -39,6 +40,7 @@ def test_lanes_run_the_sequential_chains(layers):
     assert batched[2].data["posterior"]["kappa"].shape == (2, 50)
 
 
+@pytest.mark.slow  # a second vmapped program (~10 s to compile); the lanes test above runs in CI
 def test_analyze_on_the_batched_path_writes_the_sequential_rows(tmp_path):
     from safetensors.numpy import save_file
 
@@ -48,7 +50,7 @@ def test_analyze_on_the_batched_path_writes_the_sequential_rows(tmp_path):
     path = tmp_path / "two.safetensors"
     save_file({"a.weight": rng.standard_normal((60, 30)).astype(np.float32),
                "b.weight": rng.standard_t(3.0, (60, 30)).astype(np.float32)}, path)
-    light = {"chains": 2, "draws": 50, "warmup": 50, "max_draws": None, "figures": False}
+    light = {"chains": 2, "draws": 50, "warmup": 50, "max_draws": None, "figures": False, "sampler": "nuts"}
     batched = analyze(path, tmp_path / "batched", batched=True, svd="device", **light)
     sequential = analyze(path, tmp_path / "sequential", batched=False, workers=1, **light)
     assert list(batched.status) == list(sequential.status) and len(batched) == 2
