@@ -96,7 +96,7 @@ print("layers compared:", len(best), "| ranked (a converged model):", len(ranked
 print("best model counts:", ranked.best.value_counts().to_dict())
 print("decisive over the runner-up in", int(ranked.decisive.sum()), "of", len(ranked), "layers")
 print("models that did not converge, layer counts:",
-      best.not_converged.dropna().str.split(",").explode().value_counts().to_dict())
+      best.not_converged.dropna().astype(str).str.split(",").explode().value_counts().to_dict())
 
 # %% [markdown]
 # The best model by kind of layer (the query, key, value and output projections of attention, the two MLP
