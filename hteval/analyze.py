@@ -104,45 +104,59 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DE
     settings = {"prob": prob, "seed": seed, "chains": chains, "draws": draws, "warmup": warmup,
                 "max_draws": max_draws, "sampler": sampler}
     order: list[str] = []
-    with rows.appending(0, on_row) as emit:
-        def pending(items) -> Iterator[tuple[Any, str]]:
-            """(layer, model) pairs still to fit; rows of skipped tensors written, finished pairs counted."""
-            for item in items:
-                order.append(item.name)
-                emit.total += 1 if isinstance(item, SkippedLayer) else len(models)
-                if isinstance(item, SkippedLayer):
-                    if rows.key_of({names.NAME: item.name}) in done:
-                        emit.skip()
-                    else:
-                        emit({names.NAME: item.name, names.SHAPE: list(item.shape), names.STATUS: item.status,
-                              names.ERROR: item.reason})
-                    continue
-                for model in models:
-                    key = {names.NAME: item.name, names.MODEL: model, names.RANDOMIZED: item.randomized}
-                    if rows.key_of(key) in done:
-                        emit.skip()
-                    else:
-                        yield item, model
+    # exact fits: the figures are drawn in a worker process while this one fits (they cost as much as the fits
+    # here), and the report is written while the worker finishes
+    with _figure_drawer(figures if exact else False) as draw:
+        with rows.appending(0, on_row) as emit:
+            _fit_every_layer(spectra, models, rows, done, emit, exact, draw if exact else figures, settings, out,
+                             order=order, on_start=on_start or (lambda name, model: None), accelerator=accelerator,
+                             batched=batched, workers=workers)
+        # network order (the file keeps the order rows were written in)
+        result = in_order(read_layer_table(rows.path), names.NAME, order)
+        pooled = pool_layers(result, out, prob=prob, seed=seed) if hierarchical else {}
+        from hteval.report.analysis import write_report
 
-        on_start = on_start or (lambda name, model: None)
-        if exact:
-            for item, model in pending(spectra):
-                on_start(item.name, model)
-                emit(_fit_row(item, model, settings, out, figures))
-        else:
-            tasks = list(pending(spectra))
-            if accelerator if batched is None else batched:
-                _fit_batched_rows(tasks, settings, out, figures, on_start=on_start, on_row=emit)
-            else:
-                run_tasks(tasks, _fit_row, (settings, out, figures), workers=worker_count(workers),
-                          on_start=on_start, on_row=emit)
-    # network order (the file keeps the order rows were written in)
-    result = in_order(read_layer_table(rows.path), names.NAME, order)
-    pooled = pool_layers(result, out, prob=prob, seed=seed) if hierarchical else {}
-    from hteval.report.analysis import write_report
-
-    write_report(result, out, network_order=order, pooled=pooled, prob=prob, source=str(path))
+        write_report(result, out, network_order=order, pooled=pooled, prob=prob, source=str(path))
     return result
+
+
+def _fit_every_layer(spectra, models, rows, done, emit, exact: bool, figures, settings, out: Path, *, order,
+                     on_start, accelerator: bool, batched, workers) -> None:
+    """Every (layer, model) row the table lacks: skipped tensors' rows at once, fits as the spectra arrive (exact
+    models) or all spectra first, then the fits grouped by compiled program over worker processes (NUTS)."""
+    tasks = _pending(spectra, models, rows, done, emit, order)
+    if exact:
+        for item, model in tasks:
+            on_start(item.name, model)
+            emit(_fit_row(item, model, settings, out, figures))
+        return
+    tasks = list(tasks)
+    if accelerator if batched is None else batched:
+        _fit_batched_rows(tasks, settings, out, figures, on_start=on_start, on_row=emit)
+    else:
+        run_tasks(tasks, _fit_row, (settings, out, figures), workers=worker_count(workers), on_start=on_start,
+                  on_row=emit)
+
+
+def _pending(items, models, rows, done, emit, order: list[str]) -> Iterator[tuple[Any, str]]:
+    """(layer, model) pairs still to fit; rows of skipped tensors written, finished pairs counted, every name
+    appended to `order` (network order) as it arrives."""
+    for item in items:
+        order.append(item.name)
+        emit.total += 1 if isinstance(item, SkippedLayer) else len(models)
+        if isinstance(item, SkippedLayer):
+            if rows.key_of({names.NAME: item.name}) in done:
+                emit.skip()
+            else:
+                emit({names.NAME: item.name, names.SHAPE: list(item.shape), names.STATUS: item.status,
+                      names.ERROR: item.reason})
+            continue
+        for model in models:
+            key = {names.NAME: item.name, names.MODEL: model, names.RANDOMIZED: item.randomized}
+            if rows.key_of(key) in done:
+                emit.skip()
+            else:
+                yield item, model
 
 
 def _accelerator() -> bool:
@@ -154,7 +168,25 @@ def _accelerator() -> bool:
     return jax.default_backend() != "cpu"
 
 
-def _fit_row(item, model: str, settings: dict[str, Any], out: Path, figures: bool) -> dict[str, Any]:
+class _NoFigures:
+    """The figure drawer of a run without figures."""
+
+    def __enter__(self):
+        return False
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _figure_drawer(figures: bool):
+    if not figures:
+        return _NoFigures()
+    from hteval.report.background import BackgroundFigures
+
+    return BackgroundFigures()
+
+
+def _fit_row(item, model: str, settings: dict[str, Any], out: Path, figures) -> dict[str, Any]:
     start = time.perf_counter()
     try:
         result = fit(item, model=model, log_likelihood=False, **settings)
@@ -186,8 +218,9 @@ def _fit_batched_rows(tasks, settings: dict[str, Any], out: Path, figures: bool,
             on_row(_row(item, model, result, out, figures, share))
 
 
-def _row(item, model: str, result, out: Path, figures: bool, seconds: float) -> dict[str, Any]:
-    """A layer's table row from its FitResult, or from the error that stopped its fit; its files written."""
+def _row(item, model: str, result, out: Path, figures, seconds: float) -> dict[str, Any]:
+    """A layer's table row from its FitResult, or from the error that stopped its fit; its files written.
+    figures: False, True (drawn here) or a drawer draw(result, path) (`hteval.report.background`)."""
     row = {**item.to_record(), names.MODEL: model, names.RANDOMIZED: item.randomized}
     if isinstance(result, Exception):
         row.update({names.STATUS: names.STATUS_ERROR, names.ERROR: " ".join(str(result).split())})
@@ -196,7 +229,9 @@ def _row(item, model: str, result, out: Path, figures: bool, seconds: float) -> 
         stem = out / LAYER_DIR / layer_file_stem(item.name, model, item.randomized)
         _write_json(stem.with_name(stem.name + ".json"), result, item.randomized)
         _write_draws(stem.with_name(stem.name + DRAWS_SUFFIX), result)
-        if figures:
+        if callable(figures):
+            figures(result, stem.with_name(stem.name + ".esd.png"))
+        elif figures:
             from hteval.report.figures import plot_esd
 
             plot_esd(result, stem.with_name(stem.name + ".esd.png"), prob=result.prob)

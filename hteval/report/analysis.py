@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from hteval import calibration, names
-from hteval.report.figures import subplots
+from hteval.report.figures import log_axis, subplots
 
 REPORT = "report.md"
 #: parameters that get a forest plot when a model reports them (kappa: the HTMP family; alpha: the power-law tail)
@@ -96,6 +96,7 @@ def plot_forest(fitted: pd.DataFrame, parameter: str, path: Path, *, pooled: dic
     ax.set_yticks(range(len(layer_names)), [n.removesuffix(".weight") for n in layer_names], fontsize=6)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    log_axis(ax.xaxis)
     ax.set_xlabel(f"{_SYMBOL.get(parameter, parameter)} (posterior median and {prob:.0%} interval)")
     if parameter == "alpha":
         for bound in (2.0, 6.0):  # the field's heavy (alpha < 2) and light (alpha > 6) tail conventions

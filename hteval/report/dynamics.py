@@ -15,7 +15,7 @@ import pandas as pd
 
 from hteval import names
 from hteval.report.analysis import FOREST_PARAMETERS
-from hteval.report.figures import subplots
+from hteval.report.figures import log_axis, subplots
 
 DYNAMICS_TABLE = "dynamics.csv"
 DYNAMICS_REPORT = "dynamics.md"
@@ -95,6 +95,7 @@ def plot_dynamics(part: pd.DataFrame, path: Path) -> Path:
                         capsize=2, zorder=2, label="not converged")
             ax.legend(fontsize=6, frameon=False, loc="best")
         ax.set_yscale("log")
+        log_axis(ax.yaxis)
         ax.set_title(_short(layer), fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3, which="both", lw=0.4)

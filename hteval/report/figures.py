@@ -301,6 +301,8 @@ def _rank_figure(x, spectra, prob, what, title, path, ylim=None):
     ax.plot(rank, x, "k.", ms=3, label="observed")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    log_axis(ax.xaxis)
+    log_axis(ax.yaxis)
     ax.set_xlabel("rank")
     ax.set_ylabel("eigenvalue")
     if ylim is not None:
@@ -324,8 +326,10 @@ def plot_trace_pair(result, path: Path) -> Path:
     axes[2].plot(a, b, ".", ms=1.5, alpha=0.4)
     if np.all(a > 0):
         axes[2].set_xscale("log")
+        log_axis(axes[2].xaxis)
     if np.all(b > 0):
         axes[2].set_yscale("log")
+        log_axis(axes[2].yaxis)
     axes[2].set_xlabel(shown[0])
     axes[2].set_ylabel(shown[1])
     if not result.converged:
@@ -383,6 +387,8 @@ def _comparison_rank(comparison, path, prob):
     ax.plot(rank, x, "k.", ms=3, label="observed")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    log_axis(ax.xaxis)
+    log_axis(ax.yaxis)
     ax.set_ylim(x.min() / 3, x.max() * 3)
     ax.set_xlabel("rank")
     ax.set_ylabel("eigenvalue")
@@ -403,6 +409,29 @@ def _comparison_elpd(comparison, path):
     ax.set_xlabel(r"$\Delta$ELPD (PSIS-LOO) relative to the best model, $\pm$ 1 se")
     ax.set_title(f"{comparison.layer}: model comparison", fontsize=10)
     return _save(fig, path)
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _power_of_ten(value: float, _position=None) -> str:
+    """A log axis's tick label in plain text: 0.01 ... 1000 as numbers, other powers of ten as 10 with a Unicode
+    superscript. matplotlib's default labels are mathtext, whose parser costs a second to build on first use."""
+    if value <= 0:
+        return ""
+    exponent = int(np.round(np.log10(value)))
+    if not np.isclose(value, 10.0**exponent, rtol=1e-9):
+        return ""
+    return f"{value:g}" if -2 <= exponent <= 3 else "10" + str(exponent).translate(_SUPERSCRIPT)
+
+
+def log_axis(axis) -> None:
+    """Label a log-scaled axis (ax.xaxis or ax.yaxis, after set_xscale("log")) in plain text at its powers of ten."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10.0))
+    axis.set_major_formatter(FuncFormatter(_power_of_ten))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def subplots(*args, **kwargs):
