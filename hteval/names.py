@@ -73,13 +73,26 @@ DEFAULT_MODEL = "htmp-exact"
 DEFAULT_COMPARE_MODELS = ("mp", "htmp", "htmp-outliers", "inverse-htmp", "powerlaw", "lognormal")
 
 # Model comparison (comparison.json, comparison.csv).
+#: the exact log marginal likelihood of the layer's eigenvalues (every model by quadrature; orderings counted the
+#: same way for joint and iid likelihoods), and its difference from the best model's
+LOG_EVIDENCE = "log_evidence"
+D_LOG_EVIDENCE = "d_log_evidence"
+#: the log evidence again with every prior twice as wide (prior sensitivity)
+LOG_EVIDENCE_WIDE = "log_evidence_wide"
 ELPD_LOO = "elpd_loo"
 SE = "se"
 D_ELPD = "d_elpd"
 D_SE = "d_se"
+#: a model's posterior probability among the models compared, from the exact evidence with equal prior odds
 WEIGHT = "weight"
+#: the iid models' PSIS-LOO stacking weight (a joint likelihood has no pointwise LOO)
+STACKING_WEIGHT = "stacking_weight"
 PARETO_K_BAD = "pareto_k_bad"
+#: posterior predictive p-value of the fit (htmp-exact: exact replicate spectra; iid models: KS)
 PPC_PVALUE = "ppc_pvalue"
+#: the model does not fit the layer: ppc_pvalue below MISFIT_LEVEL
+MISFIT = "misfit"
+MISFIT_LEVEL = 0.01
 CONVERGED = "converged"
 # Many checkpoints (hteval analyze over a directory, glob or list file): the gathered table's index columns.
 CHECKPOINT = "checkpoint"  # the checkpoint's name in its set (hteval.io.checkpoint_set)
