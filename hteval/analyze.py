@@ -59,8 +59,19 @@ def table_columns(models: Sequence[str]) -> list[str]:
             if p not in parameters:
                 parameters.append(p)
     return [*names.RECORD_FIELDS, names.MODEL, names.RANDOMIZED, *[f"{p}_{s}" for p in parameters for s in STATISTICS],
-            names.R_HAT, names.CONVERGED, names.DIVERGENCES, names.INTERVALS, names.STATUS, names.ERROR,
-            names.SECONDS]
+            names.PPC_PVALUE, names.MISFIT, *_probability_columns(models), names.R_HAT, names.CONVERGED,
+            names.DIVERGENCES, names.INTERVALS, names.STATUS, names.ERROR, names.SECONDS]
+
+
+def _probability_columns(models: Sequence[str]) -> list[str]:
+    """The posterior probabilities these models report (P(kappa < 10) for the HTMP family, P(alpha < 2) and
+    P(alpha > 6) for the power law)."""
+    columns = []
+    if any(names.KAPPA in MODELS[m].PARAMETERS for m in models):
+        columns.append(names.P_KAPPA_BELOW_10)
+    if any("alpha" in MODELS[m].PARAMETERS for m in models):
+        columns += [names.P_ALPHA_BELOW_2, names.P_ALPHA_ABOVE_6]
+    return columns
 
 
 def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DEFAULT_MODEL,), layers=None, *, prob=0.9,
@@ -294,6 +305,9 @@ def _result_row(result) -> dict[str, Any]:
         if p in result.draws:
             row.update(zip((f"{p}_{s}" for s in STATISTICS), median_and_interval(result.draws[p], result.prob),
                            strict=True))
+    row[names.PPC_PVALUE] = result.ppc_pvalue
+    row[names.MISFIT] = result.misfit
+    row.update({k: v for k, v in result.probabilities.items() if k in names.PROBABILITY_FIELDS})
     diagnostics = result.diagnostics
     row.update({names.R_HAT: diagnostics["max_r_hat"], names.CONVERGED: result.converged,
                 names.DIVERGENCES: diagnostics["divergences"], names.INTERVALS: calibration.intervals(result.model),

@@ -116,8 +116,19 @@ def cmd_fit(args: argparse.Namespace) -> int:
         print(f"NOT CONVERGED ({'; '.join(result.diagnostics['reasons'])}): intervals below are unreliable")
     print(result.summary[["median", "ci_low", "ci_high", "r_hat", "ess_bulk"]].to_string())
     print(f"intervals: {calibration.note(result.model)}")
+    print(_fit_verdict(result))
     print(f"wrote summary.json, posterior.nc, {', '.join(f.name for f in figures)} to {args.out}")
     return EXIT_OK
+
+
+def _fit_verdict(result) -> str:
+    """One line on whether the model fits the layer (its posterior predictive p-value)."""
+    p = result.ppc_pvalue
+    shown = "p < 0.001" if p < 0.001 else f"p = {p:.3g}"
+    if result.misfit:
+        return (f"DOES NOT FIT: posterior predictive {shown} < {names.MISFIT_LEVEL}; the model does not reproduce "
+                "this spectrum, so its parameters are not a description of it")
+    return f"goodness of fit: posterior predictive {shown} (misfit below {names.MISFIT_LEVEL})"
 
 
 def _source(args: argparse.Namespace):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,23 @@ class FitResult:
     probabilities: dict[str, float] = field(default_factory=dict)  # e.g. P(alpha < 2) of the power-law model
     _data: Any = field(default=None, repr=False)
     _build_data: Any = field(default=None, repr=False)  # () -> DataTree, for results drawn exactly
+    _ppc_pvalue: float | None = field(default=None, repr=False)
+
+    @property
+    def ppc_pvalue(self) -> float:
+        """The fit's posterior predictive p-value (`hteval.goodness_of_fit`), computed on first access; NaN
+        where the fitted spectrum is not kept."""
+        if self._ppc_pvalue is None:
+            from hteval import goodness_of_fit
+
+            seed = int(self.settings.get("seed", 0))
+            self._ppc_pvalue = goodness_of_fit.ppc_pvalue(self, seed=seed) if self.layer is not None else math.nan
+        return self._ppc_pvalue
+
+    @property
+    def misfit(self) -> bool:
+        """The model does not fit the layer: ppc_pvalue below names.MISFIT_LEVEL."""
+        return bool(self.ppc_pvalue < names.MISFIT_LEVEL)
 
     @property
     def data(self):
@@ -82,9 +100,9 @@ class FitResult:
                 names.N_CENSORED: self.record[names.N_CENSORED], names.GAMMA: self.record[names.GAMMA],
                 "prob": self.prob, "parameters": parameters,
                 names.INTERVALS: calibration.intervals(self.model), names.INTERVALS_NOTE: calibration.note(self.model),
-                "diagnostics": self.diagnostics,
-                "probabilities": self.probabilities, "settings": self.settings, "record": self.record,
-                "version": self.version}
+                "diagnostics": self.diagnostics, names.PPC_PVALUE: _json_number(self.ppc_pvalue),
+                names.MISFIT: self.misfit, "probabilities": self.probabilities, "settings": self.settings,
+                "record": self.record, "version": self.version}
 
 
 def _json_number(value):
@@ -364,9 +382,20 @@ def _result(module, model: str, rec: LayerSpectrum, summary, diagnostics, settin
     if not diagnostics["converged"]:
         logger.warning("%s / %s did not converge: %s", rec.name, model, "; ".join(diagnostics["reasons"]))
     probabilities = module.probabilities(posterior) if hasattr(module, "probabilities") else {}
+    if names.KAPPA in posterior:
+        probabilities.update(kappa_probabilities(posterior[names.KAPPA]))
     return FitResult(model=model, record=rec.to_record(), prob=prob, summary=summary, diagnostics=diagnostics,
                      settings=settings, draws=posterior, version=__version__, layer=rec,
                      probabilities=probabilities, _build_data=build_data)
+
+
+#: kappa below which HTMP is far from Marchenko-Pastur (SPEC section 2: L1 distance 0.11 from MP at kappa = 10)
+FAR_FROM_MP_KAPPA = 10.0
+
+
+def kappa_probabilities(kappa) -> dict[str, float]:
+    """Posterior probabilities of kappa's readings: P(kappa < 10), the ESD far from Marchenko-Pastur."""
+    return {names.P_KAPPA_BELOW_10: float(np.mean(np.asarray(kappa) < FAR_FROM_MP_KAPPA))}
 
 
 __all__ = ["FitResult", "fit", "layer_from_source", "median_and_interval"]

@@ -93,6 +93,11 @@ PPC_PVALUE = "ppc_pvalue"
 #: the model does not fit the layer: ppc_pvalue below MISFIT_LEVEL
 MISFIT = "misfit"
 MISFIT_LEVEL = 0.01
+#: posterior probabilities of the field's readings, reported beside the parameters (layers.csv, summary.json)
+P_KAPPA_BELOW_10 = "p_kappa_below_10"  # HTMP far from Marchenko-Pastur
+P_ALPHA_BELOW_2 = "p_alpha_below_2"  # power-law tail heavier than the field's "heavy" bound
+P_ALPHA_ABOVE_6 = "p_alpha_above_6"  # tail lighter than the field's "light" bound
+PROBABILITY_FIELDS = (P_KAPPA_BELOW_10, P_ALPHA_BELOW_2, P_ALPHA_ABOVE_6)
 CONVERGED = "converged"
 # Many checkpoints (hteval analyze over a directory, glob or list file): the gathered table's index columns.
 CHECKPOINT = "checkpoint"  # the checkpoint's name in its set (hteval.io.checkpoint_set)

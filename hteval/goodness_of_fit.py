@@ -1,0 +1,193 @@
+"""Does the fitted model reproduce the layer's spectrum? A posterior predictive p-value for every fit.
+
+`htmp-exact` is a joint law of all M eigenvalues, so its check replicates whole spectra from the exact sampler
+(SPEC section 4), one per posterior draw of (kappa, scale), and compares the observed sorted spectrum with them
+(`exact_ppc`). The iid models' check is the KS p-value of their one-eigenvalue law (`ks_pvalue`).
+
+The discrepancy of the exact check is an envelope distance on the whole sorted spectrum in log scale: for each
+rank i, the replicates' log i-th eigenvalues have a mean m_i and sd s_i (the posterior predictive law of that
+order statistic, parameter uncertainty included), and T(y) = mean_i ((log y_(i) - m_i) / s_i)^2. Why this one:
+* every rank counts with its own predictive spread, so a handful of outliers far above the bulk (spikes), a bulk
+  of the wrong shape (log-normal, correlated), a tail too heavy or too light all raise T, while the ranks that
+  the model leaves uncertain (the smallest eigenvalues at small kappa, which span decades) count for little;
+* log scale, because spectra span decades and the model's scale is a multiplicative parameter;
+* it needs no one-point density of the finite-size law (no closed form), only replicates, which the exact
+  sampler draws in O(M^2) (LAPACK's dsterf on the Dumitriu-Edelman tridiagonal).
+A replicate's own T is computed the same way against the other replicates (leave one out), so observed and
+replicate distances are measured alike. The p-value is P(T(y_rep) >= T(y)): with REPLICATES replicates its
+tail below 1/REPLICATES is estimated from a Student-t predictive law of log T over the replicates (a normal law for
+log T, its centre and spread estimated robustly by the median and MAD), which reads p-values down to 0.01 and below
+from a few dozen replicates; the calibration of the whole check is measured on exact spectra
+(`benchmarks/goodness_of_fit.py`, docs/goodness-of-fit.md).
+
+Eigenvalues at or below the floor are censored in the data; replicates are censored the same way (every value
+below the floor counts as the floor), and values below the sampler's rounding level are set to it on both sides.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hteval import names
+
+#: replicate spectra per exact check: the cost is REPLICATES exact spectra (about 1.5 ms each at M = 384 and
+#: 0.2 s at M = 4096 on one core), the resolution of the p-value's t tail is enough below 0.01 (see module doc)
+REPLICATES = 24
+#: eigenvalues below this fraction of the largest are rounding in a float64 eigensolver: compared as equal
+ROUNDING = 1e-13
+#: least per-rank spread, as a fraction of the median over ranks (`_distance`)
+SPREAD_FLOOR = 0.01
+
+
+def misfit(p_value: float) -> bool:
+    """Whether a p-value says the model does not fit (NaN: no check, not a misfit)."""
+    return bool(p_value < names.MISFIT_LEVEL)
+
+
+def ppc_pvalue(result, seed: int = 0) -> float:
+    """The posterior predictive p-value of a fit: exact replicate spectra for htmp-exact, KS for the iid models."""
+    if result.model == "htmp-exact":
+        return exact_ppc(result, seed=seed).p_value
+    return ks_pvalue(result, seed=seed)
+
+
+class ExactCheck:
+    """The exact check's numbers: the observed distance, the replicates' distances and the p-value."""
+
+    def __init__(self, observed: float, replicates: np.ndarray):
+        self.observed = float(observed)
+        self.replicates = np.asarray(replicates, dtype=np.float64)
+
+    @property
+    def p_value(self) -> float:
+        return _tail_probability(self.observed, self.replicates)
+
+    @property
+    def exceeded(self) -> int:
+        """How many replicates are at least as far from the others as the observed spectrum is."""
+        return int(np.sum(self.replicates >= self.observed))
+
+
+def exact_ppc(result, *, replicates: int = REPLICATES, seed: int = 0) -> ExactCheck:
+    """The exact posterior predictive check of an `htmp-exact` fit (see the module docstring)."""
+    layer = result.layer
+    draws = _thinned(result.draws, replicates, seed)
+    rng = np.random.default_rng([seed, 0x9E37])
+    spectra = replicate_spectra(rng, layer.M, layer.gamma, draws["kappa"], draws["scale"], n_slices=layer.n_slices)
+    observed = np.concatenate([np.zeros(layer.n_censored), np.sort(layer.eigenvalues)])
+    return envelope_check(observed, spectra, floor=layer.floor if layer.n_censored else 0.0)
+
+
+def _thinned(draws: dict, n: int, seed: int) -> dict[str, np.ndarray]:
+    """n posterior draws spread evenly over the chains' draws, offset by the seed."""
+    flat = {k: np.asarray(draws[k]).reshape(-1) for k in ("kappa", "scale")}
+    total = flat["kappa"].size
+    idx = (np.linspace(0, total - 1, n).astype(int) + seed) % total
+    return {k: v[idx] for k, v in flat.items()}
+
+
+def replicate_spectra(rng: np.random.Generator, m: int, gamma: float, kappa: np.ndarray, scale: np.ndarray, *,
+                      n_slices: int = 1) -> np.ndarray:
+    """One exact HTMP spectrum of n_slices x m eigenvalues per (kappa, scale), each sorted: (len(kappa), n_slices m).
+
+    The beta-Laguerre ensemble with beta = kappa / m by the Dumitriu-Edelman bidiagonal model, as
+    `hteval.sampling.sample_htmp_spectrum`, with the chi-square draws of all replicates at once and LAPACK's
+    dsterf (eigenvalues only) on each tridiagonal.
+    """
+    from scipy.linalg.lapack import dsterf
+
+    kappa = np.repeat(np.asarray(kappa, dtype=np.float64), n_slices)
+    scale = np.repeat(np.asarray(scale, dtype=np.float64), n_slices)
+    i = np.arange(m, dtype=np.float64)
+    beta = (kappa / m)[:, None]
+    x2 = rng.gamma(beta * (m / gamma - i) / 2.0, 2.0)
+    y2 = rng.gamma(beta * (m - 1.0 - i[:-1]) / 2.0, 2.0)
+    diagonal = x2.copy()
+    diagonal[:, 1:] += y2
+    off_diagonal = np.sqrt(x2[:, :-1] * y2)
+    spectra = np.empty_like(diagonal)
+    for r in range(diagonal.shape[0]):
+        values, info = dsterf(diagonal[r], off_diagonal[r])
+        if info != 0:
+            raise FloatingPointError(f"LAPACK dsterf did not converge on a replicate spectrum (info = {info})")
+        spectra[r] = values
+    spectra *= (scale * gamma / kappa)[:, None]
+    spectra = spectra.reshape(-1, n_slices * m)
+    spectra.sort(axis=1)
+    return spectra
+
+
+def envelope_check(observed: np.ndarray, spectra: np.ndarray, *, floor: float = 0.0) -> ExactCheck:
+    """The envelope distance of the observed sorted spectrum from replicate spectra (R, n), and each replicate's
+    distance from the other replicates; values at or below max(floor, rounding level) count as that level."""
+    observed = np.sort(np.asarray(observed, dtype=np.float64))
+    level = max(floor, ROUNDING * float(observed[-1]))
+    y = np.log(np.maximum(observed, level))
+    reps = np.log(np.maximum(spectra, level))
+    r = reps.shape[0]
+    total, squares = reps.sum(axis=0), np.square(reps).sum(axis=0)
+    observed_distance = _distance(y, total / r, squares / r)
+    # leave one out: the mean and second moment of the other r - 1 replicates, from the sums
+    others_mean = (total - reps) / (r - 1)
+    others_square = (squares - np.square(reps)) / (r - 1)
+    replicate_distances = _distance(reps, others_mean, others_square)
+    return ExactCheck(observed_distance, replicate_distances)
+
+
+def _distance(y, mean, second_moment):
+    """mean over ranks of ((y - mean) / sd)^2. A rank's sd counts as at least SPREAD_FLOOR times the median sd
+    over ranks: ranks that (nearly) every replicate puts at the same value (censored, or below the rounding
+    level) would otherwise turn one replicate's difference there into an unbounded distance."""
+    spread = np.sqrt(np.maximum(second_moment - np.square(mean), 0.0))
+    least = SPREAD_FLOOR * np.median(spread, axis=-1, keepdims=True) + 1e-12
+    return np.mean(np.square((y - mean) / np.maximum(spread, least)), axis=-1)
+
+
+def _tail_probability(observed: float, replicates: np.ndarray) -> float:
+    """P(T >= observed) from a Student-t predictive law of log T fitted to the replicates: a normal law for
+    log T whose centre and spread are estimated (median, MAD), as for a new draw."""
+    from scipy.stats import t as student_t
+
+    log_t = np.log(replicates)
+    n = log_t.size
+    # robust centre and spread: one replicate far out (a rare huge gap at small kappa) must not mask a misfit
+    mean = float(np.median(log_t))
+    sd = 1.4826 * float(np.median(np.abs(log_t - mean)))
+    if not (np.isfinite(sd) and sd > 0.0):
+        return float(np.mean(replicates >= observed))
+    z = (math.log(observed) - mean) / (sd * math.sqrt(1.0 + 1.0 / n))
+    return float(student_t.sf(z, n - 1))
+
+
+def ks_pvalue(result, n: int = 200, seed: int = 0) -> float:
+    """Posterior predictive p-value of the KS distance of an iid model (see `hteval.predictive.ks_pvalue`).
+
+    Numpy when the model gives its CDF over a batch of draws (`batch_cdf`: every model hteval ships), so the
+    check loads no JAX; otherwise the compiled path of `hteval.predictive`.
+    """
+    from scipy.stats import kstwo
+
+    from hteval.models import MODELS
+
+    module = MODELS[result.model]
+    if not hasattr(module, "batch_cdf") or not getattr(result, "draws", None):
+        from hteval.predictive import ks_pvalue as compiled_ks_pvalue
+
+        return compiled_ks_pvalue(result, n, seed)
+    flat = {k: np.asarray(result.draws[k]).reshape(-1) for k in module.LAW_SITES}
+    total = next(iter(flat.values())).size
+    idx = (np.linspace(0, total - 1, n).astype(int) + seed) % total
+    draws = {k: v[idx] for k, v in flat.items()}
+    observed = np.sort(np.asarray(result.layer.eigenvalues, dtype=np.float64))
+    context = {"gamma": float(result.record[names.GAMMA]), "m": int(result.record[names.M]),
+               "scale_ref": float(np.mean(observed))}
+    cdf = np.asarray(module.batch_cdf(observed, draws, **context))
+    k = observed.size
+    distance = np.maximum((np.arange(1, k + 1) / k - cdf).max(axis=-1), (cdf - np.arange(k) / k).max(axis=-1))
+    return float(np.mean(kstwo.sf(distance, k)))
+
+
+__all__ = ["REPLICATES", "ExactCheck", "envelope_check", "exact_ppc", "ks_pvalue", "misfit", "ppc_pvalue",
+           "replicate_spectra"]
