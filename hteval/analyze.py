@@ -31,6 +31,7 @@ import pandas as pd
 from hteval import calibration, names
 from hteval.errors import HtevalError, InputError
 from hteval.infer import fit
+from hteval.layer_order import network_order
 from hteval.models import MODELS
 from hteval.parallel import run_tasks, worker_count
 from hteval.rowfile import RowFile, atomic_write, in_order, read_table
@@ -123,6 +124,7 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DE
                              order=order, on_start=on_start or (lambda name, model: None), accelerator=accelerator,
                              batched=batched, workers=workers)
         # network order (the file keeps the order rows were written in)
+        order = network_order(order)
         result = in_order(read_layer_table(rows.path), names.NAME, order)
         pooled = pool_layers(result, out, prob=prob, seed=seed) if hierarchical else {}
         from hteval.report.analysis import write_report
@@ -251,8 +253,9 @@ def _row(item, model: str, result, out: Path, figures, seconds: float) -> dict[s
 
 
 def pool_layers(table: pd.DataFrame, out: Path, *, prob: float, seed: int) -> dict:
-    """Partial pooling of kappa, per model that has one, over its converged rows of the real (not randomized)
-    layers; writes hierarchical.json (model-level kappa and tau) and pooled.csv (per-layer pooled intervals)."""
+    """Partial pooling of kappa, per model that has one, over its converged rows of the real (not randomized) layers
+    that the model fits (misfit layers are left out and listed); writes hierarchical.json (model-level kappa and
+    tau) and pooled.csv (per-layer pooled intervals)."""
     from hteval.hierarchy import pool_kappa
     from hteval.kappa_posterior import kappa_upper_bound
 
@@ -264,7 +267,9 @@ def pool_layers(table: pd.DataFrame, out: Path, *, prob: float, seed: int) -> di
         if names.KAPPA not in MODELS[model].PARAMETERS:
             continue
         rows = table[(table[names.MODEL] == model) & ~table[names.RANDOMIZED]]
-        usable = rows[rows[names.STATUS] == names.STATUS_OK]
+        # a layer the model does not fit has no kappa to pool: its interval answers the wrong question
+        misfit = rows[names.MISFIT] == True if names.MISFIT in rows else False  # noqa: E712 (cells may be NaN)
+        usable = rows[(rows[names.STATUS] == names.STATUS_OK) & ~misfit]
         draws = {name: np.load(out / LAYER_DIR / f"{layer_file_stem(name, model)}{DRAWS_SUFFIX}")[names.KAPPA]
                  for name in usable[names.NAME]}
         left_out = sorted(set(rows[names.NAME]) - set(draws))

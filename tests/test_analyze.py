@@ -154,7 +154,9 @@ def test_randomized_copies_report_and_partial_pooling(tmp_path):
     assert np.all(real["kappa_ci_high"] < shuffled["kappa_ci_low"])
     assert json.loads((out / "layers" / "p.weight.htmp-exact.randomized.json").read_text())[names.RANDOMIZED] is True
     pooled = json.loads((out / "hierarchical.json").read_text())["htmp-exact"]
-    usable = real[real[names.STATUS] == names.STATUS_OK]
+    usable = real[(real[names.STATUS] == names.STATUS_OK) & (real[names.MISFIT] != True)]  # noqa: E712
+    if "left_out" in pooled:
+        assert sorted(pooled["left_out"]) == sorted(set(real.index) - set(usable.index))
     if len(usable) == 2:
         assert pooled["n_layers"] == 2
         assert pooled["kappa"]["ci_low"] < pooled["kappa"]["median"] < pooled["kappa"]["ci_high"]

@@ -155,8 +155,8 @@ def test_report_verdicts_order_and_pooled_tau(table, tmp_path, pooled):
     tau, lo, hi = pooled["htmp-exact"].interval(pooled["htmp-exact"].tau)
     assert f"tau (sd of log kappa) {tau:.2f} [{lo:.2f}, {hi:.2f}]" in summary
     kappa, lo, hi = pooled["htmp-exact"].interval(pooled["htmp-exact"].kappa)
-    assert (f"**Model-level kappa** (HTMP, exact likelihood, partial pooling of 3 converged layers): {kappa:.3g} "
-            f"[{lo:.3g}, {hi:.3g}]") in summary
+    assert ("**Model-level kappa** (HTMP, exact likelihood, partial pooling of 3 converged layers that the model "
+            f"fits; misfitting layers left out): {kappa:.3g} [{lo:.3g}, {hi:.3g}]") in summary
     assert report.index("## Summary") < report.index("![kappa by layer](kappa_forest.png)") \
         < report.index("## Verdicts") < report.index("## Layers") < report.index("## Notes")
     assert (tmp_path / "kappa_forest.png").stat().st_size > 10_000

@@ -138,7 +138,8 @@ def _pooled_lines(pooled: dict, prob: float) -> list[str]:
         tau, tau_lo, tau_hi = p.interval(p.tau)
         caveat = "" if p.diagnostics["converged"] else f" -- NOT CONVERGED: {'; '.join(p.diagnostics['reasons'])}"
         lines += [f"**Model-level kappa** ({names.MODEL_LABELS.get(model, model)}, partial pooling of "
-                  f"{len(p.layers)} converged layers): {median} [{lo}, {hi}]; spread between layers "
+                  f"{len(p.layers)} converged layers that the model fits; misfitting layers left out): "
+                  f"{median} [{lo}, {hi}]; spread between layers "
                   f"tau (sd of log kappa) {tau:.2f} [{tau_lo:.2f}, {tau_hi:.2f}], i.e. a layer's kappa typically "
                   f"within a factor {math.exp(tau):.3g} of it ({prob:.0%} intervals){caveat}", ""]
     return lines
