@@ -145,10 +145,12 @@ def _source(args: argparse.Namespace):
 
 
 def _add_compare(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("compare", help="compare ensemble models on one layer (PSIS-LOO, stacking)",
-                                 description="Fit several ensemble models to one layer and compare them by PSIS-LOO "
-                                 "with stacking weights, Pareto-k diagnostics and posterior predictive p-values; "
-                                 "write comparison.json, comparison.csv and figures to --out.")
+    parser = commands.add_parser("compare", help="compare ensemble models on one layer (exact evidence, PSIS-LOO)",
+                                 description="Fit several ensemble models to one layer and rank them by their exact "
+                                 "marginal likelihoods (posterior probabilities, and the evidence under priors twice "
+                                 "as wide), beside PSIS-LOO with stacking weights among the iid models, Pareto-k "
+                                 "diagnostics and posterior predictive p-values; write comparison.json, "
+                                 "comparison.csv and figures to --out.")
     _add_source_and_sampler_options(parser)
     parser.add_argument("--models", default=",".join(names.DEFAULT_COMPARE_MODELS),
                         help="comma-separated models (default: %(default)s; correlated-mp, the costliest (about "
@@ -186,7 +188,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     document["figures"] = [f.name for f in figures]
     (args.out / "comparison.json").write_text(json.dumps(document, indent=2))
     print(comparison.table.to_string(float_format="{:.4g}".format))
-    print(f"best: {comparison.best}")
+    print(f"best: {comparison.best} (by {comparison.ranking}); under priors twice as wide: {comparison.best_wide}; "
+          f"by PSIS-LOO among the iid models: {comparison.best_loo}")
     for model in comparison.table.index:
         print(f"intervals of {model}: {calibration.note(model)}")
     for note in comparison.warnings:
@@ -218,8 +221,8 @@ def _compare_every_layer(args: argparse.Namespace, models: list[str]) -> int:
         bar.close()
     ranked = table[table[names.STATUS] == names.STATUS_OK] if len(table) else table
     if len(ranked):
-        print(ranked[[names.NAME, names.BEST, names.WEIGHT, names.RUNNER_UP, names.D_ELPD, names.D_SE,
-                      names.DECISIVE]].to_string(index=False, float_format="{:.4g}".format))
+        print(ranked[[names.NAME, names.BEST, names.WEIGHT, names.RUNNER_UP, names.D_LOG_EVIDENCE, names.BEST_WIDE,
+                      names.BEST_LOO]].to_string(index=False, float_format="{:.4g}".format))
         print("best model counts: " + ", ".join(f"{m} {n}" for m, n in ranked[names.BEST].value_counts().items()))
     counts = table[names.STATUS].value_counts().to_dict() if len(table) else {}
     print(f"{len(table)} rows ({', '.join(f'{v} {k}' for k, v in counts.items())}) in {args.out / COMPARISON_TABLE}")

@@ -1,9 +1,17 @@
-"""Which random-matrix picture explains a layer: PSIS-LOO per model, stacking weights, predictive checks.
+"""Which random-matrix picture explains a layer: exact marginal likelihoods, PSIS-LOO, predictive checks.
 
-Every model sees the same observations (the eigenvalues above the floor) and the same censoring, so their
-pointwise log-likelihoods are comparable. The eigenvalues of one matrix are not independent (they repel), so
-LOO's standard errors, which assume independent pointwise terms, are approximate: a difference counts as
-decisive only beyond DECISIVE_Z standard errors.
+Ranking. Every model's fit by quadrature carries its exact log marginal likelihood (`hteval.evidence`), the prior
+predictive density of the whole observed spectrum, so a joint likelihood (htmp-exact: all M eigenvalues at once)
+and the iid models are compared on the same data; orderings are counted the same way for both. Models are ranked
+by it, `weight` is each model's posterior probability among those compared (equal prior odds), and
+`log_evidence_wide` repeats the evidence with every prior twice as wide (`best_wide` says whether the winner
+changes). NUTS draws carry no evidence: such fits rank after those that do, among themselves by PSIS-LOO.
+
+PSIS-LOO (the iid models only: a joint likelihood has no pointwise terms) stays beside it, with ArviZ's stacking
+weights (`stacking_weight`) and its own best (`best_loo`). Every model sees the same observations (the eigenvalues
+above the floor) and the same censoring, so their pointwise log-likelihoods are comparable. The eigenvalues of one
+matrix are not independent (they repel), so LOO's standard errors, which assume independent pointwise terms, are
+approximate: a difference counts as decisive only beyond DECISIVE_Z standard errors.
 
 Calibration of DECISIVE_Z (`benchmarks/calibrate_decisive.py`, exact finite-size spectra, m = 200, gamma = 0.5,
 8 spectra per scenario, 2026-11-26): the spread of the elpd difference over replicate spectra, divided by LOO's
@@ -17,6 +25,7 @@ ratio itself is uncertain by about 25%.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,11 +46,13 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODELS = names.DEFAULT_COMPARE_MODELS
 #: |d_elpd| / d_se beyond which a loss is called decisive (calibrated: see the module docstring and the README)
 DECISIVE_Z = 4.0
+_LOO_COLUMNS = (names.ELPD_LOO, names.SE, names.D_ELPD, names.D_SE, names.STACKING_WEIGHT, names.PARETO_K_BAD)
 
 
 @dataclass
 class Comparison:
-    """A comparison of ensemble models on one layer: the table (one row per model, best first) and the fits."""
+    """A comparison of ensemble models on one layer: the table (one row per model, best first by exact log
+    evidence) and the fits."""
 
     layer: str
     table: pd.DataFrame
@@ -51,15 +62,33 @@ class Comparison:
 
     @property
     def best(self) -> str:
+        """The top model by exact log evidence (by PSIS-LOO where no fit has an evidence: `ranking`)."""
         return str(self.table.index[0])
 
+    @property
+    def ranking(self) -> str:
+        """What the table's order is by: names.LOG_EVIDENCE, or names.ELPD_LOO where no fit has an evidence."""
+        return names.LOG_EVIDENCE if np.isfinite(self.table[names.LOG_EVIDENCE]).any() else names.ELPD_LOO
+
+    @property
+    def best_loo(self) -> str | None:
+        """The top model by PSIS-LOO among the iid models (None without one)."""
+        return _top(self.table[names.ELPD_LOO])
+
+    @property
+    def best_wide(self) -> str | None:
+        """The top model by log evidence under priors twice as wide (None without an evidence)."""
+        return _top(self.table[names.LOG_EVIDENCE_WIDE])
+
     def decisive_over(self, model: str) -> bool:
-        """Whether the best model beats `model` by more than DECISIVE_Z standard errors of the difference."""
+        """Whether the best model by PSIS-LOO (`best_loo`) beats `model` by more than DECISIVE_Z standard errors of
+        the difference (False for a model without pointwise LOO)."""
         row = self.table.loc[model]
         return bool(row[names.D_SE] > 0 and -row[names.D_ELPD] > DECISIVE_Z * row[names.D_SE])
 
     def to_json(self) -> dict[str, Any]:
-        """The comparison.json document of `hteval compare`."""
+        """The comparison.json document of `hteval compare`: both rankings, the evidence's (best, the models'
+        order) and PSIS-LOO's among the iid models (best_loo, d_elpd, decisively_worse)."""
         rows = []
         for model, row in self.table.iterrows():
             entry = {"name": model}
@@ -67,14 +96,20 @@ class Comparison:
                 value = row[column]
                 entry[column] = value if isinstance(value, (bool, np.bool_)) else _number(value)
             entry[names.CONVERGED] = bool(row[names.CONVERGED])
-            entry["decisively_worse"] = self.decisive_over(model) if model != self.best else False
+            entry["decisively_worse"] = self.decisive_over(model) if model != self.best_loo else False
             entry["parameters"] = {p: _number(self.fits[model].summary.loc[p, "median"])
                                    for p in self.fits[model].summary.index}
             entry["probabilities"] = self.fits[model].probabilities
             entry[names.INTERVALS] = calibration.intervals(model)
             rows.append(entry)
-        return {"layer": self.layer, "best": self.best, "decisive_z": DECISIVE_Z, "models": rows,
-                "warnings": self.warnings, "record": self.record}
+        return {"layer": self.layer, names.BEST: self.best, names.RANKING: self.ranking,
+                names.BEST_LOO: self.best_loo, names.BEST_WIDE: self.best_wide, "decisive_z": DECISIVE_Z,
+                "models": rows, "warnings": self.warnings, "record": self.record}
+
+
+def _top(column: pd.Series) -> str | None:
+    finite = column[np.isfinite(column.astype(float))]
+    return str(finite.idxmax()) if len(finite) else None
 
 
 def _number(value):
@@ -83,36 +118,94 @@ def _number(value):
 
 
 def compare_fits(fits: dict[str, FitResult], *, ppc_draws: int = 200, seed: int = 0) -> Comparison:
-    """PSIS-LOO of each fit, ArviZ's stacking comparison, Pareto-k counts and a KS posterior predictive p-value."""
+    """Rank fits by their exact log evidence (posterior probabilities with equal prior odds, and the evidence under
+    priors twice as wide), with PSIS-LOO and stacking among the iid models, Pareto-k counts and each model's
+    posterior predictive p-value (KS for the iid models, exact replicate spectra for htmp-exact)."""
     if len(fits) < 2:
         raise InputError("a comparison needs at least two models")
-    notes = []
-    loo, bad_k = {}, {}
+    pointwise = {m: r for m, r in fits.items() if _pointwise(m)}
+    loo_table, notes = _loo_table(pointwise)
+    notes += [f"{m}: not converged ({'; '.join(r.diagnostics['reasons'])})" for m, r in fits.items()
+              if not r.converged]
+    out = _evidence_table(fits).join(loo_table)
+    out[names.PPC_PVALUE] = pd.Series({m: _ppc_pvalue(r, ppc_draws, seed) for m, r in fits.items()})
+    out[names.CONVERGED] = pd.Series({m: r.converged for m, r in fits.items()})
+    out = out.sort_values([names.LOG_EVIDENCE, names.ELPD_LOO], ascending=False, na_position="last")
+    out.index.name = "name"
+    first = next(iter(fits.values()))
+    comparison = Comparison(layer=first.record[names.NAME], table=out[list(names.COMPARISON_FIELDS[1:])],
+                            fits=fits, record=first.record)
+    comparison.warnings = notes + _ranking_notes(comparison)
+    for note in comparison.warnings:
+        logger.warning(note)
+    return comparison
+
+
+def _pointwise(model: str) -> bool:
+    return getattr(MODELS[model], "POINTWISE", True)
+
+
+def _evidence_table(fits: dict[str, FitResult]) -> pd.DataFrame:
+    """log evidence, its difference from the best, the posterior probability among the models with an evidence
+    (equal prior odds; NaN without one) and the wide priors' log evidence, one row per fit."""
+    log_z = pd.Series({m: r.evidence.get(names.LOG_EVIDENCE, math.nan) for m, r in fits.items()}, dtype=float)
+    wide = pd.Series({m: r.evidence.get(names.LOG_EVIDENCE_WIDE, math.nan) for m, r in fits.items()}, dtype=float)
+    finite = np.isfinite(log_z)
+    d_log_z = log_z - (log_z[finite].max() if finite.any() else math.nan)
+    weight = np.exp(log_z - logsumexp(log_z[finite])) if finite.any() else log_z * math.nan
+    return pd.DataFrame({names.LOG_EVIDENCE: log_z, names.D_LOG_EVIDENCE: d_log_z, names.WEIGHT: weight,
+                         names.LOG_EVIDENCE_WIDE: wide})
+
+
+def _loo_table(fits: dict[str, FitResult]) -> tuple[pd.DataFrame, list[str]]:
+    """PSIS-LOO of the iid fits with ArviZ's stacking comparison (d_elpd against the best of them), Pareto-k counts,
+    and a note per fit whose LOO estimate is unreliable."""
+    loo, bad_k, notes = {}, {}, []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ArviZ's own warning is replaced by the count and the note below
         for model, result in fits.items():
             loo[model] = _loo(result)
             bad_k[model] = int((loo[model].pareto_k > loo[model].good_k).sum())
-        # the ELPD data, not the fits: az.compare would compute every PSIS-LOO again
-        table = az.compare(loo, method="stacking", round_to="none")
+        if len(loo) >= 2:
+            # the ELPD data, not the fits: az.compare would compute every PSIS-LOO again
+            table = az.compare(loo, method="stacking", round_to="none")
+        else:
+            table = pd.DataFrame({"elpd": {m: e.elpd for m, e in loo.items()}, "se": {m: e.se for m, e in loo.items()},
+                                  "elpd_diff": 0.0, "dse": 0.0, "weight": 1.0}, index=list(loo))
     for model, count in bad_k.items():
         if count:
             notes.append(f"{model}: {count} eigenvalues with Pareto k above {loo[model].good_k:.2f}; "
                          "its LOO estimate is unreliable")
-        if not fits[model].converged:
-            notes.append(f"{model}: not converged ({'; '.join(fits[model].diagnostics['reasons'])})")
-    out = pd.DataFrame({
-        names.ELPD_LOO: table["elpd"], names.SE: table["se"], names.D_ELPD: table["elpd_diff"],
-        names.D_SE: table["dse"], names.WEIGHT: table["weight"],
-        names.PARETO_K_BAD: pd.Series(bad_k), names.CONVERGED: pd.Series({m: r.converged for m, r in fits.items()}),
-        names.PPC_PVALUE: pd.Series({m: ks_pvalue(r, ppc_draws, seed) for m, r in fits.items()}),
-    }).loc[table.index]
-    out.index.name = "name"
-    for note in notes:
-        logger.warning(note)
-    first = next(iter(fits.values()))
-    return Comparison(layer=first.record[names.NAME], table=out[list(names.COMPARISON_FIELDS[1:])], fits=fits,
-                      record=first.record, warnings=notes)
+    out = pd.DataFrame({names.ELPD_LOO: table["elpd"], names.SE: table["se"], names.D_ELPD: table["elpd_diff"],
+                        names.D_SE: table["dse"], names.STACKING_WEIGHT: table["weight"],
+                        names.PARETO_K_BAD: pd.Series(bad_k)}, index=list(loo), columns=list(_LOO_COLUMNS))
+    return out.astype(float), notes
+
+
+def _ppc_pvalue(result: FitResult, draws: int, seed: int) -> float:
+    """The KS posterior predictive p-value of an iid model; htmp-exact's check replicates whole spectra
+    (`hteval.goodness_of_fit`, NaN where that module is not installed)."""
+    if result.model != "htmp-exact":
+        return ks_pvalue(result, draws, seed)
+    try:
+        from hteval.goodness_of_fit import ppc_pvalue
+    except ImportError:
+        return math.nan
+    return float(ppc_pvalue(result, seed=seed))
+
+
+def _ranking_notes(comparison: Comparison) -> list[str]:
+    """What qualifies the evidence ranking: fits without an evidence, and a winner that wider priors change."""
+    table = comparison.table
+    notes = [f"{m}: no exact evidence (NUTS draws), ranked after the models that have one"
+             for m in table.index[~np.isfinite(table[names.LOG_EVIDENCE])]]
+    wide, best = comparison.best_wide, comparison.best
+    if wide is not None and wide != best:
+        gain = table.loc[wide, names.LOG_EVIDENCE_WIDE] - table.loc[best, names.LOG_EVIDENCE_WIDE]
+        notes.append(f"with every prior twice as wide the evidence prefers {wide} to {best} (by {gain:.2f} in log "
+                     f"evidence, against {-table.loc[wide, names.D_LOG_EVIDENCE]:.2f} the other way with the "
+                     "priors as fitted): their order depends on the priors")
+    return notes
 
 
 def _loo(result: FitResult):
@@ -219,10 +312,6 @@ def fit_models(source, layer=None, models=DEFAULT_MODELS, gamma=None, prob=0.9, 
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise InputError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
-    joint = [m for m in models if not getattr(MODELS[m], "POINTWISE", True)]
-    if joint:
-        raise InputError(f"{', '.join(joint)}: a joint likelihood has no pointwise terms, so no PSIS-LOO; "
-                         "compare its iid counterpart (htmp) instead")
     rec = layer_from_source(source, layer, gamma, floor)
     fits = {}
     for model in models:
@@ -238,7 +327,8 @@ def fit_models(source, layer=None, models=DEFAULT_MODELS, gamma=None, prob=0.9, 
 def compare(source, layer=None, models=DEFAULT_MODELS, gamma=None, prob=0.9, seed=0, chains=4, draws=1000,
             warmup=1000, *, floor=None, progress_bar=False, ppc_draws=200, predictive_draws=100,
             sampler="auto") -> Comparison:
-    """Fit each model to one layer and compare them by PSIS-LOO and stacking (`fit_models`, `compare_fits`).
+    """Fit each model to one layer and compare them by exact log evidence, with PSIS-LOO and stacking among the iid
+    models (`fit_models`, `compare_fits`).
 
     predictive_draws: posterior predictive spectra stored with each fit (the overlay figure's); ppc_draws:
     posterior draws behind each model's KS p-value; sampler: see `fit_models`."""

@@ -57,6 +57,8 @@ class FitResult:
     version: str = field(default="")
     layer: LayerSpectrum | None = field(default=None, repr=False)  # the fitted spectrum (for predictive checks)
     probabilities: dict[str, float] = field(default_factory=dict)  # e.g. P(alpha < 2) of the power-law model
+    #: exact draws: the log marginal likelihood by quadrature, and with priors twice as wide (`hteval.evidence`)
+    evidence: dict[str, float] = field(default_factory=dict)
     _data: Any = field(default=None, repr=False)
     _build_data: Any = field(default=None, repr=False)  # () -> DataTree, for results drawn exactly
     _ppc_pvalue: float | None = field(default=None, repr=False)
@@ -325,7 +327,10 @@ def _fit_exactly(module, model: str, rec: LayerSpectrum, data: dict[str, Any], *
         return draws_datatree(posterior, {"diverging": np.zeros((chains, draws), dtype=bool)},
                               observed=rec.eigenvalues, attrs=_attrs(model, rec, seed), log_likelihood=loglik)
 
-    return _result(module, model, rec, summary, diagnostics, settings, prob, posterior, build_data=build_data)
+    result = _result(module, model, rec, summary, diagnostics, settings, prob, posterior, build_data=build_data)
+    if getattr(checks, "evidence", None) is not None:
+        result.evidence = checks.evidence.to_dict()
+    return result
 
 
 def _jax_backend() -> str:

@@ -27,10 +27,13 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from scipy.special import gammaln
 
 from hteval.densities.laguerre import ExactStatistics, kappa_terms
+from hteval.evidence import normal_log_constant, uniform_log_constant
 from hteval.quadrature_1d import Grid1D, zoomed_grid
 
 #: kappa's prior is log-uniform on [KAPPA_MIN, kappa_upper_bound(M)]
@@ -126,18 +129,21 @@ class _Likelihood:
                 yield k, mu, profile
 
 
-def _mode(s: np.ndarray, c: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mode u* of g(u) = -s e^-u - c u - (u - mean)^2 / 2 and v = s e^-u*: w = log v solves e^w + w = z,
-    z = log s + c - mean (then u* = v - c + mean)."""
-    z = np.log(s) + c - mean
-    w = np.where(z > 1.0, np.log(np.maximum(z, 1.0)), z)  # right of the root of e^w + w = z: Newton is monotone
+def _mode(s: np.ndarray, c: np.ndarray, mean: np.ndarray, sd: float = LOG_SCALE_SD) -> tuple[np.ndarray, np.ndarray]:
+    """Mode u* of g(u) = -s e^-u - c u - (u - mean)^2 / (2 sd^2) and v = s e^-u*: w = log v solves
+    sd^2 e^w + w = z, z = log s + sd^2 c - mean (then u* = sd^2 (v - c) + mean)."""
+    var = sd**2
+    z = np.log(s) + var * c - mean
+    # right of the root of the convex, increasing sd^2 e^w + w - z (positive at w = z, and at log(z / sd^2) once
+    # z > sd^2): Newton is monotone from there
+    w = np.where(z > var, np.log(np.maximum(z, var) / var), z)
     for _ in range(60):
-        step = (np.exp(w) + w - z) / (np.exp(w) + 1.0)
+        step = (var * np.exp(w) + w - z) / (var * np.exp(w) + 1.0)
         w = w - step
         if np.all(np.abs(step) <= 1e-14 * np.maximum(1.0, np.abs(w))):
             break
     v = np.exp(w)
-    return v - c + mean, v
+    return var * (v - c) + mean, v
 
 
 @functools.cache
@@ -146,20 +152,21 @@ def _hermite() -> tuple[np.ndarray, np.ndarray]:
     return x, np.log(weights) + x**2
 
 
-def _scale_integral(s: np.ndarray, c: np.ndarray, mean: np.ndarray):
-    """log int exp(g(u)) du, g(u) = -s e^-u - c u - (u - mean)^2 / 2, and the conditional mean and second moment
-    of u (elementwise over arrays), by Gauss-Hermite nodes about the mode, scaled by its curvature."""
-    mode, v = _mode(s, c, mean)
-    sd = 1.0 / np.sqrt(v + 1.0)
+def _scale_integral(s: np.ndarray, c: np.ndarray, mean: np.ndarray, sd: float = LOG_SCALE_SD):
+    """log int exp(g(u)) du, g(u) = -s e^-u - c u - (u - mean)^2 / (2 sd^2), and the conditional mean and second
+    moment of u (elementwise over arrays), by Gauss-Hermite nodes about the mode, scaled by its curvature."""
+    mode, v = _mode(s, c, mean, sd)
+    var = sd**2
+    curvature_sd = 1.0 / np.sqrt(v + 1.0 / var)
     x, log_weights = _hermite()
-    delta = math.sqrt(2.0) * sd[..., None] * x
-    # g(u* + delta) - g(u*) = -v (e^-delta - 1 + delta) - delta^2 / 2: no large terms cancel
-    log_w = log_weights - v[..., None] * (np.expm1(-delta) + delta) - delta**2 / 2
+    delta = math.sqrt(2.0) * curvature_sd[..., None] * x
+    # g(u* + delta) - g(u*) = -v (e^-delta - 1 + delta) - delta^2 / (2 sd^2): no large terms cancel
+    log_w = log_weights - v[..., None] * (np.expm1(-delta) + delta) - delta**2 / (2 * var)
     peak = np.max(log_w, axis=-1, keepdims=True)
     w_node = np.exp(log_w - peak)
     total = np.sum(w_node, axis=-1)
-    at_mode = -v - c * mode - (mode - mean) ** 2 / 2
-    log_integral = at_mode + np.log(math.sqrt(2.0) * sd) + peak[..., 0] + np.log(total)
+    at_mode = -v - c * mode - (mode - mean) ** 2 / (2 * var)
+    log_integral = at_mode + np.log(math.sqrt(2.0) * curvature_sd) + peak[..., 0] + np.log(total)
     cond_mean = np.sum(w_node * delta, axis=-1) / total
     cond_var = np.sum(w_node * delta**2, axis=-1) / total - cond_mean**2
     cond_mean = cond_mean + mode
@@ -174,6 +181,7 @@ class KappaPosterior:
     likelihood: _Likelihood
     log_scale_ref: float
     log_two_gamma: float
+    log_scale_sd: float = LOG_SCALE_SD
 
     def prior_mean_u(self, t: np.ndarray) -> np.ndarray:
         """Mean of u = log theta under the scale prior, given t = log kappa."""
@@ -183,7 +191,7 @@ class KappaPosterior:
         """n independent draws of log_kappa, kappa, log_scale, scale."""
         t, _ = self.grid.draw(n, rng)
         c, s = self.likelihood.theta_terms(t)
-        u = _draw_log_theta(rng, s, c, self.prior_mean_u(t))
+        u = _draw_log_theta(rng, s, c, self.prior_mean_u(t), self.log_scale_sd)
         log_scale = u + t - self.log_two_gamma
         return {"log_kappa": t, "kappa": np.exp(t), "log_scale": log_scale, "scale": np.exp(log_scale)}
 
@@ -191,11 +199,29 @@ class KappaPosterior:
         """Quantiles of t = log kappa (exact under the grid's piecewise-exponential density)."""
         return self.grid.quantiles(q)
 
+    def log_evidence(self) -> float:
+        """log p(x), the labelled eigenvalues' prior predictive density: the grid's integral over t of the
+        likelihood with u integrated against its normal prior, with what that leaves out: t's uniform density on
+        the support, the normal's 1 / sqrt(2 pi) sd, and the orderings. The joint density counts the sorted
+        spectrum with k censored (log M! - log k! per matrix, `hteval.densities.htmp_exact`); the iid models'
+        likelihoods count labelled eigenvalues, so that is subtracted here to compare the two on the same space."""
+        stats = self.likelihood.stats
+        orderings = float(np.sum(gammaln(stats.m + 1.0) - gammaln(stats.n_censored + 1.0)))
+        return (self.grid.log_total + uniform_log_constant(*self.grid.support)
+                + normal_log_constant(self.log_scale_sd) - orderings)
+
+
+def support(m: int) -> tuple[float, float]:
+    """The range of t = log kappa under the prior: [log KAPPA_MIN, log kappa_upper_bound(M)]."""
+    return math.log(KAPPA_MIN), math.log(kappa_upper_bound(m))
+
 
 def posterior(stats: ExactStatistics, *, scale_ref: float, censoring: Censoring | None = None,
-              variant: str = "mean-field") -> KappaPosterior:
+              variant: str = "mean-field", t_range: tuple[float, float] | None = None,
+              log_scale_sd: float = LOG_SCALE_SD) -> KappaPosterior:
     """The exact posterior of one layer under the product's priors (log kappa uniform on
-    [KAPPA_MIN, kappa_upper_bound(M)], log scale ~ Normal(log scale_ref, 1))."""
+    [KAPPA_MIN, kappa_upper_bound(M)], log scale ~ Normal(log scale_ref, 1)); t_range and log_scale_sd replace
+    those priors' range and sd (the evidence's prior sensitivity)."""
     likelihood = _Likelihood(stats, censoring, variant)
     log_two_gamma = math.log(2.0 * stats.gamma)
     log_scale_ref = math.log(scale_ref)
@@ -204,7 +230,8 @@ def posterior(stats: ExactStatistics, *, scale_ref: float, censoring: Censoring 
 
     def log_density(t):
         a, c, s = likelihood(t)
-        log_integral, cond_mean, cond_second = _scale_integral(s, c, log_scale_ref - t + log_two_gamma)
+        log_integral, cond_mean, cond_second = _scale_integral(s, c, log_scale_ref - t + log_two_gamma,
+                                                               log_scale_sd)
         last.update(t=t, mean=cond_mean, second=cond_second)  # the final grid's moments are read from here
         return a + log_integral
 
@@ -214,21 +241,22 @@ def posterior(stats: ExactStatistics, *, scale_ref: float, censoring: Censoring 
         shift = t - log_two_gamma  # log scale = u + t - log 2 gamma given t
         return {"log_scale": (last["mean"] + shift, last["second"] + 2 * shift * last["mean"] + shift**2)}
 
-    support = (math.log(KAPPA_MIN), math.log(kappa_upper_bound(stats.m)))
-    grid = zoomed_grid(log_density, support, conditional_moments=conditional_moments)
-    return KappaPosterior(grid, likelihood, log_scale_ref, log_two_gamma)
+    grid = zoomed_grid(log_density, support(stats.m) if t_range is None else t_range,
+                       conditional_moments=conditional_moments)
+    return KappaPosterior(grid, likelihood, log_scale_ref, log_two_gamma, log_scale_sd)
 
 
-def _draw_log_theta(rng: np.random.Generator, s: np.ndarray, c: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """Exact draws of u = log theta from exp(g(u)), g(u) = -s e^-u - c u - (u - mean)^2 / 2, one per element.
+def _draw_log_theta(rng: np.random.Generator, s: np.ndarray, c: np.ndarray, mean: np.ndarray,
+                    sd: float = LOG_SCALE_SD) -> np.ndarray:
+    """Exact draws of u = log theta from exp(g(u)), g(u) = -s e^-u - c u - (u - mean)^2 / (2 sd^2), one per element.
 
     Where the likelihood is informative (v = s e^-u* >= 1) by rejection from exp(-s e^-u - v u), i.e.
-    e^-u ~ Gamma(v, rate s), accepted with probability exp(-(u - u*)^2 / 2); where the prior dominates (v < 1, a
-    tiny kappa N) from the prior N(mean, 1), accepted with probability exp(-c (e^y - 1 - y)),
+    e^-u ~ Gamma(v, rate s), accepted with probability exp(-(u - u*)^2 / (2 sd^2)); where the prior dominates
+    (v < 1, a tiny kappa N) from the prior N(mean, sd), accepted with probability exp(-c (e^y - 1 - y)),
     y = log(s / c) - u. Both ratios are at most 1, so every accepted draw is exact. Draws still pending after
     _MAX_REJECTION_ROUNDS rounds come from the inverse CDF of the density on a fine grid about its mode.
     """
-    mode, v = _mode(s, c, mean)
+    mode, v = _mode(s, c, mean, sd)
     out = np.full(s.shape, np.nan)
     pending = np.arange(s.size)
     for _ in range(_MAX_REJECTION_ROUNDS):
@@ -239,15 +267,15 @@ def _draw_log_theta(rng: np.random.Generator, s: np.ndarray, c: np.ndarray, mean
         log_accept = np.empty(pending.size)
         i, j = pending[gamma_side], pending[~gamma_side]
         u[gamma_side] = np.log(s[i]) - _log_gamma_variates(rng, v[i])
-        log_accept[gamma_side] = -((u[gamma_side] - mode[i]) ** 2) / 2
-        u[~gamma_side] = mean[j] + rng.standard_normal(j.size)
+        log_accept[gamma_side] = -((u[gamma_side] - mode[i]) ** 2) / (2 * sd**2)
+        u[~gamma_side] = mean[j] + sd * rng.standard_normal(j.size)
         y = np.log(s[j] / c[j]) - u[~gamma_side]
         with np.errstate(over="ignore"):
             log_accept[~gamma_side] = -c[j] * (np.expm1(y) - y)
         accept = np.log(rng.uniform(size=pending.size)) < log_accept
         out[pending[accept]] = u[accept]
         pending = pending[~accept]
-    out[pending] = _inverse_cdf_log_theta(rng, mode[pending], v[pending])
+    out[pending] = _inverse_cdf_log_theta(rng, mode[pending], v[pending], sd)
     return out
 
 
@@ -261,14 +289,15 @@ def _log_gamma_variates(rng: np.random.Generator, shape: np.ndarray) -> np.ndarr
     return log_g + np.where(small, np.log(rng.uniform(size=shape.shape)) / shape, 0.0)
 
 
-def _inverse_cdf_log_theta(rng, mode, v, nodes: int = 513, width: float = 40.0) -> np.ndarray:
+def _inverse_cdf_log_theta(rng, mode, v, sd: float = LOG_SCALE_SD, nodes: int = 513,
+                           width: float = 40.0) -> np.ndarray:
     """Draws by inverse CDF of g on a grid of `nodes` points within `width` curvature sds of each mode, the log
     density linear between nodes (vectorised over the draws)."""
     if mode.size == 0:
         return mode
-    sd = 1.0 / np.sqrt(v + 1.0)
-    delta = sd[:, None] * np.linspace(-width, width, nodes)
-    log_p = -v[:, None] * (np.expm1(-delta) + delta) - delta**2 / 2
+    curvature_sd = 1.0 / np.sqrt(v + 1.0 / sd**2)
+    delta = curvature_sd[:, None] * np.linspace(-width, width, nodes)
+    log_p = -v[:, None] * (np.expm1(-delta) + delta) - delta**2 / (2 * sd**2)
     draws = np.empty(mode.size)
     for k in range(mode.size):  # rare: only draws that rejection could not settle
         grid = Grid1D(delta[k], log_p[k], (-np.inf, np.inf))
@@ -283,12 +312,17 @@ class ExactFit:
     posterior: KappaPosterior
     censoring: dict
     reasons: list[str]
+    #: the layer's log evidence (`hteval.evidence.Evidence`), where the model computed it
+    evidence: Any = None
 
     def problems(self) -> list[str]:
         return self.posterior.grid.problems("log kappa") + self.reasons
 
     def checks(self) -> dict:
-        return {**self.posterior.grid.checks(), "censoring": self.censoring}
+        out = {**self.posterior.grid.checks(), "censoring": self.censoring}
+        if self.evidence is not None:
+            out["evidence"] = self.evidence.checks()
+        return out
 
 
 def fit(stats: ExactStatistics, *, scale_ref: float, censoring: Censoring | None = None) -> ExactFit:

@@ -2,9 +2,13 @@
 
 One comparison (`hteval.compare`) per layer, run in worker processes like `analyze` (`hteval.parallel`), one row
 per layer appended to comparisons.csv as each finishes (resumable, `hteval.rowfile`), and the full comparison
-of each layer in layers/LAYER.comparison.json. Only converged fits are ranked: a model whose chains did not
-converge has no ELPD to be trusted, so it is listed in `not_converged` instead, and the stacking weights and
-differences are those of the converged models among themselves.
+of each layer in layers/LAYER.comparison.json. Only converged fits are ranked: a model whose fit did not converge
+has no evidence or ELPD to be trusted, so it is listed in `not_converged` instead, and the posterior probabilities,
+stacking weights and differences are those of the converged models among themselves.
+
+A row holds both rankings: the exact evidence's (best, its probability `weight`, the runner-up and its
+d_log_evidence, best_wide under priors twice as wide, every model's probability `weight_MODEL`) and PSIS-LOO's
+among the iid models (best_loo, the LOO runner-up's d_elpd and d_se, decisive, best_loo's pareto_k_bad).
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ COMPARISON_TABLE = "comparisons.csv"
 
 
 def comparison_columns(models: Sequence[str]) -> list[str]:
-    """comparisons.csv: the layer record, the winner and its margin over the runner-up, every model's weight."""
-    return [*names.RECORD_FIELDS, names.BEST, names.WEIGHT, names.RUNNER_UP, names.D_ELPD, names.D_SE,
-            names.DECISIVE, names.PPC_PVALUE, names.PARETO_K_BAD, *[f"{names.WEIGHT}_{m}" for m in models],
-            names.NOT_CONVERGED_MODELS, names.STATUS, names.ERROR, names.SECONDS]
+    """comparisons.csv: the layer record, the evidence's winner, its probability and its margin over the runner-up,
+    the winner under wide priors, PSIS-LOO's winner and its margin, every model's probability."""
+    return [*names.RECORD_FIELDS, names.BEST, names.WEIGHT, names.RUNNER_UP, names.D_LOG_EVIDENCE, names.BEST_WIDE,
+            names.PPC_PVALUE, names.BEST_LOO, names.D_ELPD, names.D_SE, names.DECISIVE, names.PARETO_K_BAD,
+            *[f"{names.WEIGHT}_{m}" for m in models], names.NOT_CONVERGED_MODELS, names.STATUS, names.ERROR,
+            names.SECONDS]
 
 
 def compare_layers(path: str | Path, out: str | Path, models: Sequence[str] = DEFAULT_MODELS, layers=None, *,
@@ -97,12 +103,21 @@ def _compare_row(item, _model: str, models: tuple[str, ...], settings: dict[str,
 
 
 def _winner(comparison, models: Sequence[str]) -> dict[str, Any]:
+    """A layer's row: the evidence's ranking, then PSIS-LOO's among the iid models (the LOO runner-up's d_elpd and
+    d_se against best_loo; empty where fewer than two iid models converged)."""
     table = comparison.table
     best, runner_up = table.index[0], table.index[1]
     row = {names.BEST: best, names.WEIGHT: table.loc[best, names.WEIGHT], names.RUNNER_UP: runner_up,
-           names.D_ELPD: table.loc[runner_up, names.D_ELPD], names.D_SE: table.loc[runner_up, names.D_SE],
-           names.DECISIVE: comparison.decisive_over(runner_up),
-           names.PPC_PVALUE: table.loc[best, names.PPC_PVALUE], names.PARETO_K_BAD: table.loc[best, names.PARETO_K_BAD]}
+           names.D_LOG_EVIDENCE: table.loc[runner_up, names.D_LOG_EVIDENCE], names.BEST_WIDE: comparison.best_wide,
+           names.PPC_PVALUE: table.loc[best, names.PPC_PVALUE], names.BEST_LOO: comparison.best_loo}
+    by_loo = table[names.ELPD_LOO].dropna().sort_values(ascending=False).index
+    if len(by_loo):
+        row[names.PARETO_K_BAD] = table.loc[by_loo[0], names.PARETO_K_BAD]
+    if len(by_loo) >= 2:
+        loo_runner_up = by_loo[1]
+        row.update({names.D_ELPD: table.loc[loo_runner_up, names.D_ELPD],
+                    names.D_SE: table.loc[loo_runner_up, names.D_SE],
+                    names.DECISIVE: comparison.decisive_over(loo_runner_up)})
     row.update({f"{names.WEIGHT}_{m}": table.loc[m, names.WEIGHT] for m in models if m in table.index})
     return row
 

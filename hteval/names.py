@@ -67,10 +67,13 @@ MODEL_LABELS = {"mp": "MP + outliers", "htmp": "HTMP", "htmp-exact": "HTMP, exac
 #: (README, "Which likelihood is the default")
 DEFAULT_MODEL = "htmp-exact"
 
-# Models compared when none are named (hteval compare's --models default). correlated-mp is opt-in for its cost:
-# solving the population-covariance equation per eigenvalue makes its fit several times slower than all the
-# others together (README, "Comparing ensemble models").
-DEFAULT_COMPARE_MODELS = ("mp", "htmp", "htmp-outliers", "inverse-htmp", "powerlaw", "lognormal")
+# Models compared when none are named (hteval compare's --models default). htmp-exact, the default model and the
+# cheapest fit, is ranked by its exact evidence beside the iid models (it has no pointwise LOO). correlated-mp is
+# opt-in for its cost: solving the population-covariance equation per eigenvalue makes its fit several times slower
+# than all the others together (README, "Comparing ensemble models").
+DEFAULT_COMPARE_MODELS = ("htmp-exact", "mp", "htmp", "htmp-outliers", "inverse-htmp", "powerlaw", "lognormal")
+#: the HTMP family: what a comparison that prefers one of them says about a layer
+HTMP_FAMILY = ("htmp-exact", "htmp", "htmp-outliers")
 
 # Model comparison (comparison.json, comparison.csv).
 #: the exact log marginal likelihood of the layer's eigenvalues (every model by quadrature; orderings counted the
@@ -103,8 +106,16 @@ CONVERGED = "converged"
 CHECKPOINT = "checkpoint"  # the checkpoint's name in its set (hteval.io.checkpoint_set)
 STEP = "step"  # its training step, the last number in its name
 # Per-layer comparison table (hteval compare --layers: comparisons.csv), beside the record fields.
-BEST = "best"  # the top model by PSIS-LOO among the converged fits; comparison.json's "best" too
-RUNNER_UP = "runner_up"
-DECISIVE = "decisive"  # the best beats the runner-up by more than DECISIVE_Z standard errors of the difference
+BEST = "best"  # the top model by exact log evidence among the converged fits; comparison.json's "best" too
+RUNNER_UP = "runner_up"  # the second by log evidence (its d_log_evidence is the best's margin)
+BEST_WIDE = "best_wide"  # the top by log evidence under priors twice as wide (log_evidence_wide)
+BEST_LOO = "best_loo"  # the top by PSIS-LOO among the iid models (htmp-exact has no pointwise LOO)
+#: best_loo beats the iid runner-up by PSIS-LOO by more than DECISIVE_Z standard errors of the difference (d_elpd
+#: and d_se in comparisons.csv are that runner-up's)
+DECISIVE = "decisive"
+#: comparison.json: what "best" and the order of the models rank by (log_evidence; elpd_loo where no fit has an
+#: exact evidence, e.g. NUTS draws)
+RANKING = "ranking"
 NOT_CONVERGED_MODELS = "not_converged"  # models left out of the ranking, comma-separated
-COMPARISON_FIELDS = ("name", ELPD_LOO, SE, D_ELPD, D_SE, WEIGHT, PARETO_K_BAD, PPC_PVALUE, CONVERGED)
+COMPARISON_FIELDS = ("name", LOG_EVIDENCE, D_LOG_EVIDENCE, WEIGHT, LOG_EVIDENCE_WIDE, ELPD_LOO, SE, D_ELPD, D_SE,
+                     STACKING_WEIGHT, PARETO_K_BAD, PPC_PVALUE, CONVERGED)

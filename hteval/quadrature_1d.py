@@ -44,6 +44,18 @@ class Grid1D:
         return _log_cell_masses(self.points, self.log_density)
 
     @property
+    def log_total(self) -> float:
+        """log of the integral of the (unnormalised) density over the grid's box: what a model's log evidence is
+        built from. Linear interpolation of a concave log density falls short by O(h^2) (1e-3 relative at 129
+        nodes over a normal's +-7 sd); one Richardson step against every other node (an odd count shares both
+        ends) removes that error's leading term (to 1e-6 there)."""
+        full = _log_sum(_raw_log_cell_masses(self.points, self.log_density))
+        if self.points.size % 2 == 0 or self.points.size < 5:
+            return full
+        half = _log_sum(_raw_log_cell_masses(self.points[::2], self.log_density[::2]))
+        return full + (full - half) / 3.0
+
+    @property
     def edge_mass(self) -> float:
         mass = np.exp(self.log_masses)
         return float(mass[0] + mass[-1])
@@ -153,8 +165,20 @@ def _box(points: np.ndarray, values: np.ndarray, low: float, high: float) -> tup
     return max(points[first], low), min(points[last], high)
 
 
+def _log_sum(log_values: np.ndarray) -> float:
+    peak = np.max(log_values)
+    return float(peak + np.log(np.sum(np.exp(log_values - peak))))
+
+
 def _log_cell_masses(points: np.ndarray, log_density: np.ndarray) -> np.ndarray:
     """log of each cell's mass under a log density linear in the cell, normalised to sum to 1."""
+    log_mass = _raw_log_cell_masses(points, log_density)
+    peak = np.max(log_mass)
+    return log_mass - peak - np.log(np.sum(np.exp(log_mass - peak)))
+
+
+def _raw_log_cell_masses(points: np.ndarray, log_density: np.ndarray) -> np.ndarray:
+    """log of each cell's integral of exp(log density), the log density linear in the cell (not normalised)."""
     a, b = log_density[:-1], log_density[1:]
     both = np.isfinite(a) & np.isfinite(b)  # a cell with an end at zero density gets no mass
     top = np.where(both, np.maximum(a, b), 0.0)
@@ -162,9 +186,7 @@ def _log_cell_masses(points: np.ndarray, log_density: np.ndarray) -> np.ndarray:
     # mass = h e^a (e^(b-a) - 1) / (b - a), written from the larger end: h e^top (1 - e^-d) / d
     with np.errstate(divide="ignore"):
         factor = np.where(d < 1e-12, 1.0 - d / 2, -np.expm1(-d) / np.where(d < 1e-12, 1.0, d))
-        log_mass = np.where(both, np.log(np.diff(points)) + top + np.log(factor), -np.inf)
-    peak = np.max(log_mass)
-    return log_mass - peak - np.log(np.sum(np.exp(log_mass - peak)))
+        return np.where(both, np.log(np.diff(points)) + top + np.log(factor), -np.inf)
 
 
 def _exponential_moments(slope: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,8 @@ import scipy.linalg
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["sample_correlated_spectrum", "sample_htmp_spectra", "sample_htmp_spectrum", "sample_mp_spectrum"]
+__all__ = ["sample_correlated_spectrum", "sample_htmp_spectra", "sample_htmp_spectrum", "sample_mp_spectrum",
+           "sample_pareto_tail_spectrum"]
 
 # LAPACK's tridiagonal eigensolver is backward stable: each eigenvalue is exact for a matrix within a few
 # eps * ||T|| of T, so eigenvalues of the positive semidefinite T = B B^T can come out negative by that much.
@@ -212,3 +213,34 @@ def sample_correlated_spectrum(
     x = _as_generator(seed).standard_normal((n, m))
     sv = scipy.linalg.svdvals(x * np.sqrt(scale * t))
     return np.sort(sv**2 / n)
+
+
+def sample_pareto_tail_spectrum(
+    seed: int | np.random.Generator, m: int, *, tail_fraction: float = 0.15, exponent: float = 2.5,
+    sigma: float = 0.35
+) -> np.ndarray:
+    """Draw M iid values with a Pareto tail over a log-normal bulk: no random-matrix content, the heavy-tailed
+    alternative that model comparisons must not mistake for HTMP (the `powerlaw` model's own law).
+
+    Each value is, with probability tail_fraction, xmin u^(-1 / (exponent - 1)) (density ~ x^-exponent above
+    xmin, survival x^-(exponent - 1)), and otherwise log-normal with median 1 and log-sd sigma truncated below
+    xmin, where xmin = exp(sigma Phi^-1(1 - tail_fraction)) is the untruncated bulk's upper tail_fraction quantile.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 array of length ``m``, sorted ascending.
+    """
+    from scipy import special
+
+    m = _check_count("m (the number of eigenvalues)", m)
+    if not 0.0 < tail_fraction < 1.0 or not exponent > 1.0:
+        raise ValueError(f"need 0 < tail_fraction < 1 and exponent > 1, got {tail_fraction}, {exponent}")
+    sigma = _check_positive("sigma", sigma)
+    rng = _as_generator(seed)
+    below = 1.0 - tail_fraction
+    log_xmin = sigma * special.ndtri(below)
+    u = rng.uniform(1e-12, 1.0 - 1e-12, size=m)
+    tail = np.exp(log_xmin) * u ** (-1.0 / (exponent - 1.0))
+    bulk = np.exp(sigma * special.ndtri(u * below))
+    return np.sort(np.where(rng.uniform(size=m) < tail_fraction, tail, bulk))

@@ -8,13 +8,14 @@ interval, so it carries MP's outlier component.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hteval import quadrature
+from hteval import evidence, quadrature
 from hteval.densities.correlated_mp import (
     BATCH_POINTS,
     correlated_mp_cdf,
@@ -162,9 +163,11 @@ class _GridDensity:
     """The grid's log posterior over (nu, log scale), w integrated out; it keeps the tables of its last call (the
     final grid's) for the draws."""
 
-    def __init__(self, gamma, m, log_x, outlier_logs, n_censored, log_floor, log_ref):
+    def __init__(self, gamma, m, log_x, outlier_logs, n_censored, log_floor, log_ref, sd=1.0,
+                 weight_prior=outliers.PRIOR):
         self.gamma, self.m, self.log_x, self.outlier_logs = gamma, m, log_x, outlier_logs
         self.n_censored, self.log_floor, self.log_ref = n_censored, log_floor, log_ref
+        self.sd, self.weight_prior = sd, weight_prior  # the priors of log scale and w (the evidence's widening)
         self.counts = np.concatenate([np.ones(log_x.size), [float(n_censored)]]) if n_censored else np.ones(log_x.size)
 
     def _terms(self, psi, log_cdf_floor):
@@ -193,8 +196,8 @@ class _GridDensity:
             floor = None if self.log_cdf_floor is None else self.log_cdf_floor[block]
             flat = self._terms(psi, floor).reshape(-1, self.counts.size)
             table[block] = quadrature.weight_log_marginal(flat, self.outlier_logs, self.counts,
-                                                          outliers.PRIOR).reshape(-1, log_scale.size)
-        return table - 0.5 * (log_scale[None, :] - self.log_ref) ** 2
+                                                          self.weight_prior).reshape(-1, log_scale.size)
+        return table - 0.5 * ((log_scale[None, :] - self.log_ref) / self.sd) ** 2
 
     def at_draws(self, nu, log_scale):
         """The observation terms (D, n [+ 1]) of draws (D,) from the final grid's tables."""
@@ -216,16 +219,17 @@ class _GridDensity:
 def posterior_draws(rng: np.random.Generator, eigenvalues, *, chains, draws, gamma, m, n_censored=0, floor=0.0,
                     scale_ref=1.0, log_likelihood=True):
     """Independent posterior draws (each site shaped (chains, draws) as NUTS names them), the pointwise
-    log-likelihood (chains, draws, eigenvalues; None without log_likelihood) and the grid."""
+    log-likelihood (chains, draws, eigenvalues; None without log_likelihood) and the grid, which carries the log
+    evidence."""
     x = np.asarray(eigenvalues, dtype=np.float64)
     log_ref = math.log(scale_ref)
     outlier_logs = outliers.log_density_np(x, scale_ref)
     if n_censored:
         outlier_logs = np.append(outlier_logs, outliers.log_cdf_np(floor, scale_ref))
-    density = _GridDensity(float(gamma), float(m), np.log(x), outlier_logs, int(n_censored),
-                           math.log(floor) if n_censored else 0.0, log_ref)
-    grid = quadrature.zoomed_grid(density, (0.0, NU_MAX), (log_ref - SCALE_REACH, log_ref + SCALE_REACH), table=True,
-                                  sizes=SIZES, zoom_size=ZOOM_SIZE, limits=((0.0, NU_MAX), None), reach_out=True)
+    arguments = (float(gamma), float(m), np.log(x), outlier_logs, int(n_censored),
+                 math.log(floor) if n_censored else 0.0, log_ref)
+    density = _GridDensity(*arguments)
+    grid = _grid(density)
     nu, log_scale = quadrature.draw(grid, chains * draws, rng)
     terms = density.at_draws(nu, log_scale)
     w = quadrature.weight_draws(terms, outlier_logs, density.counts, outliers.PRIOR, rng)
@@ -233,7 +237,36 @@ def posterior_draws(rng: np.random.Generator, eigenvalues, *, chains, draws, gam
     if log_likelihood:
         loglik = outliers.mix_log_np(terms[:, :x.size], outlier_logs[:x.size], w[:, None]).reshape(chains, draws, -1)
     posterior = {"nu": nu, "log_scale": log_scale, "scale": np.exp(log_scale), "outlier_weight": w}
+    grid = dataclasses.replace(grid, evidence=_evidence(grid, arguments, log_scale, w))
     return {k: v.reshape(chains, draws) for k, v in posterior.items()}, loglik, grid
+
+
+def _grid(density: _GridDensity, nu_max: float = NU_MAX) -> quadrature.Grid:
+    log_ref, reach = density.log_ref, SCALE_REACH * density.sd
+    return quadrature.zoomed_grid(density, (0.0, nu_max), (log_ref - reach, log_ref + reach), table=True,
+                                  sizes=SIZES, zoom_size=ZOOM_SIZE, limits=((0.0, nu_max), None), reach_out=True)
+
+
+def _log_evidence(grid, nu_max: float = NU_MAX, sd: float = 1.0) -> float:
+    """log Z: the grid's total with the priors' constants its table leaves out, nu's uniform density and log
+    scale's normal one (w is integrated against its normalised Beta prior)."""
+    return grid.log_total + evidence.uniform_log_constant(0.0, nu_max) + evidence.normal_log_constant(sd)
+
+
+def _evidence(grid, arguments, log_scale, w) -> evidence.Evidence:
+    """The exact log evidence and the wide one: nu's range doubled about its centre and clipped at 0 (white MP,
+    where its domain ends), log scale's sd doubled, w's Beta(1, 20) widened. The draws cannot see nu beyond
+    NU_MAX: where the posterior reaches that bound the grid is recomputed under the wide priors."""
+    nu_max = evidence.widened(0.0, NU_MAX, (0.0, math.inf))[1]
+    wide = {"sd": evidence.WIDE, "weight_prior": evidence.widened_beta(outliers.PRIOR)}
+    log_ratio = (evidence.uniform_log_constant(0.0, nu_max) - evidence.uniform_log_constant(0.0, NU_MAX)
+                 + evidence.normal_log_ratio(log_scale, arguments[-1], 1.0)
+                 + evidence.beta_log_ratio(w, outliers.PRIOR, wide["weight_prior"]))
+    at_bound = 0.0 if grid.open_sides[1] else grid.side_mass(1)
+    return evidence.evidence(_log_evidence(grid), log_ratio,
+                             lambda: _log_evidence(_grid(_GridDensity(*arguments, **wide), nu_max), nu_max,
+                                                   wide["sd"]),
+                             bound_mass=at_bound)
 
 
 def batch_log_density(x, p, *, gamma, m, scale_ref):

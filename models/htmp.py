@@ -7,13 +7,14 @@ posterior (`fit(..., sampler="nuts")`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
 import numpy as np
 import numpyro
 
-from hteval import quadrature
+from hteval import evidence, quadrature
 from hteval.densities.htmp import (
     HTMP,
     PhiBatch,
@@ -113,9 +114,11 @@ def _counts(n: int, n_censored: int) -> np.ndarray:
     return np.concatenate([np.ones(n), [float(n_censored)]]) if n_censored else np.ones(n)
 
 
-def _grid_log_posterior(log_kappa, log_scale, gamma, x_data, inverse, outlier_logs, log_ref):
+def _grid_log_posterior(log_kappa, log_scale, gamma, x_data, inverse, outlier_logs, log_ref, sd=1.0,
+                        weight_prior=outliers.PRIOR):
     """log p(log kappa, log scale | data) up to a constant on the grid (A,) x (B,) -> (A, B), the outlier weight
-    (where there is one) integrated out; log kappa's prior is uniform on the grid's range."""
+    (where there is one) integrated out against its Beta prior; log kappa's prior is uniform on the grid's range,
+    log scale's normal with sd `sd` (`_log_evidence` adds the constants the table leaves out)."""
     log_x, n_censored, _ = x_data
     counts = _counts(log_x.size, n_censored)
     table = np.empty((log_kappa.size, log_scale.size))
@@ -129,18 +132,51 @@ def _grid_log_posterior(log_kappa, log_scale, gamma, x_data, inverse, outlier_lo
             table[block] = np.sum(terms * counts, axis=-1)
         else:
             flat = terms.reshape(-1, counts.size)
-            table[block] = quadrature.weight_log_marginal(flat, outlier_logs, counts, outliers.PRIOR).reshape(
+            table[block] = quadrature.weight_log_marginal(flat, outlier_logs, counts, weight_prior).reshape(
                 phi.kappa.size, log_scale.size)
-    return table - 0.5 * (log_scale[None, :] - log_ref) ** 2  # log scale ~ Normal(log scale_ref, 1)
+    return table - 0.5 * ((log_scale[None, :] - log_ref) / sd) ** 2  # log scale ~ Normal(log scale_ref, sd)
+
+
+def _grid(data, sd: float = 1.0, weight_prior=outliers.PRIOR) -> quadrature.Grid:
+    """The zoomed grid over (log kappa, log scale): the whole prior range of log kappa (its bounds hold no edge
+    mass) and log scale_ref +- SCALE_REACH prior sds."""
+    from hteval.models.priors import LOG_KAPPA_HIGH, LOG_KAPPA_LOW
+
+    log_ref = data[-1]
+    kappa_range = (LOG_KAPPA_LOW, LOG_KAPPA_HIGH)
+    return quadrature.zoomed_grid(_grid_log_posterior, kappa_range, (log_ref - SCALE_REACH * sd,
+                                                                     log_ref + SCALE_REACH * sd),
+                                  (*data, sd, weight_prior), table=True, zoom_size=ZOOM_SIZE,
+                                  limits=(kappa_range, None), reach_out=True)
+
+
+def _log_evidence(grid: quadrature.Grid, sd: float = 1.0) -> float:
+    """log Z: the grid's total with the priors' constants its table leaves out, log kappa's uniform density and
+    log scale's normal one (an outlier weight is integrated against its normalised Beta prior in the table)."""
+    from hteval.models.priors import LOG_KAPPA_HIGH, LOG_KAPPA_LOW
+
+    return (grid.log_total + evidence.uniform_log_constant(LOG_KAPPA_LOW, LOG_KAPPA_HIGH)
+            + evidence.normal_log_constant(sd))
+
+
+def _evidence(grid, data, log_scale, w) -> evidence.Evidence:
+    """The exact log evidence and the wide one: scale's prior sd doubled, the outlier weight's Beta(1, 20) widened;
+    kappa's range is the density's whole domain (`hteval.densities.htmp.KAPPA_MIN`, `KAPPA_MAX`), which a wider
+    prior is clipped to, so it stays."""
+    wide = {"sd": evidence.WIDE, "weight_prior": evidence.widened_beta(outliers.PRIOR)}
+    log_ratio = evidence.normal_log_ratio(log_scale, data[-1], 1.0)
+    if w is not None:
+        log_ratio = log_ratio + evidence.beta_log_ratio(w, outliers.PRIOR, wide["weight_prior"])
+    return evidence.evidence(_log_evidence(grid), log_ratio,
+                             lambda: _log_evidence(_grid(data, **wide), wide["sd"]))
 
 
 def exact_posterior(rng: np.random.Generator, eigenvalues, *, inverse: bool, with_outliers: bool, chains: int,
                     draws: int, gamma: float, m: int, n_censored: int = 0, floor: float = 0.0,
                     scale_ref: float = 1.0, log_likelihood: bool = True):
     """Independent posterior draws of an HTMP-family model (sites shaped (chains, draws) as NUTS names them), the
-    pointwise log-likelihood (chains, draws, eigenvalues; None without log_likelihood) and the grid."""
-    from hteval.models.priors import LOG_KAPPA_HIGH, LOG_KAPPA_LOW
-
+    pointwise log-likelihood (chains, draws, eigenvalues; None without log_likelihood) and the grid, which carries
+    the model's log evidence (`hteval.evidence`)."""
     x = np.asarray(eigenvalues, dtype=np.float64)
     log_ref = math.log(scale_ref)
     x_data = (np.log(x), int(n_censored), math.log(floor) if n_censored else 0.0)
@@ -150,10 +186,7 @@ def exact_posterior(rng: np.random.Generator, eigenvalues, *, inverse: bool, wit
         if n_censored:
             outlier_logs = np.append(outlier_logs, outliers.log_cdf_np(floor, scale_ref))
     data = (float(gamma), x_data, inverse, outlier_logs, log_ref)
-    kappa_range = (LOG_KAPPA_LOW, LOG_KAPPA_HIGH)
-    grid = quadrature.zoomed_grid(_grid_log_posterior, kappa_range,
-                                  (log_ref - SCALE_REACH, log_ref + SCALE_REACH), data, table=True,
-                                  zoom_size=ZOOM_SIZE, limits=(kappa_range, None), reach_out=True)
+    grid = _grid(data)
     log_kappa, log_scale = quadrature.draw(grid, chains * draws, rng)
     kappa = np.exp(log_kappa)
     posterior = {"log_kappa": log_kappa, "kappa": kappa, "log_scale": log_scale, "scale": np.exp(log_scale),
@@ -169,6 +202,7 @@ def exact_posterior(rng: np.random.Generator, eigenvalues, *, inverse: bool, wit
             log_f = outliers.mix_log_np(log_f, outlier_logs[:x.size], w[:, None])
         if log_likelihood:
             loglik = log_f.reshape(chains, draws, -1)
+    grid = dataclasses.replace(grid, evidence=_evidence(grid, data, log_scale, posterior.get("outlier_weight")))
     return {k: v.reshape(chains, draws) for k, v in posterior.items()}, loglik, grid
 
 

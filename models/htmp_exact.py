@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hteval import kappa_posterior
+from hteval import evidence, kappa_posterior
 from hteval.densities.laguerre import ExactStatistics, size_bucket
 from hteval.densities.laguerre import statistics as exact_statistics
 
@@ -72,7 +72,7 @@ def posterior_draws(rng: np.random.Generator, eigenvalues, *, chains: int, draws
                     n_censored: int = 0, floor: float = 0.0, scale_ref: float = 1.0, log_likelihood: bool = False,
                     log_vandermonde, log_sum, total, n_observed, slice_censored, censoring_profile=None):
     """Independent posterior draws (each site shaped (chains, draws)), no pointwise log-likelihood (a joint
-    density has none), and the quadrature's checks (`.problems()`, `.checks()`)."""
+    density has none), and the quadrature's checks (`.problems()`, `.checks()`) with the log evidence."""
     stats = _exact_statistics(gamma, m, floor, log_vandermonde, log_sum, total, n_observed, slice_censored)
     censoring = None
     if np.any(stats.n_censored > 0):
@@ -81,7 +81,30 @@ def posterior_draws(rng: np.random.Generator, eigenvalues, *, chains: int, draws
     fitted = kappa_posterior.fit(stats, scale_ref=scale_ref, censoring=censoring)
     flat = fitted.posterior.draw(chains * draws, rng)
     flat["T"] = m / flat["kappa"]
+    fitted.evidence = _evidence(fitted.posterior, flat["log_scale"], stats, scale_ref, censoring)
     return {k: v.reshape(chains, draws) for k, v in flat.items()}, None, fitted
+
+
+def _evidence(post, log_scale, stats, scale_ref, censoring) -> evidence.Evidence:
+    """The exact log evidence (`KappaPosterior.log_evidence`: the labelled spectrum's, like the iid models') and
+    the wide one: log kappa's range doubled about its centre (kappa's domain is (0, inf)), log scale's sd doubled.
+    Where the posterior presses on a bound of the range, the draws cannot see beyond it: the grid is recomputed
+    under the wide priors (a one-dimensional grid: milliseconds to a fraction of a second)."""
+    grid = post.grid
+    t_range = evidence.widened(*grid.support)
+    log_ratio = (evidence.uniform_log_constant(*t_range) - evidence.uniform_log_constant(*grid.support)
+                 + evidence.normal_log_ratio(log_scale, post.log_scale_ref, post.log_scale_sd))
+    mass = np.exp(grid.log_masses)
+    at_bounds = (mass[0] * np.isclose(grid.points[0], grid.support[0], rtol=0.0, atol=1e-9)
+                 + mass[-1] * np.isclose(grid.points[-1], grid.support[1], rtol=0.0, atol=1e-9))
+
+    def recompute():
+        wide = kappa_posterior.posterior(stats, scale_ref=scale_ref, censoring=censoring,
+                                         variant=post.likelihood.variant, t_range=t_range,
+                                         log_scale_sd=evidence.WIDE * post.log_scale_sd)
+        return wide.log_evidence()
+
+    return evidence.evidence(post.log_evidence(), log_ratio, recompute, bound_mass=float(at_bounds))
 
 
 def draw(key, p, n, *, gamma, m, scale_ref):

@@ -8,6 +8,7 @@ count, mean and sum of squares of log x (and the censored count), so a zoomed gr
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -18,7 +19,7 @@ import numpyro.distributions as dist
 from jax.scipy.special import log_ndtr
 from scipy import special
 
-from hteval import quadrature
+from hteval import evidence, quadrature
 from hteval.models.observe import observe
 from hteval.models.priors import LOG_LOCATION_SD, LOG_SPREAD_SD, log_location_prior, log_spread_prior
 
@@ -52,34 +53,59 @@ def model(eigenvalues, *, gamma: float, m: int, n_censored: int = 0, floor: floa
             eigenvalues, n_censored)
 
 
-def _log_posterior(mu, log_sigma, count, mean, squares, n_censored, log_floor, log_ref):
-    """log p(mu, log sigma | data) up to a constant on the grid (mu (A,), log sigma (B,)) -> (A, B)."""
+def _log_posterior(mu, log_sigma, count, mean, squares, n_censored, log_floor, log_ref, location_sd=LOG_LOCATION_SD,
+                   spread_sd=LOG_SPREAD_SD):
+    """log p(mu, log sigma | data) up to a constant on the grid (mu (A,), log sigma (B,)) -> (A, B): the constants
+    of the normal densities (the likelihood's and the priors') are left out (`_log_evidence` adds them)."""
     mu, log_sigma = mu[:, None], log_sigma[None, :]
     sigma = np.exp(log_sigma)
     value = (-(count * (mean - mu) ** 2 + squares) / (2 * sigma**2) - count * log_sigma
-             - 0.5 * ((mu - log_ref) / LOG_LOCATION_SD) ** 2 - 0.5 * (log_sigma / LOG_SPREAD_SD) ** 2)
+             - 0.5 * ((mu - log_ref) / location_sd) ** 2 - 0.5 * (log_sigma / spread_sd) ** 2)
     if n_censored:
         value = value + n_censored * special.log_ndtr((log_floor - mu) / sigma)
     return value
 
 
+def _grid(data, logs, location_sd=LOG_LOCATION_SD, spread_sd=LOG_SPREAD_SD) -> quadrature.Grid:
+    return quadrature.zoomed_grid(_log_posterior, (float(logs.min()) - 10.0, float(logs.max()) + 10.0),
+                                  (math.log(1e-3), math.log(1e2)), (*data, location_sd, spread_sd), table=True,
+                                  reach_out=True)
+
+
+def _log_evidence(grid, logs, location_sd=LOG_LOCATION_SD, spread_sd=LOG_SPREAD_SD) -> float:
+    """log Z: the grid's total with the constants its table leaves out, the likelihood's (-log(sqrt(2 pi) x) per
+    eigenvalue) and the normal priors' of mu and log sigma."""
+    likelihood = -logs.size * _HALF_LOG_TWO_PI - float(np.sum(logs))
+    return (grid.log_total + likelihood + evidence.normal_log_constant(location_sd)
+            + evidence.normal_log_constant(spread_sd))
+
+
+def _evidence(grid, data, logs, mu, log_sigma) -> evidence.Evidence:
+    """The exact log evidence and the wide one (both priors' sds doubled)."""
+    log_ratio = (evidence.normal_log_ratio(mu, data[-1], LOG_LOCATION_SD)
+                 + evidence.normal_log_ratio(log_sigma, 0.0, LOG_SPREAD_SD))
+    wide = {"location_sd": evidence.WIDE * LOG_LOCATION_SD, "spread_sd": evidence.WIDE * LOG_SPREAD_SD}
+    return evidence.evidence(_log_evidence(grid, logs), log_ratio,
+                             lambda: _log_evidence(_grid(data, logs, **wide), logs, **wide))
+
+
 def posterior_draws(rng: np.random.Generator, eigenvalues, *, chains, draws, gamma, m, n_censored=0, floor=0.0,
                     scale_ref=1.0, log_likelihood=True):
     """Independent posterior draws (each site shaped (chains, draws)), the pointwise log-likelihood (chains, draws,
-    eigenvalues; None without log_likelihood) and the grid (its checks join the fit's verdict)."""
+    eigenvalues; None without log_likelihood) and the grid (its checks join the fit's verdict; it carries the log
+    evidence)."""
     logs = np.log(np.asarray(eigenvalues, dtype=np.float64))
     mean = float(logs.mean())
     data = (logs.size, mean, float(np.sum((logs - mean) ** 2)), int(n_censored),
             math.log(floor) if n_censored else 0.0, math.log(scale_ref))
-    grid = quadrature.zoomed_grid(_log_posterior, (float(logs.min()) - 10.0, float(logs.max()) + 10.0),
-                                  (math.log(1e-3), math.log(1e2)), data, table=True,
-                                  reach_out=True)
+    grid = _grid(data, logs)
     mu, log_sigma = quadrature.draw(grid, chains * draws, rng)
     sigma = np.exp(log_sigma)
     loglik = None
     if log_likelihood:
         loglik = _pointwise(logs, mu, sigma).reshape(chains, draws, -1)
     posterior = {"mu": mu, "sigma": sigma, "median": np.exp(mu)}
+    grid = dataclasses.replace(grid, evidence=_evidence(grid, data, logs, mu, log_sigma))
     return {k: v.reshape(chains, draws) for k, v in posterior.items()}, loglik, grid
 
 

@@ -13,13 +13,14 @@ targets the same posterior.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hteval import quadrature
+from hteval import evidence, quadrature
 from hteval.densities.mp import mp_cdf, mp_cdf_np, mp_icdf, mp_icdf_np, mp_logpdf, mp_logpdf_np
 from hteval.models import outliers
 from hteval.models.observe import PointwiseDensity, observe
@@ -67,8 +68,10 @@ def _log_weights(logit_w):
     return -np.logaddexp(0.0, -logit_w), -np.logaddexp(0.0, logit_w)
 
 
-def _log_posterior(log_sigma2, logit_w, x, log_outlier, gamma, n_censored, floor, log_outlier_floor, log_ref):
-    """log p(log sigma2, logit w | data) up to a constant, on the grid (A,) x (B,) -> (A, B)."""
+def _log_posterior(log_sigma2, logit_w, x, log_outlier, gamma, n_censored, floor, log_outlier_floor, log_ref,
+                   sd=1.0, weight_prior=outliers.PRIOR):
+    """log p(log sigma2, logit w | data) up to a constant, on the grid (A,) x (B,) -> (A, B); sd and weight_prior
+    are the priors' (`_log_prior_constant` holds what the table leaves out of them)."""
     log_w, log_rest = _log_weights(logit_w)
     sigma2 = np.exp(log_sigma2)
     table = np.empty((sigma2.size, logit_w.size))
@@ -81,9 +84,29 @@ def _log_posterior(log_sigma2, logit_w, x, log_outlier, gamma, n_censored, floor
         with np.errstate(divide="ignore"):
             log_cdf_floor = np.log(mp_cdf_np(floor, gamma, sigma2))
         table += n_censored * np.logaddexp(log_rest + log_cdf_floor[:, None], log_w + log_outlier_floor)
-    # log sigma2 ~ Normal(log scale_ref, 1); w ~ Beta(1, 20) times the Jacobian w (1 - w) of logit w
-    prior_w = (outliers.PRIOR[0] * log_w + outliers.PRIOR[1] * log_rest)[None, :]
-    return table - 0.5 * (log_sigma2[:, None] - log_ref) ** 2 + prior_w
+    # log sigma2 ~ Normal(log scale_ref, sd); w ~ Beta(a, b) times the Jacobian w (1 - w) of logit w
+    prior_w = (weight_prior[0] * log_w + weight_prior[1] * log_rest)[None, :]
+    return table - 0.5 * ((log_sigma2[:, None] - log_ref) / sd) ** 2 + prior_w
+
+
+def _grid(data, log_ref: float, sd: float = 1.0, weight_prior=outliers.PRIOR) -> quadrature.Grid:
+    return quadrature.zoomed_grid(_log_posterior, (log_ref - 10.0 * sd, log_ref + 10.0 * sd), (-30.0, 10.0),
+                                  (*data, sd, weight_prior), table=True, reach_out=True)
+
+
+def _log_evidence(grid: quadrature.Grid, sd: float = 1.0, weight_prior=outliers.PRIOR) -> float:
+    """log Z: the grid's total with the normal and Beta priors' constants the table leaves out."""
+    return grid.log_total + evidence.normal_log_constant(sd) + evidence.beta_log_constant(weight_prior)
+
+
+def _evidence(grid, data, log_ref, log_sigma2, w) -> evidence.Evidence:
+    """The exact log evidence and, with sigma2's prior sd doubled and w's Beta(1, 20) widened, the wide one."""
+    wide_prior = evidence.widened_beta(outliers.PRIOR)
+    log_ratio = (evidence.normal_log_ratio(log_sigma2, log_ref, 1.0)
+                 + evidence.beta_log_ratio(w, outliers.PRIOR, wide_prior))
+    wide = {"sd": evidence.WIDE, "weight_prior": wide_prior}
+    return evidence.evidence(_log_evidence(grid), log_ratio,
+                             lambda: _log_evidence(_grid(data, log_ref, **wide), **wide))
 
 
 def posterior_draws(rng: np.random.Generator, eigenvalues, *, chains, draws, gamma, m, n_censored=0, floor=0.0,
@@ -95,10 +118,10 @@ def posterior_draws(rng: np.random.Generator, eigenvalues, *, chains, draws, gam
     log_outlier_floor = float(outliers.log_cdf_np(floor, scale_ref)) if n_censored else 0.0
     data = (x, outliers.log_density_np(x, scale_ref), float(gamma), int(n_censored), float(floor), log_outlier_floor,
             log_ref)
-    grid = quadrature.zoomed_grid(_log_posterior, (log_ref - 10.0, log_ref + 10.0), (-30.0, 10.0), data,
-                                  table=True, reach_out=True)
+    grid = _grid(data, log_ref)
     log_sigma2, logit_w = quadrature.draw(grid, chains * draws, rng)
     sigma2, w = np.exp(log_sigma2), np.exp(_log_weights(logit_w)[0])
+    grid = dataclasses.replace(grid, evidence=_evidence(grid, data, log_ref, log_sigma2, w))
     loglik = None
     if log_likelihood:
         loglik = _pointwise(x, sigma2, w, gamma, scale_ref).reshape(chains, draws, -1)

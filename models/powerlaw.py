@@ -21,6 +21,7 @@ independent and exact up to the grid's cell size.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -31,7 +32,7 @@ import numpyro
 from jax.scipy.special import betaln, gammainc, gammaln, log_ndtr, ndtr, ndtri
 from scipy import special
 
-from hteval import quadrature
+from hteval import evidence, quadrature
 from hteval.models.priors import (
     ALPHA_MINUS_ONE_HIGH,
     ALPHA_MINUS_ONE_LOW,
@@ -51,7 +52,6 @@ MIN_TAIL = 10
 MIN_BULK = 10
 # math, not jnp: module constants must not depend on when x64 was enabled
 _HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
-_LOG_PRIOR_RANGE = math.log(math.log(ALPHA_MINUS_ONE_HIGH / ALPHA_MINUS_ONE_LOW))
 
 
 def _candidates(n: int) -> tuple[int, int]:
@@ -95,21 +95,22 @@ def tail_log_likelihood(log_x_sorted, alpha):
     return n_t * jnp.log(alpha - 1.0) - n_t * log_xmin - alpha * excess
 
 
-def tail_log_evidence(log_x_sorted, ns=JAX):
+def tail_log_evidence(log_x_sorted, ns=JAX, prior=(ALPHA_MINUS_ONE_LOW, ALPHA_MINUS_ONE_HIGH)):
     """log of the tail likelihood integrated over alpha's prior, for every candidate j.
 
-    With e = alpha - 1 log-uniform on [a, b]: integral of e^(n-1) exp(-e T) over [a, b] / log(b / a)
+    With e = alpha - 1 log-uniform on [a, b] (`prior`): integral of e^(n-1) exp(-e T) over [a, b] / log(b / a)
     = Gamma(n) T^-n (P(n, bT) - P(n, aT)) / log(b / a), P the regularised lower incomplete gamma function.
     """
     xp = ns.xp
     n_t, excess, log_xmin = tail_statistics(log_x_sorted, ns)
-    y_low, y_high = ALPHA_MINUS_ONE_LOW * excess, ALPHA_MINUS_ONE_HIGH * excess
+    y_low, y_high = prior[0] * excess, prior[1] * excess
     mass = ns.gammainc(n_t, y_high) - ns.gammainc(n_t, y_low)
     # where the tail is far outside the prior's range the difference underflows: leading asymptotic terms
     leading = xp.where(y_high < n_t, n_t * xp.log(y_high) - y_high - ns.gammaln(n_t + 1.0),
                        (n_t - 1.0) * xp.log(y_low) - y_low - ns.gammaln(n_t))
     log_mass = xp.where(mass > 1e-280, xp.log(xp.where(mass > 1e-280, mass, 1.0)), leading)
-    return (ns.gammaln(n_t) - n_t * xp.log(excess) + log_mass - _LOG_PRIOR_RANGE) - n_t * log_xmin - excess
+    log_range = math.log(math.log(prior[1] / prior[0]))
+    return (ns.gammaln(n_t) - n_t * xp.log(excess) + log_mass - log_range) - n_t * log_xmin - excess
 
 
 def bulk_log_joint(log_x_sorted, mu, sigma, *, n_censored=0, floor=0.0, ns=JAX):
@@ -150,13 +151,12 @@ def model(eigenvalues, *, gamma: float, m: int, n_censored: int = 0, floor: floa
 def posterior_draws(rng: np.random.Generator, eigenvalues, *, chains, draws, gamma, m, n_censored=0, floor=0.0,
                     scale_ref=1.0, log_likelihood=True):
     """Independent posterior draws (each site shaped (chains, draws)), the pointwise log-likelihood (chains,
-    draws, eigenvalues in the given order; None without log_likelihood) and the grid it came from. numpy and scipy
-    only: nothing is compiled."""
+    draws, eigenvalues in the given order; None without log_likelihood) and the grid it came from, which carries
+    the log evidence. numpy and scipy only: nothing is compiled."""
     x_sorted = np.sort(np.asarray(eigenvalues, dtype=np.float64))
     logs = np.log(x_sorted)
     data = (logs, tail_log_evidence(logs, NUMPY), int(n_censored), float(floor), math.log(scale_ref))
-    grid = quadrature.zoomed_grid(_log_marginal, (float(logs[0]) - 10.0, float(logs[-1]) + 10.0),
-                                  (math.log(1e-3), math.log(1e2)), data, table=True)
+    grid = _grid(data)
     n = chains * draws
     mu, log_sigma = quadrature.draw(grid, n, rng)
     sigma = np.exp(log_sigma)
@@ -171,41 +171,73 @@ def posterior_draws(rng: np.random.Generator, eigenvalues, *, chains, draws, gam
     if log_likelihood:
         loglik = _pointwise(np.asarray(eigenvalues, dtype=np.float64), p).reshape(chains, draws, -1)
     posterior = {"log_alpha_minus_1": np.log(alpha - 1.0), **p}
+    grid = dataclasses.replace(grid, evidence=_evidence(grid, data, mu, log_sigma, pick))
     return {k: np.asarray(v).reshape(chains, draws) for k, v in posterior.items()}, loglik, grid
+
+
+def _grid(data, location_sd=LOG_LOCATION_SD, spread_sd=LOG_SPREAD_SD) -> quadrature.Grid:
+    logs = data[0]
+    return quadrature.zoomed_grid(_log_marginal, (float(logs[0]) - 10.0, float(logs[-1]) + 10.0),
+                                  (math.log(1e-3), math.log(1e2)), (*data, location_sd, spread_sd), table=True)
+
+
+def _log_evidence(grid, n_candidates: int, location_sd=LOG_LOCATION_SD, spread_sd=LOG_SPREAD_SD) -> float:
+    """log Z: the grid's total with what its table leaves out, the uniform prior over the candidate breakpoints and
+    the normal priors' constants of mu and log sigma (alpha and w are integrated against normalised priors)."""
+    return (grid.log_total - math.log(n_candidates) + evidence.normal_log_constant(location_sd)
+            + evidence.normal_log_constant(spread_sd))
+
+
+def _evidence(grid, data, mu, log_sigma, pick) -> evidence.Evidence:
+    """The exact log evidence and the wide one: mu's and log sigma's prior sds doubled and alpha - 1's log range
+    doubled about its centre (its domain is (0, inf)); the breakpoint's and w's uniform priors already span their
+    domains. alpha is reweighted integrated out: each draw's breakpoint's tail evidence under the wide range over
+    the narrow one, so the draws need not reach the widened range."""
+    logs, tail = data[0], data[1]
+    wide_alpha = tuple(math.exp(v) for v in evidence.widened(math.log(ALPHA_MINUS_ONE_LOW),
+                                                             math.log(ALPHA_MINUS_ONE_HIGH)))
+    wide_tail = tail_log_evidence(logs, NUMPY, wide_alpha)
+    log_ratio = (evidence.normal_log_ratio(mu, data[-1], LOG_LOCATION_SD)
+                 + evidence.normal_log_ratio(log_sigma, 0.0, LOG_SPREAD_SD) + (wide_tail - tail)[pick])
+    wide = {"location_sd": evidence.WIDE * LOG_LOCATION_SD, "spread_sd": evidence.WIDE * LOG_SPREAD_SD}
+    return evidence.evidence(_log_evidence(grid, tail.size), log_ratio,
+                             lambda: _log_evidence(_grid((logs, wide_tail, *data[2:]), **wide), tail.size, **wide))
 
 
 #: (grid points or draws) x candidate breakpoints per block of the closed forms: bounded memory on big layers
 _BLOCK_CELLS = 2_000_000
 
 
-def _breakpoint_log_joint_given_bulk(logs, evidence, mu, sigma, n_censored, floor):
-    """log p(data, breakpoint j | mu, sigma) for every candidate j (last axis), alpha and w integrated out."""
-    return bulk_log_joint(logs, mu, sigma, n_censored=n_censored, floor=floor, ns=NUMPY) + evidence
+def _breakpoint_log_joint_given_bulk(logs, tail, mu, sigma, n_censored, floor):
+    """log p(data, breakpoint j | mu, sigma) for every candidate j (last axis), alpha and w integrated out (tail:
+    `tail_log_evidence`)."""
+    return bulk_log_joint(logs, mu, sigma, n_censored=n_censored, floor=floor, ns=NUMPY) + tail
 
 
-def _log_marginal(mu, log_sigma, logs, evidence, n_censored, floor, log_ref):
+def _log_marginal(mu, log_sigma, logs, tail, n_censored, floor, log_ref, location_sd=LOG_LOCATION_SD,
+                  spread_sd=LOG_SPREAD_SD):
     """log p(mu, log sigma | data) up to a constant on the grid (A,) x (B,) -> (A, B): every breakpoint, alpha and
     w integrated out."""
     table = np.empty((mu.size, log_sigma.size))
-    rows = max(1, _BLOCK_CELLS // (log_sigma.size * evidence.size))
+    rows = max(1, _BLOCK_CELLS // (log_sigma.size * tail.size))
     sigma = np.exp(log_sigma)[None, :, None]
     for start in range(0, mu.size, rows):
-        joint = _breakpoint_log_joint_given_bulk(logs, evidence, mu[start:start + rows, None, None], sigma,
+        joint = _breakpoint_log_joint_given_bulk(logs, tail, mu[start:start + rows, None, None], sigma,
                                                  n_censored, floor)
         table[start:start + rows] = special.logsumexp(joint, axis=-1)
     # the priors: mu ~ Normal(log scale_ref, 2), sigma ~ LogNormal(0, 1) times the Jacobian d sigma / d log sigma
-    return (table - 0.5 * ((mu[:, None] - log_ref) / LOG_LOCATION_SD) ** 2
-            - 0.5 * (log_sigma[None, :] / LOG_SPREAD_SD) ** 2)
+    return (table - 0.5 * ((mu[:, None] - log_ref) / location_sd) ** 2
+            - 0.5 * (log_sigma[None, :] / spread_sd) ** 2)
 
 
-def _draw_breakpoints(rng, mu, sigma, logs, evidence, n_censored, floor):
+def _draw_breakpoints(rng, mu, sigma, logs, tail, n_censored, floor):
     """Index (among the candidates) of a breakpoint drawn from p(j | mu, sigma, data) for each (mu, sigma), by
     the largest of log p + Gumbel noise, in blocks (all draws at once would hold draws x candidates floats)."""
     pick = np.empty(mu.size, dtype=int)
-    rows = max(1, _BLOCK_CELLS // evidence.size)
+    rows = max(1, _BLOCK_CELLS // tail.size)
     for start in range(0, mu.size, rows):
         block = slice(start, start + rows)
-        joint = _breakpoint_log_joint_given_bulk(logs, evidence, mu[block, None], sigma[block, None], n_censored,
+        joint = _breakpoint_log_joint_given_bulk(logs, tail, mu[block, None], sigma[block, None], n_censored,
                                                  floor)
         pick[block] = np.argmax(joint + rng.gumbel(size=joint.shape), axis=-1)
     return pick

@@ -15,7 +15,7 @@ from hteval.compare import compare_fits, fit_models
 from hteval.layer_comparison import COMPARISON_TABLE, compare_layers
 from hteval.rowfile import read_table
 
-MODELS = ("powerlaw", "lognormal")
+MODELS = ("htmp-exact", "powerlaw", "lognormal")
 SETTINGS = {"chains": 2, "draws": 300, "warmup": 300, "max_draws": 1200, "seed": 3}
 
 
@@ -46,13 +46,18 @@ def test_every_layer_gets_the_row_of_its_own_comparison(run, capsys):
         doc = json.loads((out / "layers" / f"{layer}.comparison.json").read_text())
         assert doc["record"][names.NAME] == layer and row[names.STATUS] == names.STATUS_OK
         assert row[names.BEST] in MODELS and row[f"{names.WEIGHT}_{row[names.BEST]}"] == row[names.WEIGHT]
-    # the heavy layer, where both models converge, ranks exactly as a comparison of that layer alone
+        assert doc[names.BEST] == row[names.BEST] and doc[names.BEST_LOO] == row[names.BEST_LOO] != "htmp-exact"
+    # the heavy layer, where every model converges, ranks exactly as a comparison of that layer alone: by the
+    # evidence (best, runner-up, probabilities) and, among the iid models, by PSIS-LOO (best_loo, d_elpd, decisive)
     fits = fit_models(path, "heavy.weight", MODELS, **SETTINGS)
     assert all(f.converged for f in fits.values())
     alone, row = compare_fits(fits, seed=SETTINGS["seed"]), table.loc["heavy.weight"]
     assert row[names.BEST] == alone.best and row[names.RUNNER_UP] == alone.table.index[1]
-    assert row[names.D_ELPD] == pytest.approx(alone.table[names.D_ELPD].iloc[1], rel=1e-12)
-    assert row[names.DECISIVE] == alone.decisive_over(alone.table.index[1])
+    assert row[names.D_LOG_EVIDENCE] == pytest.approx(alone.table[names.D_LOG_EVIDENCE].iloc[1], rel=1e-12)
+    assert row[names.BEST_WIDE] == alone.best_wide and row[names.BEST_LOO] == alone.best_loo
+    loo_runner_up = next(m for m in ("powerlaw", "lognormal") if m != alone.best_loo)
+    assert row[names.D_ELPD] == pytest.approx(alone.table.loc[loo_runner_up, names.D_ELPD], rel=1e-12)
+    assert row[names.DECISIVE] == alone.decisive_over(loo_runner_up)
     assert sum(row[f"{names.WEIGHT}_{m}"] for m in MODELS) == pytest.approx(1.0)
     assert pd_isna(row[names.NOT_CONVERGED_MODELS])
 

@@ -197,7 +197,8 @@ def test_exact_log_posterior_is_the_numpyro_models(model, censored, monkeypatch)
     quadrature's log density over its two grid coordinates minus the numpyro model's log joint (w integrated out
     for the three-parameter models, on a fine rule in log w) is one constant, to 1e-6 (2e-3 for correlated-mp,
     whose density is interpolated in log x between Silverstein solves); with three eigenvalues censored at a floor
-    too (their log CDF there: deep in the lower tail, or the inverse model's upper tail)."""
+    too (their log CDF there: deep in the lower tail, or the inverse model's upper tail). That constant is what the
+    model's log evidence adds to the grid's total (the priors' and the likelihood's normalising constants)."""
     from numpyro.infer.util import log_density
 
     from hteval import quadrature
@@ -213,13 +214,14 @@ def test_exact_log_posterior_is_the_numpyro_models(model, censored, monkeypatch)
     real = quadrature.zoomed_grid
 
     def spy(log_density_fn, first, second, data=(), **kwargs):
-        captured.update(fn=lambda a, b: log_density_fn(a, b, *data), grid=real(log_density_fn, first, second, data,
-                                                                                 **kwargs))
-        return captured["grid"]
+        grid = real(log_density_fn, first, second, data, **kwargs)
+        if "grid" not in captured:  # the posterior's grid (a second one is the evidence's under wider priors)
+            captured.update(fn=lambda a, b: log_density_fn(a, b, *data), grid=grid)
+        return grid
 
     monkeypatch.setattr(quadrature, "zoomed_grid", spy)
-    module.posterior_draws(np.random.default_rng(0), rec.eigenvalues, chains=1, draws=100, gamma=rec.gamma,
-                           log_likelihood=False, **data)
+    _, _, returned = module.posterior_draws(np.random.default_rng(0), rec.eigenvalues, chains=1, draws=100,
+                                            gamma=rec.gamma, log_likelihood=False, **data)
     grid = captured["grid"]
     a = np.quantile(grid.first, [0.45, 0.55])
     b = np.quantile(grid.second, [0.45, 0.5, 0.55])
@@ -248,6 +250,9 @@ def test_exact_log_posterior_is_the_numpyro_models(model, censored, monkeypatch)
     difference = quadrature_values - reference
     tolerance = 2e-3 if model == "correlated-mp" else 1e-6
     assert np.ptp(difference) < tolerance, difference
+    # the log evidence adds to the grid's total exactly what its table leaves out of numpyro's log joint
+    constant = returned.evidence.log_evidence - returned.log_total
+    assert abs(np.mean(difference) + constant) < tolerance, (np.mean(difference), constant)
 
 
 def _nuts_spectrum(model):

@@ -175,7 +175,8 @@ def test_a_grid_that_fails_its_checks_makes_the_fit_unconverged(monkeypatch):
     x, _ = _pareto_over_lognormal(2, n=200)
     result = fit(x, model="powerlaw", gamma=0.5, chains=2, draws=500)
     assert result.converged and result.settings["sampler"] == powerlaw.SAMPLER
-    assert set(result.to_json()["diagnostics"]["quadrature"]) == {"grid_points", "edge_mass", "effective_cells"}
+    assert set(result.to_json()["diagnostics"]["quadrature"]) == {"grid_points", "edge_mass", "effective_cells",
+                                                                   "evidence"}
     monkeypatch.setattr(quadrature, "EDGE_MASS_MAX", 0.0)
     result = fit(x, model="powerlaw", gamma=0.5, chains=2, draws=500)
     assert not result.converged and any("quadrature" in r for r in result.diagnostics["reasons"])

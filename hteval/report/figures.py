@@ -347,9 +347,11 @@ def plot_comparison(comparison, out: Path, prob: float = 0.9) -> list[Path]:
 
 
 def _model_label(comparison, model):
+    """The model's name with its posterior probability from the exact evidence (names.WEIGHT)."""
     weight = comparison.table.loc[model, names.WEIGHT]
     flag = "" if comparison.table.loc[model, names.CONVERGED] else ", not converged"
-    return f"{_LABELS[model]} (w = {weight:.2f}{flag})"
+    probability = f"P = {weight:.2f}" if np.isfinite(weight) else "no evidence"
+    return f"{_LABELS[model]} ({probability}{flag})"
 
 
 def _comparison_density(comparison, path):
@@ -398,16 +400,34 @@ def _comparison_rank(comparison, path, prob):
 
 
 def _comparison_elpd(comparison, path):
+    """The evidence ranking (log evidence minus the best's, filled; with priors twice as wide, open) beside PSIS-LOO
+    among the iid models (ELPD minus the best iid model's, +- 1 se), best first by evidence."""
     table = comparison.table
-    fig, ax = subplots(figsize=(6.5, 0.45 * len(table) + 1.4), constrained_layout=True)
+    fig, (left, right) = subplots(1, 2, sharey=True, figsize=(8.5, 0.45 * len(table) + 1.6), constrained_layout=True)
     y = np.arange(len(table))[::-1]
-    ax.errorbar(table[names.D_ELPD], y, xerr=table[names.D_SE], fmt="o", color="k", ms=4, capsize=3)
-    ax.axvline(0, color="0.6", lw=0.8)
-    # a symmetric log axis keeps close models apart when one model is hundreds of units worse
-    ax.set_xscale("symlog", linthresh=max(1.0, 2.0 * float(np.median(table[names.D_SE]))))
-    ax.set_yticks(y, [_model_label(comparison, m) for m in table.index], fontsize=8)
-    ax.set_xlabel(r"$\Delta$ELPD (PSIS-LOO) relative to the best model, $\pm$ 1 se")
-    ax.set_title(f"{comparison.layer}: model comparison", fontsize=10)
+    wide = table[names.LOG_EVIDENCE_WIDE] - table[names.LOG_EVIDENCE_WIDE].max()
+    left.plot(table[names.D_LOG_EVIDENCE], y, "o", color="k", ms=4, label="priors as fitted")
+    left.plot(wide, y, "o", mfc="none", color="C0", ms=6, label="priors twice as wide")
+    right.errorbar(table[names.D_ELPD], y, xerr=table[names.D_SE], fmt="o", color="k", ms=4, capsize=3)
+    gaps = np.abs(table[names.D_LOG_EVIDENCE].to_numpy(dtype=float))
+    gaps = gaps[np.isfinite(gaps) & (gaps > 0)]
+    se = table[names.D_SE].to_numpy(dtype=float)
+    se = se[np.isfinite(se)]
+    # symmetric log axes keep close models apart when one model is hundreds of units worse; a power of ten as the
+    # linear part's end, reached into right of 0, keeps 0 and the first decade's tick apart
+    for ax, scale in ((left, float(gaps.min()) if gaps.size else 1.0),
+                      (right, 2.0 * float(np.median(se)) if se.size else 1.0)):
+        linear = 10.0 ** np.ceil(np.log10(max(1.0, scale)))
+        ax.set_xscale("symlog", linthresh=linear)
+        ax.set_xlim(right=linear)
+        ax.axvline(0, color="0.6", lw=0.8)
+    left.set_yticks(y, [_model_label(comparison, m) for m in table.index], fontsize=8)
+    left.set_title("exact evidence", fontsize=9)
+    left.set_xlabel("log evidence minus the best's")
+    right.set_title("PSIS-LOO, iid models", fontsize=9)
+    right.set_xlabel("ELPD minus the best's, ± 1 se")
+    left.legend(frameon=False, fontsize=7)
+    fig.suptitle(f"{comparison.layer}: model comparison, best first by exact evidence", fontsize=10)
     return _save(fig, path)
 
 
