@@ -60,8 +60,14 @@ def table_columns(models: Sequence[str]) -> list[str]:
             if p not in parameters:
                 parameters.append(p)
     return [*names.RECORD_FIELDS, names.MODEL, names.RANDOMIZED, *[f"{p}_{s}" for p in parameters for s in STATISTICS],
-            names.PPC_PVALUE, names.MISFIT, *_probability_columns(models), names.R_HAT, names.CONVERGED,
+            names.PPC_PVALUE, names.MISFIT, *_probability_columns(models), names.LOG_EVIDENCE,
+            *([names.BEST, names.WEIGHT] if len(models) > 1 else []), names.R_HAT, names.CONVERGED,
             names.DIVERGENCES, names.INTERVALS, names.STATUS, names.ERROR, names.SECONDS]
+
+
+def auto_models() -> list[str]:
+    """`--models auto`: the fast models drawn exactly (names.AUTO_MODEL_LIST), htmp-exact first."""
+    return list(names.AUTO_MODEL_LIST)
 
 
 def _probability_columns(models: Sequence[str]) -> list[str]:
@@ -97,9 +103,13 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DE
     None (the default) batches NUTS fits when JAX's backend is a GPU or TPU. svd: where singular values are
     computed (`iter_spectra`): "host" (LAPACK), "device" (JAX on its default device) or "auto", the device when
     JAX has a GPU (JAX is then imported; on a machine without one it is not). randomize also fits every layer's
-    element-shuffled copy (rows with randomized = True); hierarchical pools kappa across the converged layers
-    (`hteval.hierarchy`). The report (report.md and forest plots) is rewritten at the end of every run.
+    element-shuffled copy (rows with randomized = True); with two or more models (models="auto": `auto_models`)
+    each layer's rows get best and weight, the model of highest exact evidence and its probability; hierarchical
+    pools kappa across the converged layers that the model fits (`hteval.hierarchy`). The report (report.md and
+    forest plots) is rewritten at the end of every run.
     """
+    if models == names.AUTO_MODELS or list(models) == [names.AUTO_MODELS]:
+        models = auto_models()
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models:
         raise InputError(f"unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(MODELS)}")
@@ -139,9 +149,17 @@ def _fit_every_layer(spectra, models, rows, done, emit, exact: bool, figures, se
     models) or all spectra first, then the fits grouped by compiled program over worker processes (NUTS)."""
     tasks = _pending(spectra, models, rows, done, emit, order)
     if exact:
-        for item, model in tasks:
-            on_start(item.name, model)
-            emit(_fit_row(item, model, settings, out, figures))
+        # a layer's rows are written together, once its models' evidence says which is best
+        earlier = _earlier_evidence(rows.path) if len(models) > 1 else {}
+        for layer_tasks in _by_layer(tasks):
+            layer_rows = []
+            for item, model in layer_tasks:
+                on_start(item.name, model)
+                layer_rows.append(_fit_row(item, model, settings, out, figures))
+            if len(models) > 1:
+                _choose(layer_rows, earlier)
+            for row in layer_rows:
+                emit(row)
         return
     tasks = list(tasks)
     if accelerator if batched is None else batched:
@@ -170,6 +188,51 @@ def _pending(items, models, rows, done, emit, order: list[str]) -> Iterator[tupl
                 emit.skip()
             else:
                 yield item, model
+
+
+def _by_layer(tasks) -> Iterator[list[tuple[Any, str]]]:
+    """The (layer, model) tasks grouped by layer (they arrive layer by layer)."""
+    group: list[tuple[Any, str]] = []
+    for item, model in tasks:
+        if group and (group[0][0].name, group[0][0].randomized) != (item.name, item.randomized):
+            yield group
+            group = []
+        group.append((item, model))
+    if group:
+        yield group
+
+
+def _earlier_evidence(path: Path) -> dict[tuple[str, bool], dict[str, float]]:
+    """Log evidence of the rows a resumed run already has: (layer, randomized) -> {model: log evidence}."""
+    table = read_layer_table(path) if path.exists() else pd.DataFrame()
+    found: dict[tuple[str, bool], dict[str, float]] = {}
+    if table.empty or names.LOG_EVIDENCE not in table:
+        return found
+    for _, row in table[table[names.LOG_EVIDENCE].notna()].iterrows():
+        found.setdefault((row[names.NAME], bool(row[names.RANDOMIZED])), {})[row[names.MODEL]] = row[names.LOG_EVIDENCE]
+    return found
+
+
+def _choose(layer_rows: list[dict[str, Any]], earlier: dict) -> None:
+    """best and weight on every row of a layer: the model of highest exact evidence among its converged fits, and
+    its posterior probability among them (equal prior odds). No choice where fewer than two models have one."""
+    if not layer_rows:
+        return
+    first = layer_rows[0]
+    evidence = dict(earlier.get((first[names.NAME], bool(first[names.RANDOMIZED])), {}))
+    for row in layer_rows:
+        value = row.get(names.LOG_EVIDENCE)
+        if row.get(names.STATUS) == names.STATUS_OK and value is not None and np.isfinite(value):
+            evidence[row[names.MODEL]] = float(value)
+    if len(evidence) < 2:
+        return
+    models = list(evidence)
+    log_z = np.array([evidence[m] for m in models])
+    probability = np.exp(log_z - log_z.max())
+    probability /= probability.sum()
+    best = int(np.argmax(log_z))
+    for row in layer_rows:
+        row.update({names.BEST: models[best], names.WEIGHT: float(probability[best])})
 
 
 def _accelerator() -> bool:
@@ -310,6 +373,7 @@ def _result_row(result) -> dict[str, Any]:
         if p in result.draws:
             row.update(zip((f"{p}_{s}" for s in STATISTICS), median_and_interval(result.draws[p], result.prob),
                            strict=True))
+    row[names.LOG_EVIDENCE] = getattr(result, "evidence", {}).get(names.LOG_EVIDENCE, math.nan)
     row[names.PPC_PVALUE] = result.ppc_pvalue
     row[names.MISFIT] = result.misfit
     row.update({k: v for k, v in result.probabilities.items() if k in names.PROBABILITY_FIELDS})

@@ -230,7 +230,12 @@ def _compare_every_layer(args: argparse.Namespace, models: list[str]) -> int:
 
 
 def _model_list(text: str, at_least: int) -> list[str]:
-    """--models: comma-separated model names, each known, at least `at_least` of them."""
+    """--models: comma-separated model names, each known, at least `at_least` of them; "auto" (analyze): the
+    models compare uses by default, the layer's best chosen among them."""
+    if text.strip() == names.AUTO_MODELS:
+        from hteval.analyze import auto_models
+
+        return auto_models()
     models = [m.strip() for m in text.split(",") if m.strip()]
     if any(m not in names.MODEL_LABELS for m in models) or len(models) < at_least:
         need = "two or more" if at_least == 2 else "one or more"
@@ -265,7 +270,10 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--bundled", action="store_true",
                         help="use the installed all-MiniLM-L6-v2 checkpoint instead of PATH")
     parser.add_argument("--models", default=names.DEFAULT_MODEL,
-                        help="comma-separated models (default: %(default)s, whose intervals are calibrated)")
+                        help="comma-separated models (default: %(default)s, whose intervals are calibrated), or "
+                        f"'auto': {', '.join(names.AUTO_MODEL_LIST)}, all drawn exactly, with each layer's most "
+                        "probable model by exact evidence in layers.csv (best, weight); a few seconds a layer "
+                        "more. With two or more models every layer gets best and weight")
     parser.add_argument("--layers", metavar="PATTERN", help="glob pattern of tensor names, e.g. 'encoder.*'")
     parser.add_argument("--randomize", action="store_true",
                         help="also fit each layer's element-shuffled copy (seeded): the null model, rows with "

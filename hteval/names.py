@@ -75,6 +75,12 @@ DEFAULT_COMPARE_MODELS = ("htmp-exact", "mp", "htmp", "htmp-outliers", "inverse-
 #: the HTMP family: what a comparison that prefers one of them says about a layer
 HTMP_FAMILY = ("htmp-exact", "htmp", "htmp-outliers")
 
+#: `hteval analyze --models auto`: the fast models (exact draws in well under a second to a few seconds a layer:
+#: the HTMP family by its exact likelihood, MP, log-normal and the power-law tail), the best of each layer chosen
+#: by exact evidence (layers.csv's best and weight). The iid HTMP variants cost 2-15 s a layer: `hteval compare`.
+AUTO_MODELS = "auto"
+AUTO_MODEL_LIST = ("htmp-exact", "mp", "lognormal", "powerlaw")
+
 # Model comparison (comparison.json, comparison.csv).
 #: the exact log marginal likelihood of the layer's eigenvalues (every model by quadrature; orderings counted the
 #: same way for joint and iid likelihoods), and its difference from the best model's

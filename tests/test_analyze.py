@@ -57,6 +57,31 @@ def test_every_tensor_gets_a_row_and_each_fit_its_json(checkpoint, tmp_path):
                                                                                                           rel=0.05)
 
 
+def test_every_fit_has_its_goodness_of_fit(checkpoint, tmp_path):
+    table = analyze(checkpoint, tmp_path / "out", figures=False).set_index(names.NAME)
+    for layer in ("a.weight", "c.weight"):  # white Gaussian layers: HTMP fits them
+        row = table.loc[layer]
+        assert 0.0 <= row[names.PPC_PVALUE] <= 1.0 and row[names.MISFIT] == (row[names.PPC_PVALUE] < 0.01)
+        assert row[names.P_KAPPA_BELOW_10] <= 1.0 and np.isfinite(row[names.LOG_EVIDENCE])
+    assert names.BEST not in table  # one model: nothing to choose
+
+
+def test_models_auto_chooses_each_layers_model_by_evidence(checkpoint, tmp_path):
+    out = tmp_path / "out"
+    table = analyze(checkpoint, out, models="auto", figures=False)
+    fitted = table[table[names.MODEL].notna()]
+    assert set(fitted[names.MODEL]) == set(names.AUTO_MODEL_LIST)
+    for _, rows in fitted.groupby(names.NAME):
+        ok = rows[rows[names.STATUS] == names.STATUS_OK]
+        log_z = ok.set_index(names.MODEL)[names.LOG_EVIDENCE]
+        assert (rows[names.BEST] == log_z.idxmax()).all()
+        probability = np.exp(log_z.max() - np.logaddexp.reduce(log_z.to_numpy()))
+        assert rows[names.WEIGHT].to_numpy() == pytest.approx(probability)
+    # resuming computes nothing again and keeps the choice
+    again = analyze(checkpoint, out, models="auto", figures=False)
+    assert again[names.BEST].equals(table[names.BEST])
+
+
 def test_default_analysis_imports_no_jax_and_reads_ahead(checkpoint, tmp_path):
     """The exact default runs in numpy: a whole analysis, figures and report included, never imports JAX, numpyro
     or ArviZ (its spectra are read in a background thread meanwhile)."""
