@@ -230,7 +230,8 @@ def test_matches_simulated_spectra(nu):
     assert ks < 0.03
 
 
-@pytest.mark.parametrize(("gamma", "nu"), [(0.5, 0.7), (1.0, 1.3), (0.25, 0.05)])
+@pytest.mark.parametrize(("gamma", "nu"), [(0.5, 0.7), pytest.param(1.0, 1.3, marks=pytest.mark.slow),
+                                           pytest.param(0.25, 0.05, marks=pytest.mark.slow)])
 def test_gradients_match_finite_differences(gamma, nu):
     scale, m = 1.3, 384
     lo, hi = (float(v) for v in correlated_mp_support(gamma, nu, m))

@@ -48,8 +48,11 @@ def test_every_model_has_law_functions():
 
 # correlated-mp's density has its own normalisation, CDF and simulation checks (tests/test_correlated_mp.py);
 # through quad here it costs ~40 s, so it runs with the slow checks
-# htmp-exact's one-point law is HTMP's (its joint likelihood and sampler: tests/test_htmp_exact.py)
-@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.slow) if m in ("correlated-mp", "htmp-exact")
+# htmp-exact's one-point law is HTMP's (its joint likelihood and sampler: tests/test_htmp_exact.py); htmp-outliers
+# and inverse-htmp are HTMP's law mixed or inverted (their densities against mpmath: tests/test_htmp.py), so CI
+# checks HTMP's and they run with the slow checks
+@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.slow)
+                                   if m in ("correlated-mp", "htmp-exact", "htmp-outliers", "inverse-htmp")
                                    else m for m in sorted(DRAWS)])
 def test_law_normalised_cdf_consistent_draws_match(model):
     module, p, density, cdf = _law(model)
@@ -190,7 +193,7 @@ def _numpyro_sites(model, a, b):
 # the censored numpyro models of correlated-mp (~40 s to compile) and inverse-htmp run with the slow checks (the
 # inverse model's floor term is HTMP's upper-tail mass, checked against mpmath in test_htmp.py)
 @pytest.mark.parametrize("model, censored", [
-    pytest.param(m, c, marks=pytest.mark.slow) if c and m in ("correlated-mp", "inverse-htmp") else (m, c)
+    pytest.param(m, c, marks=pytest.mark.slow) if m == "correlated-mp" or (c and m == "inverse-htmp") else (m, c)
     for m in EXACT for c in (False, True)])
 def test_exact_log_posterior_is_the_numpyro_models(model, censored, monkeypatch):
     """What each model's exact sampler tabulates is the posterior NUTS samples: at points around the mode, the

@@ -149,6 +149,7 @@ def test_truncated_gamma_is_finite_where_the_law_underflows_the_prior_range():
     assert draws[1] == pytest.approx(ALPHA_MINUS_ONE_LOW, rel=0.01)
 
 
+@pytest.mark.slow
 def test_exact_draws_agree_with_nuts_on_the_numpyro_model():
     """posterior_draws (grid, closed forms) and NUTS on `powerlaw.model` target the same posterior: the exact
     draws' CDF at NUTS's 5/50/95% quantiles is within 4 Monte Carlo standard errors (NUTS's ESS) of 5/50/95%."""
