@@ -52,9 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_fit(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("fit", help="posterior of one ensemble model for one layer (NUTS)",
-                                 description="Fit HTMP (or inverse HTMP, MP) to one layer of a checkpoint, or to a "
-                                 "file of eigenvalues, and write summary.json and posterior.nc to --out.")
+    parser = commands.add_parser("fit", help="posterior of one ensemble model for one layer",
+                                 description="Fit one ensemble model (" + ", ".join(names.MODEL_LABELS) + "; default "
+                                 f"{names.DEFAULT_MODEL}) to one layer of a checkpoint, or to a file of eigenvalues: "
+                                 "exact independent draws where the model has them, NUTS otherwise. Writes to --out "
+                                 "summary.json (posterior summary, diagnostics, goodness of fit), posterior.nc (ArviZ "
+                                 "DataTree), esd.png, rank.png, trace.png and prior_predictive.png.")
     _add_source_and_sampler_options(parser)
     parser.add_argument("--model", default=names.DEFAULT_MODEL, choices=list(names.MODEL_LABELS),
                         help="ensemble model (default: %(default)s, whose intervals are calibrated)")
@@ -64,7 +67,10 @@ def _add_fit(commands: argparse._SubParsersAction) -> None:
 def _add_source_and_sampler_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by fit and compare: one layer (checkpoint + name, or raw eigenvalues) and the sampler."""
     parser.add_argument("path", nargs="?", type=Path, help="checkpoint file or directory")
-    parser.add_argument("--layer", help="layer name (required when the checkpoint has several)")
+    parser.add_argument("--bundled", action="store_true",
+                        help="use the installed all-MiniLM-L6-v2 checkpoint instead of PATH")
+    parser.add_argument("--layer", help="layer name (required when the checkpoint has several; "
+                        "`hteval esd PATH` lists them)")
     parser.add_argument("--eigenvalues", type=Path, help="file of eigenvalues instead of a checkpoint")
     parser.add_argument("--gamma", type=float, help="aspect ratio M/N of raw eigenvalues")
     parser.add_argument("--floor", type=float, help="censoring floor of raw eigenvalues (default: float64's)")
@@ -135,13 +141,13 @@ def _source(args: argparse.Namespace):
     """(source, layer) of fit and compare: a checkpoint and layer name, or a file of eigenvalues."""
     from hteval.io import read_eigenvalues
 
-    if args.eigenvalues is not None and args.path is not None:
-        raise InputError("give a checkpoint PATH or --eigenvalues FILE, not both")
+    if args.eigenvalues is not None and (args.path is not None or args.bundled):
+        raise InputError("give a checkpoint (PATH or --bundled) or --eigenvalues FILE, not both")
     if args.eigenvalues is not None:
         return read_eigenvalues(args.eigenvalues), args.layer or args.eigenvalues.stem
-    if args.path is not None:
-        return args.path, args.layer
-    raise InputError("give a checkpoint PATH or --eigenvalues FILE")
+    if args.path is not None or args.bundled:
+        return _checkpoint_path(args), args.layer
+    raise InputError("give a checkpoint PATH, --bundled or --eigenvalues FILE")
 
 
 def _add_compare(commands: argparse._SubParsersAction) -> None:
@@ -203,8 +209,10 @@ def _compare_every_layer(args: argparse.Namespace, models: list[str]) -> int:
 
     from hteval.layer_comparison import COMPARISON_TABLE, compare_layers
 
-    if args.path is None or args.eigenvalues is not None or args.layer is not None:
-        raise InputError("--layers compares the layers of a checkpoint PATH; give no --layer or --eigenvalues")
+    if (args.path is None and not args.bundled) or args.eigenvalues is not None or args.layer is not None:
+        raise InputError("--layers compares the layers of a checkpoint (PATH or --bundled); give no --layer or "
+                         "--eigenvalues")
+    args.path = _checkpoint_path(args)
     bar = tqdm(unit="layer", desc="layers")
 
     def progress(row, done, total):
@@ -337,7 +345,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     try:
         table = analyze(source, args.out, models, args.layers, workers=args.workers, on_row=progress,
-                        on_start=starting, **options)
+                        on_start=starting, label=_checkpoint_label(args), **options)
     finally:
         bar.close()
     counts = table[names.STATUS].value_counts().to_dict() if len(table) else {}
@@ -400,6 +408,13 @@ def cmd_esd(args: argparse.Namespace) -> int:
     results = list(iter_spectra(path, layers=args.layers, min_eigs=args.min_eigs, on_error=args.on_error))
     print(_as_json(results) if args.json else _as_table(results))
     return EXIT_OK
+
+
+def _checkpoint_label(args: argparse.Namespace) -> str:
+    """The checkpoint as the user named it (reports): the bundled network by name, a PATH as typed."""
+    if args.bundled:
+        return "all-MiniLM-L6-v2 (--bundled)"
+    return " ".join(str(p) for p in args.path) if isinstance(args.path, list) else str(args.path)
 
 
 def _checkpoint_path(args: argparse.Namespace) -> Path | list[Path]:

@@ -118,7 +118,8 @@ def layer_from_source(source, layer, gamma, floor) -> LayerSpectrum:
     if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
         layers = load_spectra(source, layers=[layer] if layer else None)
         if len(layers) != 1:
-            raise InputError(f"{len(layers)} layers found: choose one with layer=", source=str(source))
+            raise InputError(f"{len(layers)} layers found: choose one with --layer (Python: layer=); "
+                             f"`hteval esd {source}` lists them", source=str(source))
         return layers[0]
     array = np.asarray(source)
     if array.ndim == 1:

@@ -164,6 +164,7 @@ def iter_spectra(path: str | Path, *, layers: str | Sequence[str] | None = None,
 
     def chosen() -> Iterator[NamedTensor]:
         for tensor in iter_tensors(path):
+            tally.every_name.append(tensor.name)
             if selected(tensor.name):
                 tally.add(tensor)
                 yield tensor
@@ -532,24 +533,36 @@ class _Tally:
 
     names: list[str] = field(default_factory=list)
     kinds: Counter = field(default_factory=Counter)
+    every_name: list[str] = field(default_factory=list)  # selected or not: what a missing name is compared with
 
     def add(self, tensor: NamedTensor) -> None:
         self.names.append(tensor.name)
         self.kinds[_kind(tensor)] += 1
 
     def check(self, source: str, layers: str | Sequence[str] | None) -> None:
-        if not self.names:
-            raise InputError("no tensors" + (f" match layers={layers!r}" if layers is not None else ""),
-                             source=source)
         if layers is not None and not isinstance(layers, str):
             seen = set(self.names)
             missing = [name for name in layers if name not in seen]
             if missing:
-                raise InputError(f"layers not found: {', '.join(missing)}", source=source)
+                raise InputError(f"layer{'s' * (len(missing) > 1)} not found: {', '.join(missing)}"
+                                 f"{self._suggestions(missing)}; `hteval esd {source}` lists every tensor",
+                                 source=source)
+        if not self.names:
+            raise InputError("no tensors" + (f" match layers={layers!r}" if layers is not None else ""),
+                             source=source)
         if not self.kinds["weight"]:
             found = ", ".join(f"{n} {kind}" for kind, n in self.kinds.items())
             raise InputError(f"no 2-D floating-point weights among {len(self.names)} tensors ({found})",
                              source=source)
+
+
+    def _suggestions(self, missing: list[str]) -> str:
+        """' (closest: a, b)' for the names nearest the missing ones, or nothing."""
+        import difflib
+
+        close = dict.fromkeys(m for name in missing
+                              for m in difflib.get_close_matches(name, self.every_name, n=3, cutoff=0.5))
+        return f" (closest: {', '.join(close)})" if close else ""
 
 
 def _kind(tensor: NamedTensor) -> str:

@@ -160,7 +160,9 @@ def test_analyze_command(checkpoint, tmp_path, capsys):
     assert str(out / LAYER_TABLE) in printed and str(out / "report.md") in printed
     assert (out / "layers" / "a.weight.htmp-exact.esd.png").stat().st_size > 10_000  # the default model
     assert set(table[names.INTERVALS].dropna()) == {names.INTERVALS_CALIBRATED}
-    assert "Intervals of htmp-exact: calibrated" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "Intervals of htmp-exact: calibrated" in report
+    assert report.splitlines()[0] == f"# hteval analyze: {checkpoint}"  # the checkpoint as the user named it
     assert main(["analyze", str(checkpoint), "--models", "nope", "--out", str(out)]) == 2
 
 

@@ -115,3 +115,20 @@ def test_import_and_help_load_no_heavy_library(code):
     probe += f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
+@pytest.mark.parametrize("command", ["fit", "compare"])
+def test_fit_and_compare_take_bundled_and_suggest_the_closest_layers(command, tmp_path, capsys):
+    argv = [command, "--bundled", "--layer", "encoder.layer.2.intermediate.dense", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "layer not found: encoder.layer.2.intermediate.dense" in err
+    assert "closest: encoder.layer.2.intermediate.dense.bias, encoder.layer.2.intermediate.dense.weight" in err
+    assert "`hteval esd " in err and "lists every tensor" in err
+
+
+def test_fit_takes_a_checkpoint_or_eigenvalues_not_both(tmp_path, capsys):
+    np.save(tmp_path / "e.npy", np.arange(1.0, 40.0))
+    argv = ["fit", "--bundled", "--eigenvalues", str(tmp_path / "e.npy"), "--gamma", "0.5", "--out", str(tmp_path)]
+    assert main(argv) == 2 and "not both" in capsys.readouterr().err
+

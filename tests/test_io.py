@@ -128,7 +128,7 @@ def test_layer_selection(tmp_path):
         ("head.weight", gaussian(32, 16, seed=2))])
     assert names_of(path, layers="enc.*") == ["enc.0.weight", "enc.1.weight"]
     assert names_of(path, layers=["head.weight", "enc.0.weight"]) == ["enc.0.weight", "head.weight"]
-    with pytest.raises(InputError, match="layers not found: nope"):
+    with pytest.raises(InputError, match="layer not found: nope"):
         hteval.load_spectra(path, layers=["head.weight", "nope"])
     with pytest.raises(InputError, match="no tensors match layers='dec.*'"):
         hteval.load_spectra(path, layers="dec.*")
