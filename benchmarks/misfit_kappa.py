@@ -41,14 +41,12 @@ def censored_above(layer, fraction: float):
 def rank_profile(result) -> list[float]:
     """Mean envelope z-score of each decile of ranks (smallest first): where the model misses the spectrum."""
     layer = result.layer
-    draws = goodness_of_fit._thinned(result.draws, goodness_of_fit.REPLICATES, 0)
+    draws = goodness_of_fit.thinned_draws({k: result.draws[k] for k in ("kappa", "scale")},
+                                          goodness_of_fit.REPLICATES)
     reps = goodness_of_fit.replicate_spectra(np.random.default_rng(0), layer.M, layer.gamma, draws["kappa"],
                                              draws["scale"], n_slices=layer.n_slices)
     observed = np.concatenate([np.zeros(layer.n_censored), layer.eigenvalues])
-    level = max(layer.floor if layer.n_censored else 0.0, goodness_of_fit.ROUNDING * float(observed.max()))
-    y, r = np.log(np.maximum(observed, level)), np.log(np.maximum(reps, level))
-    spread = np.maximum(r.std(axis=0), goodness_of_fit.SPREAD_FLOOR * np.median(r.std(axis=0)))
-    z = (y - r.mean(axis=0)) / spread
+    z = goodness_of_fit.rank_scores(observed, reps, floor=layer.floor if layer.n_censored else 0.0)
     return [float(np.mean(z[d])) for d in np.array_split(np.arange(z.size), 10)]
 
 

@@ -30,6 +30,7 @@ import pandas as pd
 
 from hteval import calibration, names
 from hteval.errors import HtevalError, InputError
+from hteval.evidence import model_probabilities
 from hteval.infer import fit
 from hteval.layer_order import network_order
 from hteval.models import MODELS
@@ -228,8 +229,7 @@ def _choose(layer_rows: list[dict[str, Any]], earlier: dict) -> None:
         return
     models = list(evidence)
     log_z = np.array([evidence[m] for m in models])
-    probability = np.exp(log_z - log_z.max())
-    probability /= probability.sum()
+    probability = model_probabilities(log_z)
     best = int(np.argmax(log_z))
     for row in layer_rows:
         row.update({names.BEST: models[best], names.WEIGHT: float(probability[best])})
@@ -373,7 +373,7 @@ def _result_row(result) -> dict[str, Any]:
         if p in result.draws:
             row.update(zip((f"{p}_{s}" for s in STATISTICS), median_and_interval(result.draws[p], result.prob),
                            strict=True))
-    row[names.LOG_EVIDENCE] = getattr(result, "evidence", {}).get(names.LOG_EVIDENCE, math.nan)
+    row[names.LOG_EVIDENCE] = result.evidence.get(names.LOG_EVIDENCE, math.nan)
     row[names.PPC_PVALUE] = result.ppc_pvalue
     row[names.MISFIT] = result.misfit
     row.update({k: v for k, v in result.probabilities.items() if k in names.PROBABILITY_FIELDS})

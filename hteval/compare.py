@@ -37,9 +37,11 @@ from scipy.special import logsumexp
 
 from hteval import calibration, names
 from hteval.errors import InputError
+from hteval.evidence import model_probabilities
+from hteval.goodness_of_fit import ppc_pvalue
 from hteval.infer import FitResult, fit, layer_from_source
 from hteval.models import MODELS
-from hteval.predictive import add_posterior_predictive, ks_pvalue
+from hteval.predictive import add_posterior_predictive
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +130,7 @@ def compare_fits(fits: dict[str, FitResult], *, ppc_draws: int = 200, seed: int 
     notes += [f"{m}: not converged ({'; '.join(r.diagnostics['reasons'])})" for m, r in fits.items()
               if not r.converged]
     out = _evidence_table(fits).join(loo_table)
-    out[names.PPC_PVALUE] = pd.Series({m: _ppc_pvalue(r, ppc_draws, seed) for m, r in fits.items()})
+    out[names.PPC_PVALUE] = pd.Series({m: ppc_pvalue(r, seed, ppc_draws) for m, r in fits.items()})
     out[names.CONVERGED] = pd.Series({m: r.converged for m, r in fits.items()})
     out = out.sort_values([names.LOG_EVIDENCE, names.ELPD_LOO], ascending=False, na_position="last")
     out.index.name = "name"
@@ -152,7 +154,7 @@ def _evidence_table(fits: dict[str, FitResult]) -> pd.DataFrame:
     wide = pd.Series({m: r.evidence.get(names.LOG_EVIDENCE_WIDE, math.nan) for m, r in fits.items()}, dtype=float)
     finite = np.isfinite(log_z)
     d_log_z = log_z - (log_z[finite].max() if finite.any() else math.nan)
-    weight = np.exp(log_z - logsumexp(log_z[finite])) if finite.any() else log_z * math.nan
+    weight = pd.Series(model_probabilities(log_z.to_numpy()), index=log_z.index)
     return pd.DataFrame({names.LOG_EVIDENCE: log_z, names.D_LOG_EVIDENCE: d_log_z, names.WEIGHT: weight,
                          names.LOG_EVIDENCE_WIDE: wide})
 
@@ -180,18 +182,6 @@ def _loo_table(fits: dict[str, FitResult]) -> tuple[pd.DataFrame, list[str]]:
                         names.D_SE: table["dse"], names.STACKING_WEIGHT: table["weight"],
                         names.PARETO_K_BAD: pd.Series(bad_k)}, index=list(loo), columns=list(_LOO_COLUMNS))
     return out.astype(float), notes
-
-
-def _ppc_pvalue(result: FitResult, draws: int, seed: int) -> float:
-    """The KS posterior predictive p-value of an iid model; htmp-exact's check replicates whole spectra
-    (`hteval.goodness_of_fit`, NaN where that module is not installed)."""
-    if result.model != "htmp-exact":
-        return ks_pvalue(result, draws, seed)
-    try:
-        from hteval.goodness_of_fit import ppc_pvalue
-    except ImportError:
-        return math.nan
-    return float(ppc_pvalue(result, seed=seed))
 
 
 def _ranking_notes(comparison: Comparison) -> list[str]:

@@ -65,6 +65,14 @@ class Evidence:
                 "wide_method": self.wide_method, "wide_ess": self.wide_ess}
 
 
+def model_probabilities(log_evidence: np.ndarray) -> np.ndarray:
+    """Posterior probabilities of models from their log evidence with equal prior odds, among the models whose
+    evidence is finite (NaN for one without; all NaN where none has one)."""
+    log_z = np.asarray(log_evidence, dtype=np.float64)
+    finite = np.isfinite(log_z)
+    return np.exp(log_z - logsumexp(log_z[finite])) if finite.any() else np.full_like(log_z, math.nan)
+
+
 def normal_log_constant(sd: float) -> float:
     """log of a normal density's normalising constant, 1 / (sd sqrt(2 pi)): what -(x - m)^2 / (2 sd^2) lacks."""
     return -math.log(sd) - _HALF_LOG_TWO_PI

@@ -53,16 +53,12 @@ OFFSET = 1e-3
 SPREAD_FLOOR = 0.01
 
 
-def misfit(p_value: float) -> bool:
-    """Whether a p-value says the model does not fit (NaN: no check, not a misfit)."""
-    return bool(p_value < names.MISFIT_LEVEL)
-
-
-def ppc_pvalue(result, seed: int = 0) -> float:
-    """The posterior predictive p-value of a fit: exact replicate spectra for htmp-exact, KS for the iid models."""
+def ppc_pvalue(result, seed: int = 0, draws: int = 200) -> float:
+    """The posterior predictive p-value of a fit: exact replicate spectra for htmp-exact, KS over `draws`
+    posterior draws for the iid models."""
     if result.model == "htmp-exact":
         return exact_ppc(result, seed=seed).p_value
-    return ks_pvalue(result, seed=seed)
+    return ks_pvalue(result, draws, seed)
 
 
 class ExactCheck:
@@ -76,16 +72,11 @@ class ExactCheck:
     def p_value(self) -> float:
         return _tail_probability(self.observed, self.replicates)
 
-    @property
-    def exceeded(self) -> int:
-        """How many replicates are at least as far from the others as the observed spectrum is."""
-        return int(np.sum(self.replicates >= self.observed))
-
 
 def exact_ppc(result, *, replicates: int = REPLICATES, seed: int = 0) -> ExactCheck:
     """The exact posterior predictive check of an `htmp-exact` fit (see the module docstring)."""
     layer = result.layer
-    draws = _thinned(result.draws, replicates, seed)
+    draws = thinned_draws({k: result.draws[k] for k in ("kappa", "scale")}, replicates, seed)
     rng = np.random.default_rng([seed, 0x9E37])
     observed = np.concatenate([np.zeros(layer.n_censored), np.sort(layer.eigenvalues)])
     floor = layer.floor if layer.n_censored else 0.0
@@ -101,10 +92,10 @@ def exact_ppc(result, *, replicates: int = REPLICATES, seed: int = 0) -> ExactCh
     return check
 
 
-def _thinned(draws: dict, n: int, seed: int) -> dict[str, np.ndarray]:
-    """n posterior draws spread evenly over the chains' draws, offset by the seed."""
-    flat = {k: np.asarray(draws[k]).reshape(-1) for k in ("kappa", "scale")}
-    total = flat["kappa"].size
+def thinned_draws(sites: dict[str, np.ndarray], n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """n draws of each site (chains pooled), spread evenly over them; `seed` picks the offset."""
+    flat = {k: np.asarray(v).reshape(-1) for k, v in sites.items()}
+    total = next(iter(flat.values())).size
     idx = (np.linspace(0, total - 1, n).astype(int) + seed) % total
     return {k: v[idx] for k, v in flat.items()}
 
@@ -113,18 +104,17 @@ def replicate_spectra(rng: np.random.Generator, m: int, gamma: float, kappa: np.
                       n_slices: int = 1) -> np.ndarray:
     """One exact HTMP spectrum of n_slices x m eigenvalues per (kappa, scale), each sorted: (len(kappa), n_slices m).
 
-    The beta-Laguerre ensemble with beta = kappa / m by the Dumitriu-Edelman bidiagonal model, as
+    The beta-Laguerre ensemble with beta = kappa / m by the Dumitriu-Edelman bidiagonal model of
     `hteval.sampling.sample_htmp_spectrum`, with the chi-square draws of all replicates at once and LAPACK's
     dsterf (eigenvalues only) on each tridiagonal.
     """
     from scipy.linalg.lapack import dsterf
 
+    from hteval.sampling import bidiagonal_squares
+
     kappa = np.repeat(np.asarray(kappa, dtype=np.float64), n_slices)
     scale = np.repeat(np.asarray(scale, dtype=np.float64), n_slices)
-    i = np.arange(m, dtype=np.float64)
-    beta = (kappa / m)[:, None]
-    x2 = rng.gamma(beta * (m / gamma - i) / 2.0, 2.0)
-    y2 = rng.gamma(beta * (m - 1.0 - i[:-1]) / 2.0, 2.0)
+    x2, y2 = bidiagonal_squares(rng, m, gamma, kappa[:, None])
     diagonal = x2.copy()
     diagonal[:, 1:] += y2
     off_diagonal = np.sqrt(x2[:, :-1] * y2)
@@ -143,11 +133,7 @@ def replicate_spectra(rng: np.random.Generator, m: int, gamma: float, kappa: np.
 def envelope_check(observed: np.ndarray, spectra: np.ndarray, *, floor: float = 0.0) -> ExactCheck:
     """The envelope distance of the observed sorted spectrum from replicate spectra (R, n), and each replicate's
     distance from the other replicates; values at or below max(floor, rounding level) count as that level."""
-    observed = np.sort(np.asarray(observed, dtype=np.float64))
-    level = max(floor, ROUNDING * float(observed[-1]))
-    offset = OFFSET * float(np.mean(np.maximum(observed, level)))
-    y = np.log(np.maximum(observed, level) + offset)
-    reps = np.log(np.maximum(spectra, level) + offset)
+    y, reps = _log_spectra(observed, spectra, floor)
     r = reps.shape[0]
     total, squares = reps.sum(axis=0), np.square(reps).sum(axis=0)
     observed_distance = _distance(y, total / r, squares / r)
@@ -158,13 +144,34 @@ def envelope_check(observed: np.ndarray, spectra: np.ndarray, *, floor: float = 
     return ExactCheck(observed_distance, replicate_distances)
 
 
-def _distance(y, mean, second_moment):
-    """mean over ranks of ((y - mean) / sd)^2. A rank's sd counts as at least SPREAD_FLOOR times the median sd
-    over ranks: ranks that (nearly) every replicate puts at the same value (censored, or below the rounding
-    level) would otherwise turn one replicate's difference there into an unbounded distance."""
+def rank_scores(observed: np.ndarray, spectra: np.ndarray, *, floor: float = 0.0) -> np.ndarray:
+    """Per rank, the observed spectrum's z-score against the replicates, as the distance reads it: where the
+    model misses the spectrum (`benchmarks/misfit_kappa.py`)."""
+    y, reps = _log_spectra(observed, spectra, floor)
+    return _scores(y, reps.mean(axis=0), np.square(reps).mean(axis=0))
+
+
+def _log_spectra(observed, spectra, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted observed spectrum and the replicates (R, n) as the distance reads them: log(x + OFFSET x mean),
+    values at or below max(floor, rounding level) counted as that level."""
+    observed = np.sort(np.asarray(observed, dtype=np.float64))
+    level = max(floor, ROUNDING * float(observed[-1]))
+    offset = OFFSET * float(np.mean(np.maximum(observed, level)))
+    return np.log(np.maximum(observed, level) + offset), np.log(np.maximum(spectra, level) + offset)
+
+
+def _scores(y, mean, second_moment):
+    """(y - mean) / sd per rank. A rank's sd counts as at least SPREAD_FLOOR times the median sd over ranks:
+    ranks that (nearly) every replicate puts at the same value (censored, or below the rounding level) would
+    otherwise turn one replicate's difference there into an unbounded distance."""
     spread = np.sqrt(np.maximum(second_moment - np.square(mean), 0.0))
     least = SPREAD_FLOOR * np.median(spread, axis=-1, keepdims=True) + 1e-12
-    return np.mean(np.square((y - mean) / np.maximum(spread, least)), axis=-1)
+    return (y - mean) / np.maximum(spread, least)
+
+
+def _distance(y, mean, second_moment):
+    """mean over ranks of the squared scores (`_scores`)."""
+    return np.mean(np.square(_scores(y, mean, second_moment)), axis=-1)
 
 
 def _tail_probability(observed: float, replicates: np.ndarray) -> float:
@@ -184,32 +191,44 @@ def _tail_probability(observed: float, replicates: np.ndarray) -> float:
 
 
 def ks_pvalue(result, n: int = 200, seed: int = 0) -> float:
-    """Posterior predictive p-value of the KS distance of an iid model (see `hteval.predictive.ks_pvalue`).
+    """Posterior predictive p-value of the KS distance (a discrepancy: it depends on the parameters too).
 
-    Numpy when the model gives its CDF over a batch of draws (`batch_cdf`: every model hteval ships), so the
-    check loads no JAX; otherwise the compiled path of `hteval.predictive`.
+    For each draw theta: D(y, theta) between the observed ESD and F_theta, against D(y_rep, theta) for a
+    replicate y_rep drawn from theta; p = P(D(y_rep) >= D(y)). A replicate drawn by inverting F_theta has
+    F_theta(y_rep) = uniforms, so D(y_rep, theta) follows the one-sample KS law of n_eigs points whatever theta
+    is, and its tail probability is exact (scipy's kstwo): p is the posterior mean of kstwo.sf(D(y, theta)).
+    Near 0 means the observed ESD is further from the model than the model's own spectra ever are. Replicates
+    are iid, so p is about the shape of the ESD, not about eigenvalue repulsion.
+
+    In numpy where the model gives its CDF over a batch of draws (`batch_cdf`: every model hteval ships) and the
+    fit keeps its draws and spectrum, so the check loads no JAX; otherwise by `hteval.predictive`'s compiled laws.
     """
     from scipy.stats import kstwo
 
     from hteval.models import MODELS
 
     module = MODELS[result.model]
-    if not hasattr(module, "batch_cdf") or not getattr(result, "draws", None):
-        from hteval.predictive import ks_pvalue as compiled_ks_pvalue
+    if hasattr(module, "batch_cdf") and getattr(result, "draws", None) and result.layer is not None:
+        draws = thinned_draws({k: result.draws[k] for k in module.LAW_SITES}, n, seed)
+        observed = np.sort(np.asarray(result.layer.eigenvalues, dtype=np.float64))
+        context = {"gamma": float(result.record[names.GAMMA]), "m": int(result.record[names.M]),
+                   "scale_ref": float(np.mean(observed))}
+        cdf = module.batch_cdf(observed, draws, **context)
+    else:
+        from hteval.predictive import law_cdf
 
-        return compiled_ks_pvalue(result, n, seed)
-    flat = {k: np.asarray(result.draws[k]).reshape(-1) for k in module.LAW_SITES}
-    total = next(iter(flat.values())).size
-    idx = (np.linspace(0, total - 1, n).astype(int) + seed) % total
-    draws = {k: v[idx] for k, v in flat.items()}
-    observed = np.sort(np.asarray(result.layer.eigenvalues, dtype=np.float64))
-    context = {"gamma": float(result.record[names.GAMMA]), "m": int(result.record[names.M]),
-               "scale_ref": float(np.mean(observed))}
-    cdf = np.asarray(module.batch_cdf(observed, draws, **context))
-    k = observed.size
-    distance = np.maximum((np.arange(1, k + 1) / k - cdf).max(axis=-1), (cdf - np.arange(k) / k).max(axis=-1))
-    return float(np.mean(kstwo.sf(distance, k)))
+        observed, cdf = law_cdf(result, n, seed)
+    return float(np.mean(kstwo.sf(ks_distance(observed, cdf), observed.size)))
 
 
-__all__ = ["REPLICATES", "ExactCheck", "envelope_check", "exact_ppc", "ks_pvalue", "misfit", "ppc_pvalue",
-           "replicate_spectra"]
+def ks_distance(sorted_x, cdf):
+    """KS distance between the empirical CDF of sorted_x and a model CDF given at those points, per draw."""
+    cdf = np.asarray(cdf)
+    n = np.shape(sorted_x)[-1]
+    upper = np.arange(1, n + 1) / n - cdf
+    lower = cdf - np.arange(n) / n
+    return np.maximum(upper.max(axis=-1), lower.max(axis=-1))
+
+
+__all__ = ["REPLICATES", "ExactCheck", "envelope_check", "exact_ppc", "ks_distance", "ks_pvalue", "ppc_pvalue",
+           "rank_scores", "replicate_spectra", "thinned_draws"]

@@ -3,7 +3,7 @@
 The prior predictive check asks whether the priors of `hteval.models.priors` put mass on spectra like the
 observed one before seeing it (they are scale-free: centred on the ESD's mean); the posterior predictive check
 asks whether the fitted model reproduces it, the upper tail above all (`hteval.report.figures.plot_rank`), and
-`ks_pvalue` turns that into a posterior predictive p-value.
+`hteval.goodness_of_fit.ks_pvalue` (also importable from here) turns that into a posterior predictive p-value.
 
 Each model module gives its one-eigenvalue law for a parameter draw (`log_density`, `log_cdf`, `draw`; see
 `hteval.models`), so nothing here knows a model by name. A module may also give the law for a whole batch of draws
@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
+from hteval.goodness_of_fit import ks_pvalue, thinned_draws  # noqa: F401 (ks_pvalue: its earlier home)
 from hteval.models import MODELS
 
 
@@ -46,10 +47,7 @@ def _posterior_site(result, name: str) -> np.ndarray:
 
 def parameter_draws(result, n: int, seed: int = 0) -> dict[str, np.ndarray]:
     """n posterior draws (chains pooled, thinned evenly; `seed` picks the offset) of the model's law parameters."""
-    flat = {k: _posterior_site(result, k).reshape(-1) for k in MODELS[result.model].LAW_SITES}
-    total = next(iter(flat.values())).size
-    idx = (np.linspace(0, total - 1, n).astype(int) + seed) % total
-    return {k: v[idx] for k, v in flat.items()}
+    return thinned_draws({k: _posterior_site(result, k) for k in MODELS[result.model].LAW_SITES}, n, seed)
 
 
 def _law(model: str, what: str, context: dict):
@@ -103,39 +101,17 @@ def predictive_spectra(result, n: int = 100, seed: int = 0) -> np.ndarray:
                               result.record["n_eigs"], seed)
 
 
-def _ks_distance(sorted_x, cdf):
-    """KS distance between the empirical CDF of sorted_x and a model CDF given at those points (numpy: a few
-    array operations, not worth compiling)."""
-    cdf = np.asarray(cdf)
-    n = np.shape(sorted_x)[-1]
-    upper = np.arange(1, n + 1) / n - cdf
-    lower = cdf - np.arange(n) / n
-    return np.maximum(upper.max(axis=-1), lower.max(axis=-1))
-
-
-def ks_pvalue(result, n: int = 200, seed: int = 0) -> float:
-    """Posterior predictive p-value of the KS distance (a discrepancy: it depends on the parameters too).
-
-    For each draw theta: D(y, theta) between the observed ESD and F_theta, against D(y_rep, theta) for a
-    replicate y_rep drawn from theta; p = P(D(y_rep) >= D(y)). A replicate drawn by inverting F_theta has
-    F_theta(y_rep) = uniforms, so D(y_rep, theta) follows the one-sample KS law of n_eigs points whatever theta
-    is, and its tail probability is exact (scipy's kstwo): p is the posterior mean of kstwo.sf(D(y, theta)).
-    Near 0 means the observed ESD is further from the model than the model's own spectra ever are. Replicates
-    are iid, so p is about the shape of the ESD, not about eigenvalue repulsion.
-    """
-    from scipy.stats import kstwo
-
+def law_cdf(result, n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted observed eigenvalues and the model's CDF there for n posterior draws, (n, n_eigs): what the KS
+    p-value (`hteval.goodness_of_fit.ks_pvalue`) reads where its numpy path does not apply."""
     draws = parameter_draws(result, n, seed)
     observed = np.sort(_observed(result))
     module = MODELS[result.model]
     if hasattr(module, "batch_cdf"):
-        cdf = module.batch_cdf(observed, draws, **_context(result))
-    elif hasattr(module, "cdf"):  # the absolute accuracy of a plain CDF is all KS needs, and it is cheaper
-        cdf = _law(result.model, "cdf", _context(result))(jnp.asarray(observed), draws)
-    else:
-        cdf = jnp.exp(_law(result.model, "log_cdf", _context(result))(jnp.asarray(observed), draws))
-    d_obs = _ks_distance(observed, cdf)
-    return float(np.mean(kstwo.sf(d_obs, observed.size)))
+        return observed, np.asarray(module.batch_cdf(observed, draws, **_context(result)))
+    if hasattr(module, "cdf"):  # the absolute accuracy of a plain CDF is all KS needs, and it is cheaper
+        return observed, np.asarray(_law(result.model, "cdf", _context(result))(jnp.asarray(observed), draws))
+    return observed, np.exp(np.asarray(_law(result.model, "log_cdf", _context(result))(jnp.asarray(observed), draws)))
 
 
 def prior_draws(model: str, rec, n: int = 200, seed: int = 0) -> dict[str, np.ndarray]:

@@ -52,8 +52,9 @@ def _chi2(rng: np.random.Generator, df: np.ndarray) -> np.ndarray:
     return rng.gamma(df / 2.0, 2.0)
 
 
-def _bidiagonal_squares(rng: np.random.Generator, m: int, gamma: float, kappa: float):
-    """Squares x_i^2, y_i^2 of the Dumitriu-Edelman bidiagonal B with Dyson index beta = kappa / m."""
+def bidiagonal_squares(rng: np.random.Generator, m: int, gamma: float, kappa):
+    """Squares x_i^2, y_i^2 of the Dumitriu-Edelman bidiagonal B with Dyson index beta = kappa / m; kappa an
+    array of shape (R, 1) gives R independent matrices, rows of (R, m) and (R, m - 1)."""
     beta = kappa / m
     i = np.arange(m, dtype=np.float64)
     x2 = _chi2(rng, beta * (m / gamma - i))  # df = kappa/gamma - kappa i/m > 0 since m/gamma >= m > i
@@ -127,7 +128,7 @@ def sample_htmp_spectrum(
     kappa = _check_positive("kappa", kappa)
     scale = _check_positive("scale", scale)
     rng = _as_generator(seed)
-    x2, y2 = _bidiagonal_squares(rng, m, gamma, kappa)
+    x2, y2 = bidiagonal_squares(rng, m, gamma, kappa)
     return scale * gamma * _tridiagonal_eigenvalues(x2, y2) / kappa
 
 
