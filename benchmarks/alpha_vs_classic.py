@@ -1,4 +1,4 @@
-"""The power-law model's alpha posterior against the incumbent's KS-xmin point estimate, on real layers (issue 4).
+"""The power-law model's alpha posterior against the incumbent's KS-xmin point estimate, on real layers.
 
 For each bundled MiniLM layer (or --layers), the classic estimate (hteval.classic) is computed on the full
 spectrum and again with the top one and the top two eigenvalues removed; its spread over those three is the

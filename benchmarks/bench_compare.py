@@ -1,4 +1,4 @@
-"""Wall time of comparing every ensemble model on one 384-eigenvalue layer (issue 4), per model and in total.
+"""Wall time of comparing every ensemble model on one 384-eigenvalue layer, per model and in total.
 
 Run: python benchmarks/bench_compare.py [--m 384] [--models mp,htmp,...] [--chains 4 --draws 1000] [--sampler nuts]
 The spectrum is an exact finite-size HTMP sample (kappa 2, gamma 0.5). Times include compilation (run it in a

@@ -1,4 +1,4 @@
-"""Cost of the correlated Marchenko-Pastur model (issue 4): its density's value and gradient, and one fit.
+"""Cost of the correlated Marchenko-Pastur model: its density's value and gradient, and one fit.
 
 Run: python benchmarks/bench_correlated.py [--m 384] [--nu 1.0] [--gamma 0.5] [--chains 4 --draws 1000]
                                            [--sampler nuts] [--skip-gradient]

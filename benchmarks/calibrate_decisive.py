@@ -1,4 +1,4 @@
-"""Calibrate the "decisive" threshold of `hteval compare` on exact simulated spectra (issue 4).
+"""Calibrate the "decisive" threshold of `hteval compare` on exact simulated spectra.
 
 PSIS-LOO's standard error of an elpd difference treats the pointwise terms as independent, but the eigenvalues of
 one matrix repel. For each scenario this script simulates spectra from a known ensemble, fits the true model and

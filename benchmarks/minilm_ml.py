@@ -3,7 +3,7 @@
 Run: python benchmarks/minilm_ml.py [--layers NAME ...] [--chains 4 --draws 1000]
 The ML fit maximises the same censored iid HTMP likelihood with scipy's L-BFGS-B over (log kappa, log scale) from
 a grid of starts, so it shares the density but nothing of the sampler. Prints, per layer, the posterior median and
-sd of kappa, the ML kappa, and whether |median - ML| <= sd (issue 3), then a count.
+sd of kappa, the ML kappa, and whether |median - ML| <= sd, then a count.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Parameter recovery of the HTMP fit on exact finite-size samples (issue 3's grid).
+"""Parameter recovery of the HTMP fit on exact finite-size samples (kappa x gamma grid).
 
 Run: python benchmarks/recovery.py [--quick] [--model htmp-exact|htmp] [--sampler auto|nuts] [--replicates R]
 kappa in {0.3, 1, 3, 10} x gamma in {0.25, 0.5, 1}, m = 500 (m = 2000 at kappa = 10), scale = 1, default sampler

@@ -2,7 +2,7 @@
 generated a spectrum: exact finite-size HTMP spectra go to the HTMP family (htmp-exact, htmp, htmp-outliers),
 log-normal and Pareto-tailed ones do not.
 
-CI runs reduced versions (two to five models, 1-2 chains of a few hundred draws); the issue's full checks (m = 500,
+CI runs reduced versions (two to five models, 1-2 chains of a few hundred draws); the full checks (m = 500,
 more models, replicate spectra) are marked slow.
 """
 
@@ -93,8 +93,8 @@ def test_compare_command_rejects_unknown_models(tmp_path, capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [21, 22, 23])
-def test_issue_checks_full(seed):
-    """The issue's checks at m = 500 with the default sampler and more competitors."""
+def test_full_checks(seed):
+    """The full checks at m = 500 with the default sampler and more competitors."""
     models = ("mp", "htmp", "inverse-htmp", "powerlaw", "lognormal")
     htmp = compare(sample_htmp_spectrum(seed, 500, 0.5, 1.0), gamma=0.5, models=models, seed=seed)
     assert htmp.best == "htmp" and htmp.decisive_over("mp")
@@ -118,7 +118,7 @@ def _correlated_comparison(nu, m=300, decisive=True, **sampler):
 
 
 def test_correlated_spectrum_prefers_correlated_mp_reduced():
-    """CI's reduced version of the issue's check (W = X Sigma^(1/2), t_i ~ i^-nu, nu = 1, m = 120, gamma = 0.5):
+    """CI's reduced version of the check (W = X Sigma^(1/2), t_i ~ i^-nu, nu = 1, m = 120, gamma = 0.5):
     correlated-mp wins, the true nu lies in its 90% interval, and its posterior is converged (exact draws: the
     quadrature's checks). At this size the win over MP is ~18 (3.3 standard errors when first measured with NUTS,
     not decisive): decisiveness is the slow test's. Measured with NUTS (2026-11-27): nu 0.96 [0.77, 1.16], R-hat
@@ -133,7 +133,7 @@ def test_correlated_spectrum_prefers_correlated_mp_reduced():
 @pytest.mark.timeout(3600)  # 15-21 s a case here with exact draws (2026-11-28); ~20 minutes with NUTS
 @pytest.mark.parametrize("nu", [0.3, 1.0])
 def test_correlated_spectrum_prefers_correlated_mp_and_recovers_nu(nu):
-    """The issue's check at m = 300 with the default sampler (4 x 1000 draws; exact since 2026-11-28, NUTS before):
+    """The check at m = 300 with the default sampler (4 x 1000 draws; exact since 2026-11-28, NUTS before):
     correlated-mp best, nu covered, and the fit converged (NUTS: R-hat <= 1.01, bulk and tail ESS >= 400, no
     divergences; exact draws: the quadrature's checks). Decisive over MP is asserted at nu = 1 only: at nu = 0.3
     the population spread is small and MP with its outlier component came 26.8 below, 3.8 standard errors

@@ -220,7 +220,7 @@ def test_default_fit_imports_neither_jax_nor_arviz():
 
 
 def test_exact_draws_agree_with_nuts_reduced():
-    """The issue's criterion on one spectrum with short chains (the slow test runs five, NUTS 4 x 5000): medians
+    """The agreement criterion on one spectrum with short chains (the slow test runs five, NUTS 4 x 5000): medians
     within 0.1 sd + 3 MCSE, interval ends within 0.2 sd + 3 MCSE, for kappa and scale."""
     from benchmarks.exact_vs_nuts import compare
 
@@ -238,7 +238,7 @@ def test_exact_draws_agree_with_nuts_reduced():
                                                                 (500, 0.25, 20.0, 0), (200, 0.5, 300.0, 0),
                                                                 (300, 1.0, 1.0, 15)])
 def test_exact_draws_agree_with_long_nuts(m, gamma, kappa, censored):
-    """Five spectra, NUTS run long (4 x 5000 draws): the issue's agreement criterion on every median and interval
+    """Five spectra, NUTS run long (4 x 5000 draws): the agreement criterion on every median and interval
     end of kappa and scale."""
     from benchmarks.exact_vs_nuts import compare
 
@@ -275,7 +275,7 @@ def test_reduced_simulation_based_calibration():
 @pytest.mark.slow
 @pytest.mark.parametrize("m", [100, 500])
 def test_simulation_based_calibration(m):
-    """The issue's criterion: 1000 simulations, 90% and 50% intervals within 3 binomial standard errors."""
+    """The calibration criterion: 1000 simulations, 90% and 50% intervals within 3 binomial standard errors."""
     s = _sbc(m, 1000, seed=0)
     for p in ("kappa", "scale"):
         for level in (0.5, 0.9):

@@ -1,7 +1,7 @@
 """Parameter recovery on exact finite-size spectra (Dumitriu-Edelman sampler, SPEC section 4).
 
 CI runs a reduced version (three kappas at gamma = 0.5, m = 300, 2 chains x 500 draws; the compiled sampler is
-shared with tests/test_infer.py's fixture). The full grid of issue 3 (kappa in {0.3, 1, 3, 10} x gamma in
+shared with tests/test_infer.py's fixture). The full grid (kappa in {0.3, 1, 3, 10} x gamma in
 {0.25, 0.5, 1}, m = 500, m = 2000 at kappa = 10, 4 chains x 1000) is marked slow: `pytest -m slow`, about 20 min.
 """
 
@@ -20,8 +20,8 @@ def test_recovers_kappa_on_exact_finite_size_spectra(kappa):
 
 
 @pytest.mark.slow
-def test_recovery_grid_of_issue_3():
-    """Issue 3's grid with its seeds (those of benchmarks/recovery.py). With calibrated 90% intervals each case
+def test_full_recovery_grid():
+    """The kappa x gamma grid with its seeds (those of benchmarks/recovery.py). With calibrated 90% intervals each case
     misses with probability 0.1 and falls beyond 2 sd with probability ~0.05, so on 12 cases the checks are the
     coverage count (>= 10/12) and |median - truth| <= 2 sd in >= 10/12; the replicate study
     (`benchmarks/recovery.py --replicates 8`) measures the bias and calibration behind it."""
