@@ -21,7 +21,7 @@ import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-from hteval.compare import DEFAULT_MODELS, compare_fits, fit_models  # noqa: E402
+from hteval.model_comparison import DEFAULT_MODELS, compare_fits, fit_models  # noqa: E402
 from hteval.sampling import sample_htmp_spectrum  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def main() -> None:
               f"{'' if result.converged else ', not converged'})", flush=True)
 
     ks_seconds = [0.0]
-    comparison_module = sys.modules["hteval.compare"]
+    comparison_module = sys.modules["hteval.model_comparison"]
     ppc_pvalue = comparison_module.ppc_pvalue
 
     def timed_ppc_pvalue(*a, **k):

@@ -26,8 +26,8 @@ jax.config.update("jax_enable_x64", True)
 import arviz as az  # noqa: E402
 import numpy as np  # noqa: E402
 
-from hteval.compare import DECISIVE_Z  # noqa: E402
 from hteval.infer import fit  # noqa: E402
+from hteval.model_comparison import DECISIVE_Z  # noqa: E402
 from hteval.sampling import sample_correlated_spectrum, sample_htmp_spectrum, sample_mp_spectrum  # noqa: E402
 
 THRESHOLDS = (2.0, 3.0, 4.0)

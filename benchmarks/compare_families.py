@@ -32,7 +32,7 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 
 from hteval import names  # noqa: E402
-from hteval.compare import DEFAULT_MODELS, compare  # noqa: E402
+from hteval.model_comparison import DEFAULT_MODELS, compare  # noqa: E402
 from hteval.sampling import sample_htmp_spectrum, sample_pareto_tail_spectrum  # noqa: E402
 
 FAMILIES = ("htmp", "lognormal", "pareto")

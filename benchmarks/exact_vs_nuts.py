@@ -38,7 +38,7 @@ def run_analyze(checkpoint: str | None, out: Path, sampler: str) -> Path:
 
 def draws(folder: Path) -> dict[str, dict[str, np.ndarray]]:
     """layer name -> parameter -> draws (chain, draw), from an analyze folder's layers/*.htmp-exact.draws.npz."""
-    from hteval.analyze import DRAWS_SUFFIX, LAYER_DIR, layer_file_stem, read_layer_table
+    from hteval.network_analysis import DRAWS_SUFFIX, LAYER_DIR, layer_file_stem, read_layer_table
 
     table = read_layer_table(folder / "layers.csv")
     fitted = table[(table["model"] == "htmp-exact") & table["status"].isin(["ok", "not_converged"])]

@@ -13,8 +13,8 @@ __version__ = "0.1.0"
 
 #: public name -> the module that defines it
 _EXPORTS = {
-    "Comparison": "hteval.compare",
-    "compare": "hteval.compare",
+    "Comparison": "hteval.model_comparison",
+    "compare": "hteval.model_comparison",
     "HTMP": "hteval.densities.htmp",
     "htmp_cdf": "hteval.densities.htmp",
     "htmp_icdf": "hteval.densities.htmp",

@@ -29,9 +29,9 @@ from typing import Any
 import pandas as pd
 
 from hteval import names
-from hteval.analyze import LAYER_TABLE, analyze, read_layer_table, table_columns
 from hteval.errors import InputError
 from hteval.io.checkpoint_set import Checkpoint, checkpoint_set
+from hteval.network_analysis import LAYER_TABLE, analyze, read_layer_table, table_columns
 from hteval.parallel import apply_jax_options, jax_options, worker_count
 from hteval.report.dynamics import write_dynamics
 from hteval.rowfile import RowFile, in_order, read_table

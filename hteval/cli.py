@@ -172,7 +172,7 @@ def _add_compare(commands: argparse._SubParsersAction) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Fit every model, write each posterior as it finishes, then comparison.json / .csv and the figures."""
-    from hteval.compare import compare_fits, fit_models
+    from hteval.model_comparison import compare_fits, fit_models
     from hteval.report.figures import plot_comparison
 
     models = _model_list(args.models, at_least=2)
@@ -241,7 +241,7 @@ def _model_list(text: str, at_least: int) -> list[str]:
     """--models: comma-separated model names, each known, at least `at_least` of them; "auto" (analyze): the
     models compare uses by default, the layer's best chosen among them."""
     if text.strip() == names.AUTO_MODELS:
-        from hteval.analyze import auto_models
+        from hteval.network_analysis import auto_models
 
         return auto_models()
     models = [m.strip() for m in text.split(",") if m.strip()]
@@ -319,8 +319,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     where the table is."""
     from tqdm.auto import tqdm
 
-    from hteval.analyze import LAYER_TABLE, analyze
     from hteval.io.checkpoint_set import is_checkpoint_set
+    from hteval.network_analysis import LAYER_TABLE, analyze
     from hteval.report.analysis import REPORT
 
     source = _checkpoint_path(args)

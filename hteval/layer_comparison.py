@@ -22,9 +22,9 @@ from typing import Any
 import pandas as pd
 
 from hteval import names
-from hteval.analyze import LAYER_DIR, layer_file_stem
-from hteval.compare import DEFAULT_MODELS, compare_fits, fit_models
 from hteval.errors import HtevalError, InputError
+from hteval.model_comparison import DEFAULT_MODELS, compare_fits, fit_models
+from hteval.network_analysis import LAYER_DIR, layer_file_stem
 from hteval.parallel import run_tasks, worker_count
 from hteval.rowfile import RowFile, atomic_write, in_order, read_table
 from hteval.spectra import SkippedLayer, iter_spectra
@@ -50,7 +50,7 @@ def compare_layers(path: str | Path, out: str | Path, models: Sequence[str] = DE
     `layers` selects tensors as in `iter_spectra` (a glob pattern or a list of names). A layer's fits use the
     same per-layer keys as `compare` on that layer alone, so its row does not depend on the other layers or on
     the worker that ran it. on_row(row, done, total) is called after each row is written. sampler: as in
-    `hteval.compare.fit_models` ("auto": exact draws where a model has them).
+    `hteval.model_comparison.fit_models` ("auto": exact draws where a model has them).
     """
     if len(models) < 2:
         raise InputError("a comparison needs at least two models")

@@ -1,6 +1,6 @@
 """An append-only CSV table that a run writes one complete row at a time and a later run resumes from.
 
-Whole-model runs (`hteval.analyze`, `hteval.layer_comparison`, `hteval.checkpoints`) write each result the
+Whole-model runs (`hteval.network_analysis`, `hteval.layer_comparison`, `hteval.checkpoints`) write each result the
 moment it exists, so a kill loses at most the fit in progress. A line is written and flushed in one call, so a kill
 leaves at most one partial line at the end; reading drops it, and its row is computed again. Finished lines are
 never rewritten. A run over a table written with other columns (other models, another hteval version) is refused

@@ -27,6 +27,7 @@ import scipy.linalg
 
 from hteval import names
 from hteval.errors import InputError, LayerSkipped
+from hteval.frameworks import source_label
 from hteval.io import iter_tensors
 from hteval.io.base import NamedTensor
 from hteval.io.torch_reader import is_torch_tensor, tensor_to_numpy
@@ -155,11 +156,12 @@ def iter_spectra(path: str | Path, *, layers: str | Sequence[str] | None = None,
         raise InputError(f"svd must be one of {', '.join(SVD_BACKENDS)}, not {svd!r}")
     selected = _selector(layers)
     tally = _Tally()
+    label = source_label(path)
 
     def one(tensor: NamedTensor) -> list[LayerSpectrum | SkippedLayer]:
-        results = list(_layer_results(tensor, str(path), min_eigs, keep_slices, on_error, svd))
+        results = list(_layer_results(tensor, label, min_eigs, keep_slices, on_error, svd))
         if randomize is not None and isinstance(results[0], LayerSpectrum):
-            results += _randomized(tensor, str(path), min_eigs, keep_slices, randomize, svd)
+            results += _randomized(tensor, label, min_eigs, keep_slices, randomize, svd)
         return results
 
     def chosen() -> Iterator[NamedTensor]:
@@ -175,7 +177,7 @@ def iter_spectra(path: str | Path, *, layers: str | Sequence[str] | None = None,
             yield from one(tensor)
     else:
         yield from _in_threads(one, chosen(), threads)
-    tally.check(str(path), layers)
+    tally.check(label, layers)
 
 
 def _in_threads(work: Callable, items: Iterator, threads: int) -> Iterator:

@@ -10,9 +10,9 @@ import pytest
 from safetensors.numpy import save_file
 
 from hteval import names
-from hteval.analyze import LAYER_TABLE, analyze, read_layer_table, table_columns
 from hteval.cli import main
 from hteval.errors import InputError
+from hteval.network_analysis import LAYER_TABLE, analyze, read_layer_table, table_columns
 from hteval.spectra import iter_spectra
 
 LIGHT = {"chains": 1, "draws": 100, "warmup": 100, "max_draws": None}  # NUTS: no extension (one chain, no R-hat)
@@ -88,7 +88,8 @@ def test_default_analysis_imports_no_jax_and_reads_ahead(checkpoint, tmp_path):
     import subprocess
     import sys
 
-    code = (f"import sys; from hteval.analyze import analyze; analyze({str(checkpoint)!r}, {str(tmp_path / 'o')!r});"
+    code = (f"import sys; from hteval.network_analysis import analyze; "
+            f"analyze({str(checkpoint)!r}, {str(tmp_path / 'o')!r});"
             "print(sorted(m for m in ('jax', 'numpyro', 'arviz') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr

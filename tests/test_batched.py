@@ -44,7 +44,7 @@ def test_lanes_run_the_sequential_chains(layers):
 def test_analyze_on_the_batched_path_writes_the_sequential_rows(tmp_path):
     from safetensors.numpy import save_file
 
-    from hteval.analyze import analyze
+    from hteval.network_analysis import analyze
 
     rng = np.random.default_rng(4)
     path = tmp_path / "two.safetensors"

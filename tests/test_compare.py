@@ -15,7 +15,7 @@ import pytest
 
 from hteval import names
 from hteval.cli import main
-from hteval.compare import DECISIVE_Z, compare, compare_fits, fit_models
+from hteval.model_comparison import DECISIVE_Z, compare, compare_fits, fit_models
 from hteval.sampling import (
     sample_correlated_spectrum,
     sample_htmp_spectrum,
@@ -150,7 +150,7 @@ def test_psis_loo_is_arviz_loo():
 
     import arviz as az
 
-    from hteval.compare import psis_loo
+    from hteval.model_comparison import psis_loo
 
     rng = np.random.default_rng(0)
     scale = np.concatenate([np.full(20, 0.1), np.geomspace(0.5, 6.0, 20)])

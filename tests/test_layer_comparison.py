@@ -11,8 +11,8 @@ from safetensors.numpy import save_file
 
 from hteval import names
 from hteval.cli import main
-from hteval.compare import compare_fits, fit_models
 from hteval.layer_comparison import COMPARISON_TABLE, compare_layers
+from hteval.model_comparison import compare_fits, fit_models
 from hteval.rowfile import read_table
 
 MODELS = ("htmp-exact", "powerlaw", "lognormal")

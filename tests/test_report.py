@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from hteval import names
-from hteval.analyze import read_layer_table, table_columns
 from hteval.hierarchy import Pooled
 from hteval.layer_order import natural_key, network_order
+from hteval.network_analysis import read_layer_table, table_columns
 from hteval.report import analysis
 from hteval.report.analysis import format_p, write_report
 

@@ -38,9 +38,14 @@ SUPPORTED = ".safetensors, a directory of .safetensors shards (with or without *
             ".npy, .npz, .pt/.pth/.bin/.ckpt (torch)"
 
 
-def iter_tensors(path: str | Path) -> Iterator[NamedTensor]:
-    """Yield (name, array, dtype) for each tensor of a checkpoint, in checkpoint order, one at a time."""
-    path = Path(path)
+def iter_tensors(source) -> Iterator[NamedTensor]:
+    """Yield (name, array, dtype) for each tensor of a checkpoint, in checkpoint order, one at a time. source: a
+    path, or a model or dict of arrays in memory (`hteval.frameworks`)."""
+    from hteval import frameworks
+
+    if not frameworks.is_path(source):
+        return frameworks.named_tensors(source)
+    path = Path(source)
     return _READERS[detect_format(path)](path)
 
 

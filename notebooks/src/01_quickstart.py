@@ -23,7 +23,7 @@ import numpy as np
 from IPython.display import Image, display
 
 import hteval
-from hteval.compare import compare
+from hteval.model_comparison import compare
 from hteval.io import bundled_checkpoint
 from hteval.report.figures import plot_comparison, plot_esd, plot_rank
 from hteval.predictive import add_posterior_predictive

@@ -29,7 +29,7 @@ import pandas as pd
 from IPython.display import Image, display
 
 from experiments.mtcnn_weights import write_checkpoint
-from hteval.analyze import analyze
+from hteval.network_analysis import analyze
 from hteval.io import bundled_checkpoint
 from hteval.layer_comparison import compare_layers
 

@@ -31,6 +31,7 @@ import pandas as pd
 from hteval import calibration, names
 from hteval.errors import HtevalError, InputError
 from hteval.evidence import model_probabilities
+from hteval.frameworks import source_label
 from hteval.infer import fit
 from hteval.layer_order import network_order
 from hteval.models import MODELS
@@ -87,7 +88,8 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DE
             hierarchical: bool = False, figures: bool = True, workers: int | None = None,
             batched: bool | None = None, svd: str = "auto", sampler: str = "auto",
             on_row: Callable[[dict[str, Any], int, int], None] | None = None,
-            on_start: Callable[[str, str], None] | None = None, label: str | None = None) -> pd.DataFrame:
+            on_start: Callable[[str, str], None] | None = None, label: str | None = None,
+            report: bool = True) -> pd.DataFrame:
     """Fit `models` to every eligible layer of a checkpoint; returns layers.csv (this run's rows and earlier ones).
 
     Models drawn exactly (sampler "auto": htmp-exact, the power law) get chains x draws independent draws; the
@@ -107,7 +109,8 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DE
     element-shuffled copy (rows with randomized = True); with two or more models (models="auto": `auto_models`)
     each layer's rows get best and weight, the model of highest exact evidence and its probability; hierarchical
     pools kappa across the converged layers that the model fits (`hteval.hierarchy`). The report (report.md and
-    forest plots) is rewritten at the end of every run; its header names the checkpoint as `label` (default: path).
+    forest plots) is rewritten at the end of every run unless report=False; its header names the checkpoint as
+    `label` (default: the path as given).
     """
     if models == names.AUTO_MODELS or list(models) == [names.AUTO_MODELS]:
         models = auto_models()
@@ -138,9 +141,11 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DE
         order = network_order(order)
         result = in_order(read_layer_table(rows.path), names.NAME, order)
         pooled = pool_layers(result, out, prob=prob, seed=seed) if hierarchical else {}
-        from hteval.report.analysis import write_report
+        if report:
+            from hteval.report.analysis import write_report
 
-        write_report(result, out, network_order=order, pooled=pooled, prob=prob, source=label or str(path))
+            write_report(result, out, network_order=order, pooled=pooled, prob=prob,
+                         source=label or source_label(path))
     return result
 
 
