@@ -13,6 +13,9 @@ __version__ = "0.1.0"
 
 #: public name -> the module that defines it
 _EXPORTS = {
+    "Analysis": "hteval.analysis",
+    "analyze": "hteval.analysis",
+    "load_analysis": "hteval.analysis",
     "Comparison": "hteval.model_comparison",
     "compare": "hteval.model_comparison",
     "HTMP": "hteval.densities.htmp",
@@ -40,15 +43,22 @@ _EXPORTS = {
     "LayerSpectrum": "hteval.spectra",
     "load_spectra": "hteval.spectra",
     "spectrum": "hteval.spectra",
+    "Tracker": "hteval.tracker",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
+#: density functions that compute in float64 whatever the caller's JAX setting (`hteval.precision`)
+_FLOAT64 = frozenset(n for n, module in _EXPORTS.items() if module.startswith("hteval.densities") and n.islower())
 
 
 def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'hteval' has no attribute {name!r}")
     value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _FLOAT64:
+        from hteval.precision import in_float64
+
+        value = in_float64(value)
     globals()[name] = value  # later lookups skip this function
     return value
 

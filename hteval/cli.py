@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hteval", description="Bayesian random-matrix analysis of the "
                                      "spectra of neural-network weights.")
     parser.add_argument("--version", action="version", version=f"hteval {__version__}")
-    parser.add_argument("--debug", action="store_true", help="debug logging, and tracebacks on errors")
+    parser.add_argument("--debug", action="store_true",
+                        help="debug logging, and tracebacks on errors (default: warnings only, one-line errors)")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_esd(commands)
     _add_fit(commands)
@@ -67,12 +68,13 @@ def _add_fit(commands: argparse._SubParsersAction) -> None:
 def _add_source_and_sampler_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by fit and compare: one layer (checkpoint + name, or raw eigenvalues) and the sampler."""
     parser.add_argument("path", nargs="?", type=Path, help="checkpoint file or directory")
-    parser.add_argument("--bundled", action="store_true",
-                        help="use the installed all-MiniLM-L6-v2 checkpoint instead of PATH")
-    parser.add_argument("--layer", help="layer name (required when the checkpoint has several; "
-                        "`hteval esd PATH` lists them)")
-    parser.add_argument("--eigenvalues", type=Path, help="file of eigenvalues instead of a checkpoint")
-    parser.add_argument("--gamma", type=float, help="aspect ratio M/N of raw eigenvalues")
+    _add_bundled(parser)
+    parser.add_argument("--layer", help="layer name, required when the checkpoint has several (`hteval esd PATH` "
+                        "lists them) (default: the checkpoint's only layer; with --eigenvalues, the file's name)")
+    parser.add_argument("--eigenvalues", type=Path,
+                        help="file of eigenvalues instead of a checkpoint (default: none, read a checkpoint)")
+    parser.add_argument("--gamma", type=float, help="aspect ratio M/N of raw eigenvalues, required with "
+                        "--eigenvalues (default: none; a checkpoint's layer has its own)")
     parser.add_argument("--floor", type=float, help="censoring floor of raw eigenvalues (default: float64's)")
     _add_sampler_options(parser)
 
@@ -94,7 +96,8 @@ def _add_sampler_options(parser: argparse.ArgumentParser, chains: int = 4, draws
                         help="NUTS warm-up iterations per chain (default: %(default)s)")
     parser.add_argument("--max-draws", type=int, default=max_draws,
                         help="a NUTS fit short of R-hat or ESS (without divergences) runs its chains on, doubling "
-                        "the draws up to this many per chain (default: %(default)s)")
+                        "the draws up to this many per chain (default: "
+                        + ("none, no run-on)" if max_draws is None else "%(default)s)"))
     parser.add_argument("--out", type=Path, required=True, help="output directory")
 
 
@@ -119,7 +122,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     document["figures"] = [f.name for f in figures]
     (args.out / "summary.json").write_text(json.dumps(document, indent=2))
     if not result.converged:
-        print(f"NOT CONVERGED ({'; '.join(result.diagnostics['reasons'])}): intervals below are unreliable")
+        # the reasons went to stderr as a warning when the fit finished; summary.json keeps them
+        print("NOT CONVERGED: the intervals below are unreliable")
     print(result.summary[["median", "ci_low", "ci_high", "r_hat", "ess_bulk"]].to_string())
     print(f"intervals: {calibration.note(result.model)}")
     print(_fit_verdict(result))
@@ -156,7 +160,8 @@ def _add_compare(commands: argparse._SubParsersAction) -> None:
                                  "marginal likelihoods (posterior probabilities, and the evidence under priors twice "
                                  "as wide), beside PSIS-LOO with stacking weights among the iid models, Pareto-k "
                                  "diagnostics and posterior predictive p-values; write comparison.json, "
-                                 "comparison.csv and figures to --out.")
+                                 "comparison.csv, figures and one posterior_MODEL.nc per model (parameter draws; "
+                                 "--full-posteriors for the whole posterior) to --out.")
     _add_source_and_sampler_options(parser)
     parser.add_argument("--models", default=",".join(names.DEFAULT_COMPARE_MODELS),
                         help="comma-separated models (default: %(default)s; correlated-mp, the costliest (about "
@@ -164,14 +169,20 @@ def _add_compare(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--layers", metavar="PATTERN",
                         help="compare every layer matching this glob pattern ('*': all) instead of one --layer: "
                         "one row per layer in DIR/comparisons.csv as each finishes (resumable), each layer's "
-                        "comparison in DIR/layers/LAYER.comparison.json")
+                        "comparison in DIR/layers/LAYER.comparison.json (default: none, one layer)")
     parser.add_argument("--workers", type=int, default=None,
                         help="with --layers: processes comparing side by side (default: the CPU count, at most 4)")
+    parser.add_argument("--full-posteriors", action="store_true",
+                        help="write each model's whole posterior to posterior_MODEL.nc: with the pointwise "
+                        "log-likelihood that PSIS-LOO reads (chains x draws x eigenvalues, about 12 MB a model on "
+                        "384 eigenvalues) and the posterior predictive spectra (default: off, the parameter draws, "
+                        "sampler statistics and observed spectrum only, well under 1 MB a model)")
     parser.set_defaults(run=cmd_compare)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Fit every model, write each posterior as it finishes, then comparison.json / .csv and the figures."""
+    """Fit every model, write each posterior as it finishes, then comparison.json / .csv and the figures. --out is
+    created with the first posterior, so that a run stopped by its input (a layer not found) leaves no folder."""
     from hteval.model_comparison import compare_fits, fit_models
     from hteval.report.figures import plot_comparison
 
@@ -179,10 +190,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.layers is not None:
         return _compare_every_layer(args, models)
     source, layer = _source(args)
-    args.out.mkdir(parents=True, exist_ok=True)
 
     def save(model, result):
-        result.data.to_netcdf(args.out / f"posterior_{model}.nc", engine="h5netcdf")
+        write_posterior(result, args.out / f"posterior_{model}.nc", full=args.full_posteriors)
 
     fits = fit_models(source, layer=layer, models=models, gamma=args.gamma, prob=args.prob, seed=args.seed,
                       chains=args.chains, draws=args.draws, warmup=args.warmup, floor=args.floor,
@@ -198,27 +208,40 @@ def cmd_compare(args: argparse.Namespace) -> int:
           f"by PSIS-LOO among the iid models: {comparison.best_loo}")
     for model in comparison.table.index:
         print(f"intervals of {model}: {calibration.note(model)}")
-    for note in comparison.warnings:
-        print(f"warning: {note}")
-    print(f"wrote comparison.json, comparison.csv, {', '.join(f.name for f in figures)} to {args.out}")
+    # comparison.warnings were logged (stderr) as they arose, and comparison.json keeps them
+    kept = "with" if args.full_posteriors else "draws only; --full-posteriors adds"
+    print(f"wrote comparison.json, comparison.csv, {', '.join(f.name for f in figures)} and one posterior_MODEL.nc "
+          f"per model ({kept} the pointwise log-likelihoods) to {args.out}")
     return EXIT_OK
 
 
-def _compare_every_layer(args: argparse.Namespace, models: list[str]) -> int:
-    from tqdm.auto import tqdm
+#: DataTree groups of a posterior file without --full-posteriors: none grows with the number of eigenvalues
+#: times draws (the pointwise log-likelihood) or with predictive spectra
+THIN_GROUPS = ("posterior", "sample_stats", "observed_data")
 
+
+def write_posterior(result, path: Path, *, full: bool) -> None:
+    """A fit's posterior as netCDF: the whole DataTree, or (full=False) its THIN_GROUPS only; the folder is
+    created here."""
+    data = result.data
+    if not full:
+        data = data.filter(lambda node: node.name in THIN_GROUPS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data.to_netcdf(path, engine="h5netcdf")
+
+
+def _compare_every_layer(args: argparse.Namespace, models: list[str]) -> int:
     from hteval.layer_comparison import COMPARISON_TABLE, compare_layers
 
     if (args.path is None and not args.bundled) or args.eigenvalues is not None or args.layer is not None:
         raise InputError("--layers compares the layers of a checkpoint (PATH or --bundled); give no --layer or "
                          "--eigenvalues")
     args.path = _checkpoint_path(args)
-    bar = tqdm(unit="layer", desc="layers")
+    bar = work_bar(unit="layer", desc="layers")
 
     def progress(row, done, total):
-        bar.total, bar.n = total, done
-        bar.set_postfix_str(f"{row[names.NAME]} {row.get(names.BEST) or row[names.STATUS]}")
-        bar.refresh()
+        bar.set_postfix_str(f"{row[names.NAME]} {row.get(names.BEST) or row[names.STATUS]}", refresh=False)
+        bar.count(row, done, total)
 
     try:
         table = compare_layers(args.path, args.out, models, args.layers, prob=args.prob, seed=args.seed,
@@ -255,8 +278,12 @@ def _add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
     """PATH or --bundled, resolved by _checkpoint_path (esd and analyze)."""
     parser.add_argument("path", nargs="?", type=Path, metavar="PATH",
                         help="checkpoint: .safetensors, shard directory, .npy, .npz, .pt/.bin")
+    _add_bundled(parser)
+
+
+def _add_bundled(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundled", action="store_true",
-                        help="use the installed all-MiniLM-L6-v2 checkpoint instead of PATH")
+                        help="use the installed all-MiniLM-L6-v2 checkpoint instead of PATH (default: off)")
 
 
 def _add_analyze(commands: argparse._SubParsersAction) -> None:
@@ -275,20 +302,20 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
                         help="checkpoint (.safetensors, shard directory, .npy, .npz, .pt/.bin), or many: several "
                         "PATHs, a directory of checkpoints, a quoted glob ('run/step_*.safetensors') or a .txt "
                         "file listing one per line")
-    parser.add_argument("--bundled", action="store_true",
-                        help="use the installed all-MiniLM-L6-v2 checkpoint instead of PATH")
+    _add_bundled(parser)
     parser.add_argument("--models", default=names.DEFAULT_MODEL,
                         help="comma-separated models (default: %(default)s, whose intervals are calibrated), or "
                         f"'auto': {', '.join(names.AUTO_MODEL_LIST)}, all drawn exactly, with each layer's most "
                         "probable model by exact evidence in layers.csv (best, weight); a few seconds a layer "
                         "more. With two or more models every layer gets best and weight")
-    parser.add_argument("--layers", metavar="PATTERN", help="glob pattern of tensor names, e.g. 'encoder.*'")
+    _add_layers_pattern(parser)
     parser.add_argument("--randomize", action="store_true",
                         help="also fit each layer's element-shuffled copy (seeded): the null model, rows with "
-                        "randomized = True")
+                        "randomized = True (default: off)")
     parser.add_argument("--hierarchical", action="store_true",
                         help="pool kappa across the converged layers (partial pooling): a model-level kappa "
-                        "with its interval in DIR/hierarchical.json, per-layer pooled intervals in DIR/pooled.csv")
+                        "with its interval in DIR/hierarchical.json, per-layer pooled intervals in DIR/pooled.csv "
+                        "(default: off)")
     parser.add_argument("--workers", type=int, default=None,
                         help="processes fitting side by side, each taking whole groups of same-shape layers "
                         "(default: the CPU count, at most 4; 1: all in this process); with --engine dask, the "
@@ -299,7 +326,7 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
                         "cluster or on --scheduler (default: %(default)s)")
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="with --engine dask: a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (DIR must "
-                        "be on a file system its workers share)")
+                        "be on a file system its workers share) (default: none, a local loopback cluster)")
     parser.add_argument("--batched", action=argparse.BooleanOptionalAction, default=None,
                         help="fit each group of same-shape layers in one vmapped NUTS run, all chains of all "
                         "its layers as lanes (the accelerator path; no --max-draws run-on). Default: on when "
@@ -308,17 +335,16 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
                         help="singular values with LAPACK on the CPU (host) or with JAX on its device (default: "
                         "%(default)s, the device when JAX runs on a GPU)")
     parser.add_argument("--no-figures", dest="figures", action="store_false",
-                        help="skip the per-layer ESD figures (the report's forest plots are always drawn)")
+                        help="skip the per-layer ESD figures (default: drawn; the report's forest plots are "
+                        "always drawn)")
     # NUTS's warm-up lighter than fit's; the convergence criteria are the same
     _add_sampler_options(parser, chains=4, draws=1000, warmup=500, max_draws=2400)
     parser.set_defaults(run=cmd_analyze)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    """Fit every layer, one progress bar over (layer, model) pairs (over checkpoints when there are many); print
-    where the table is."""
-    from tqdm.auto import tqdm
-
+    """Fit every layer, one progress bar over this run's (layer, model) fits (over checkpoints when there are
+    many); print where the table is."""
     from hteval.io.checkpoint_set import is_checkpoint_set
     from hteval.network_analysis import LAYER_TABLE, analyze
     from hteval.report.analysis import REPORT
@@ -332,13 +358,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return _analyze_checkpoints(args, source, models, options)
     if args.engine != "local" or args.scheduler:
         raise InputError("--engine dask and --scheduler distribute many checkpoints; PATH names one")
-    bar = tqdm(unit="fit", desc="layers")
+    bar = work_bar(unit="fit", desc="fits")
 
     def progress(row, done, total):
-        bar.total = total
-        bar.n = done
-        bar.set_postfix_str(f"{row[names.NAME]} {row.get(names.MODEL) or ''} {row[names.STATUS]}")
-        bar.refresh()
+        bar.set_postfix_str(f"{row[names.NAME]} {row.get(names.MODEL) or ''} {row[names.STATUS]}", refresh=False)
+        bar.count(row, done, total)
 
     def starting(name, model):
         bar.set_postfix_str(f"fitting {name} {model}")
@@ -352,6 +376,41 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     print(f"{len(table)} rows ({', '.join(f'{v} {k}' for k, v in counts.items())}) in {args.out / LAYER_TABLE}")
     print(f"report: {args.out / REPORT}")
     return EXIT_OK
+
+
+def work_bar(*, unit: str, desc: str, **options):
+    """The progress bar of a whole-checkpoint run (`hteval analyze`, `hteval compare --layers`).
+
+    It counts this run's fits (or comparisons): skipped tensors are no work, and rows a resumed run already has
+    are not this run's. Its rate, and so the time left, is counted from the end of the first fit, which pays for
+    JAX's start and compilation (up to tens of seconds; later fits reuse the compiled program), so there is no
+    estimate before the second; the elapsed time still starts with the run. Update it with
+    count(row, done, total), the arguments of on_row; options go to tqdm.
+    """
+    from tqdm.auto import tqdm
+
+    class WorkBar(tqdm):
+        first: tuple[int, float] | None = None  # (work done, time) when the first fit finished
+        work = 0
+
+        def count(self, row, done: int, total: int) -> None:
+            # Only fits carry their seconds. A skipped tensor's row is written the moment it is counted in
+            # `total`, and rows a resumed run has are counted in both, so total - done is fits still to do.
+            self.work += names.SECONDS in row
+            if self.first is None and self.work:
+                self.first = (self.work, self._time())
+            self.total, self.n = self.work + total - done, self.work
+            self.refresh()
+
+        @property
+        def format_dict(self):
+            meter = super().format_dict
+            if self.first is not None:  # 0 (before a second fit) shows as '?'
+                elapsed = self._time() - self.first[1]
+                meter["rate"] = (self.n - self.first[0]) / elapsed if elapsed > 0 else 0.0
+            return meter
+
+    return WorkBar(unit=unit, desc=desc, **options)
 
 
 def _analyze_checkpoints(args: argparse.Namespace, source, models: list[str], options: dict) -> int:
@@ -387,17 +446,23 @@ def _add_esd(commands: argparse._SubParsersAction) -> None:
                                  "follow.")
     _add_checkpoint_argument(parser)
     _add_layer_options(parser)
-    parser.add_argument("--json", action="store_true", help="print a JSON list of records instead of a table")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON list of records instead of a table (default: a table)")
     parser.set_defaults(run=cmd_esd)
 
 
 def _add_layer_options(parser: argparse.ArgumentParser) -> None:
     """Options of every command that reads a checkpoint; names match load_spectra's keyword arguments."""
-    parser.add_argument("--layers", metavar="PATTERN", help="glob pattern of tensor names, e.g. 'encoder.*'")
+    _add_layers_pattern(parser)
     parser.add_argument("--min-eigs", type=int, default=16, metavar="N",
                         help="skip layers with fewer eigenvalues (default: %(default)s)")
     parser.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                         help="stop at the first bad layer, or list it and go on (default: %(default)s)")
+
+
+def _add_layers_pattern(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--layers", metavar="PATTERN",
+                        help="glob pattern of tensor names, e.g. 'encoder.*' (default: every tensor)")
 
 
 def cmd_esd(args: argparse.Namespace) -> int:
@@ -461,7 +526,7 @@ def _skipped_lines(skipped: list) -> str:
     if not skipped:
         return ""
     lines = [f"  {s.name} [{'x'.join(map(str, s.shape))}] {s.status}: {s.reason}" for s in skipped]
-    return f"\n\n{len(skipped)} tensors skipped:\n" + "\n".join(lines)
+    return f"\n\n{len(skipped)} tensor{'s' * (len(skipped) != 1)} skipped:\n" + "\n".join(lines)
 
 
 def _configure_logging(debug: bool) -> None:

@@ -34,6 +34,7 @@ import math
 import numpy as np
 
 from hteval import names
+from hteval.precision import in_float64
 
 #: replicate spectra per exact check: the cost is REPLICATES exact spectra (about 1.5 ms each at M = 384 and
 #: 0.2 s at M = 4096 on one core), the resolution of the p-value's t tail is enough below 0.01 (see module doc)
@@ -119,11 +120,13 @@ def replicate_spectra(rng: np.random.Generator, m: int, gamma: float, kappa: np.
     diagonal[:, 1:] += y2
     off_diagonal = np.sqrt(x2[:, :-1] * y2)
     spectra = np.empty_like(diagonal)
-    for r in range(diagonal.shape[0]):
+    for r in range(diagonal.shape[0] if m > 1 else 0):  # a 1 x 1 tridiagonal is its own eigenvalue
         values, info = dsterf(diagonal[r], off_diagonal[r])
         if info != 0:
             raise FloatingPointError(f"LAPACK dsterf did not converge on a replicate spectrum (info = {info})")
         spectra[r] = values
+    if m == 1:
+        spectra[:] = diagonal
     spectra *= (scale * gamma / kappa)[:, None]
     spectra = spectra.reshape(-1, n_slices * m)
     spectra.sort(axis=1)
@@ -190,6 +193,7 @@ def _tail_probability(observed: float, replicates: np.ndarray) -> float:
     return float(stdtr(n - 1, -z))
 
 
+@in_float64
 def ks_pvalue(result, n: int = 200, seed: int = 0) -> float:
     """Posterior predictive p-value of the KS distance (a discrepancy: it depends on the parameters too).
 

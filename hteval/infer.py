@@ -12,7 +12,6 @@ ArviZ `data` is asked for.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import math
@@ -26,6 +25,7 @@ import pandas as pd
 from hteval import calibration, names
 from hteval.errors import InputError
 from hteval.models import MODELS
+from hteval.precision import float64, float64_if_loaded
 from hteval.spectra import LayerSpectrum, load_spectra, spectrum
 from hteval.summary import median_and_interval, summarise
 
@@ -103,7 +103,8 @@ class FitResult:
                 "prob": self.prob, "parameters": parameters,
                 names.INTERVALS: calibration.intervals(self.model), names.INTERVALS_NOTE: calibration.note(self.model),
                 "diagnostics": self.diagnostics, names.PPC_PVALUE: _json_number(self.ppc_pvalue),
-                names.MISFIT: self.misfit, "probabilities": self.probabilities, "settings": self.settings,
+                names.MISFIT: self.misfit, "probabilities": self.probabilities,
+                "evidence": {k: _json_number(v) for k, v in self.evidence.items()}, "settings": self.settings,
                 "record": self.record, "version": self.version}
 
 
@@ -113,18 +114,32 @@ def _json_number(value):
 
 
 def layer_from_source(source, layer, gamma, floor) -> LayerSpectrum:
+    """The spectrum `fit` works on: a LayerSpectrum as it is; one layer of a checkpoint path or of a model in
+    memory (`hteval.frameworks`), chosen by `layer`; a weight matrix; or raw eigenvalues (1-D, with gamma)."""
     if isinstance(source, LayerSpectrum):
         return source
-    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+    if not _is_array(source):
         layers = load_spectra(source, layers=[layer] if layer else None)
         if len(layers) != 1:
-            raise InputError(f"{len(layers)} layers found: choose one with --layer (Python: layer=); "
-                             f"`hteval esd {source}` lists them", source=str(source))
+            from hteval.frameworks import is_path, source_label
+
+            where = (f"choose one with --layer (Python: layer=); `hteval esd {source_label(source)}` lists them"
+                     if is_path(source) else "choose one with layer=; hteval.load_spectra(source) lists them")
+            raise InputError(f"{len(layers)} layers found: {where}", source=source_label(source))
         return layers[0]
     array = np.asarray(source)
     if array.ndim == 1:
         return eigenvalue_spectrum(array, gamma=gamma, name=layer or "eigenvalues", floor=floor)
     return spectrum(array, name=layer or "W")
+
+
+def _is_array(source) -> bool:
+    """A matrix or eigenvalues given directly (numpy, JAX or torch array, or a list), not a checkpoint or model."""
+    from hteval.io.torch_reader import is_torch_tensor
+
+    if isinstance(source, (np.ndarray, list, tuple)) or is_torch_tensor(source):
+        return True
+    return hasattr(source, "__array__") and hasattr(source, "shape") and not isinstance(source, (str, bytes))
 
 
 def eigenvalue_spectrum(eigenvalues, *, gamma, name="eigenvalues", floor=None) -> LayerSpectrum:
@@ -223,13 +238,6 @@ def model_data(rec: LayerSpectrum, module=None) -> dict[str, Any]:
     return data
 
 
-def float64():
-    """A context in which JAX computes in float64, leaving the caller's global setting as it was."""
-    import jax
-
-    return contextlib.nullcontext() if jax.config.jax_enable_x64 else jax.enable_x64(True)
-
-
 def fit(source, layer=None, model=names.DEFAULT_MODEL, gamma=None, prob=0.9, seed=0, chains=4, draws=1000,
         warmup=1000, *, floor=None, progress_bar=False, log_likelihood=True, max_draws=None,
         scale_ref=None, sampler: str = "auto") -> FitResult:
@@ -305,9 +313,10 @@ def _fit_exactly(module, model: str, rec: LayerSpectrum, data: dict[str, Any], *
     """A model that draws its posterior exactly (`posterior_draws`): independent draws, laid out as (chain, draw)
     like NUTS's, the quadrature's own checks deciding convergence. The ArviZ data are built on first access."""
     if getattr(module, "RANDOM", "jax") == "numpy":
-        posterior, loglik, checks = module.posterior_draws(layer_rng(seed, rec.name), rec.eigenvalues,
-                                                           chains=chains, draws=draws, gamma=rec.gamma,
-                                                           log_likelihood=log_likelihood, **data)
+        with float64_if_loaded():  # numpy random numbers; the likelihood may still be a JAX density
+            posterior, loglik, checks = module.posterior_draws(layer_rng(seed, rec.name), rec.eigenvalues,
+                                                               chains=chains, draws=draws, gamma=rec.gamma,
+                                                               log_likelihood=log_likelihood, **data)
     else:
         with float64():
             posterior, loglik, checks = module.posterior_draws(layer_key(seed, rec.name), rec.eigenvalues,
@@ -352,14 +361,6 @@ def model_module(model: str):
     if model not in MODELS:
         raise InputError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
     return MODELS[model]
-
-
-def require_float64() -> None:
-    """Entry points that run JAX outside `fit` (batched NUTS, comparisons) need float64 switched on."""
-    import jax
-
-    if not jax.config.jax_enable_x64:
-        raise RuntimeError("hteval needs float64: call jax.config.update('jax_enable_x64', True) first")
 
 
 def assemble(module, model: str, rec: LayerSpectrum, model_fn, args, kwargs, kernel, z, stats, *, prob: float,

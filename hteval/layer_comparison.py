@@ -56,10 +56,11 @@ def compare_layers(path: str | Path, out: str | Path, models: Sequence[str] = DE
         raise InputError("a comparison needs at least two models")
     workers = worker_count(workers)
     out = Path(out)
-    (out / LAYER_DIR).mkdir(parents=True, exist_ok=True)
     rows = RowFile(out / COMPARISON_TABLE, comparison_columns(models), key=(names.NAME,))
     done = rows.finished()
+    # read first: a checkpoint or pattern that gives nothing to compare leaves no empty output folder behind
     items = list(iter_spectra(path, layers=layers, on_error="skip"))
+    (out / LAYER_DIR).mkdir(parents=True, exist_ok=True)
     settings = {"prob": prob, "seed": seed, "chains": chains, "draws": draws, "warmup": warmup,
                 "max_draws": max_draws, "sampler": sampler}
     with rows.appending(len(items), on_row) as emit:

@@ -127,8 +127,8 @@ def compare_fits(fits: dict[str, FitResult], *, ppc_draws: int = 200, seed: int 
         raise InputError("a comparison needs at least two models")
     pointwise = {m: r for m, r in fits.items() if _pointwise(m)}
     loo_table, notes = _loo_table(pointwise)
-    notes += [f"{m}: not converged ({'; '.join(r.diagnostics['reasons'])})" for m, r in fits.items()
-              if not r.converged]
+    unconverged = [f"{m}: not converged ({'; '.join(r.diagnostics['reasons'])})" for m, r in fits.items()
+                   if not r.converged]
     out = _evidence_table(fits).join(loo_table)
     out[names.PPC_PVALUE] = pd.Series({m: ppc_pvalue(r, seed, ppc_draws) for m, r in fits.items()})
     out[names.CONVERGED] = pd.Series({m: r.converged for m, r in fits.items()})
@@ -137,8 +137,9 @@ def compare_fits(fits: dict[str, FitResult], *, ppc_draws: int = 200, seed: int 
     first = next(iter(fits.values()))
     comparison = Comparison(layer=first.record[names.NAME], table=out[list(names.COMPARISON_FIELDS[1:])],
                             fits=fits, record=first.record)
-    comparison.warnings = notes + _ranking_notes(comparison)
-    for note in comparison.warnings:
+    notes += _ranking_notes(comparison)
+    comparison.warnings = unconverged + notes
+    for note in notes:  # `fit` logged each non-convergence as its fit finished
         logger.warning(note)
     return comparison
 

@@ -35,8 +35,9 @@ from hteval.frameworks import source_label
 from hteval.infer import fit
 from hteval.layer_order import network_order
 from hteval.models import MODELS
-from hteval.parallel import run_tasks, worker_count
-from hteval.rowfile import RowFile, atomic_write, in_order, read_table
+from hteval.parallel import RESULT_KEY, run_tasks, worker_count
+from hteval.result_files import DERIVED, DRAWS_SUFFIX, write_result
+from hteval.rowfile import RowFile, RowList, atomic_write, in_order, read_table
 from hteval.schedule import program_key
 from hteval.spectra import SkippedLayer, iter_spectra
 from hteval.summary import median_and_interval
@@ -45,13 +46,10 @@ logger = logging.getLogger(__name__)
 
 LAYER_TABLE = "layers.csv"
 LAYER_DIR = "layers"
-DRAWS_SUFFIX = ".draws.npz"
 HIERARCHICAL_JSON = "hierarchical.json"
 POOLED_TABLE = "pooled.csv"
 #: interval bounds and centre reported per parameter in layers.csv: kappa_median, kappa_ci_low, kappa_ci_high
 STATISTICS = ("median", "ci_low", "ci_high")
-#: derived quantities reported beside a model's parameters when its posterior has them (SPEC section 3)
-DERIVED = (names.TEMPERATURE,)
 
 
 def table_columns(models: Sequence[str]) -> list[str]:
@@ -83,13 +81,14 @@ def _probability_columns(models: Sequence[str]) -> list[str]:
     return columns
 
 
-def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DEFAULT_MODEL,), layers=None, *, prob=0.9,
+def analyze(path, out: str | Path | None, models: Sequence[str] = (names.DEFAULT_MODEL,), layers=None, *, prob=0.9,
             seed=0, chains=4, draws=1000, warmup=500, max_draws: int | None = 2400, randomize: bool = False,
             hierarchical: bool = False, figures: bool = True, workers: int | None = None,
             batched: bool | None = None, svd: str = "auto", sampler: str = "auto",
             on_row: Callable[[dict[str, Any], int, int], None] | None = None,
             on_start: Callable[[str, str], None] | None = None, label: str | None = None,
-            report: bool = True) -> pd.DataFrame:
+            report: bool = True, keep: dict | None = None,
+            on_pooled: Callable[[dict], None] | None = None) -> pd.DataFrame:
     """Fit `models` to every eligible layer of a checkpoint; returns layers.csv (this run's rows and earlier ones).
 
     Models drawn exactly (sampler "auto": htmp-exact, the power law) get chains x draws independent draws; the
@@ -111,15 +110,24 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DE
     pools kappa across the converged layers that the model fits (`hteval.hierarchy`). The report (report.md and
     forest plots) is rewritten at the end of every run unless report=False; its header names the checkpoint as
     `label` (default: the path as given).
+
+    path may also be a model or a dict of arrays in memory (`hteval.frameworks`). out=None writes nothing: the table
+    is kept in memory, without figures or report. keep: a dict that receives every FitResult of this run, keyed by
+    (layer, model, randomized); on_pooled(pooled) receives the partial pooling's results (hierarchical=True).
     """
     if models == names.AUTO_MODELS or list(models) == [names.AUTO_MODELS]:
         models = auto_models()
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models:
         raise InputError(f"unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(MODELS)}")
-    out = Path(out)
-    (out / LAYER_DIR).mkdir(parents=True, exist_ok=True)
-    rows = RowFile(out / LAYER_TABLE, table_columns(models), key=(names.NAME, names.MODEL, names.RANDOMIZED))
+    key = (names.NAME, names.MODEL, names.RANDOMIZED)
+    if out is None:
+        rows, figures, report = RowList(table_columns(models), key), False, False
+        keep = {} if keep is None else keep  # pooling reads the draws from here
+    else:
+        out = Path(out)
+        (out / LAYER_DIR).mkdir(parents=True, exist_ok=True)
+        rows = RowFile(out / LAYER_TABLE, table_columns(models), key=key)
     done = rows.finished()
     exact = all(sampler != "nuts" and hasattr(MODELS[m], "posterior_draws") for m in models)
     accelerator = _accelerator() if (svd == "auto" or (batched is None and not exact)) else False
@@ -133,20 +141,47 @@ def analyze(path: str | Path, out: str | Path, models: Sequence[str] = (names.DE
     # exact fits: the figures are drawn in a worker process while this one fits (they cost as much as the fits
     # here), and the report is written while the worker finishes
     with _figure_drawer(figures if exact else False) as draw:
-        with rows.appending(0, on_row) as emit:
+        with rows.appending(0, on_row) as written:
+            emit = _Keeper(written, keep)
             _fit_every_layer(spectra, models, rows, done, emit, exact, draw if exact else figures, settings, out,
                              order=order, on_start=on_start or (lambda name, model: None), accelerator=accelerator,
                              batched=batched, workers=workers)
         # network order (the file keeps the order rows were written in)
         order = network_order(order)
-        result = in_order(read_layer_table(rows.path), names.NAME, order)
-        pooled = pool_layers(result, out, prob=prob, seed=seed) if hierarchical else {}
+        result = in_order(rows.read(bool_columns=(names.RANDOMIZED,)), names.NAME, order)
+        pooled = pool_layers(result, out, prob=prob, seed=seed, kept=keep) if hierarchical else {}
+        if on_pooled is not None:
+            on_pooled(pooled)
         if report:
             from hteval.report.analysis import write_report
 
             write_report(result, out, network_order=order, pooled=pooled, prob=prob,
                          source=label or source_label(path))
     return result
+
+
+class _Keeper:
+    """The row writer, which also hands each row's FitResult (carried under RESULT_KEY, never written) to `keep`."""
+
+    def __init__(self, writer, keep: dict | None):
+        self._writer, self._keep = writer, keep
+
+    def __call__(self, row: dict[str, Any]) -> None:
+        result = row.pop(RESULT_KEY, None)
+        if result is not None and self._keep is not None:
+            self._keep[(row[names.NAME], row[names.MODEL], bool(row[names.RANDOMIZED]))] = result
+        self._writer(row)
+
+    def skip(self) -> None:
+        self._writer.skip()
+
+    @property
+    def total(self) -> int:
+        return self._writer.total
+
+    @total.setter
+    def total(self, value: int) -> None:
+        self._writer.total = value
 
 
 def _fit_every_layer(spectra, models, rows, done, emit, exact: bool, figures, settings, out: Path, *, order,
@@ -156,7 +191,7 @@ def _fit_every_layer(spectra, models, rows, done, emit, exact: bool, figures, se
     tasks = _pending(spectra, models, rows, done, emit, order)
     if exact:
         # a layer's rows are written together, once its models' evidence says which is best
-        earlier = _earlier_evidence(rows.path) if len(models) > 1 else {}
+        earlier = _earlier_evidence(rows.path) if len(models) > 1 and rows.path is not None else {}
         for layer_tasks in _by_layer(tasks):
             layer_rows = []
             for item, model in layer_tasks:
@@ -271,6 +306,7 @@ def _fit_row(item, model: str, settings: dict[str, Any], out: Path, figures) -> 
     start = time.perf_counter()
     try:
         result = fit(item, model=model, log_likelihood=False, **settings)
+        result.ppc_pvalue  # noqa: B018 (the fit check, computed here: one that fails gives this layer's error row)
     except (HtevalError, ValueError, FloatingPointError) as err:
         result = err
     return _row(item, model, result, out, figures, time.perf_counter() - start)
@@ -305,11 +341,13 @@ def _row(item, model: str, result, out: Path, figures, seconds: float) -> dict[s
     row = {**item.to_record(), names.MODEL: model, names.RANDOMIZED: item.randomized}
     if isinstance(result, Exception):
         row.update({names.STATUS: names.STATUS_ERROR, names.ERROR: " ".join(str(result).split())})
+    elif out is None:
+        row.update(_result_row(result))
+        row[RESULT_KEY] = result
     else:
         row.update(_result_row(result))
         stem = out / LAYER_DIR / layer_file_stem(item.name, model, item.randomized)
-        _write_json(stem.with_name(stem.name + ".json"), result, item.randomized)
-        _write_draws(stem.with_name(stem.name + DRAWS_SUFFIX), result)
+        write_result(stem, result, item.randomized)
         if callable(figures):
             figures(result, stem.with_name(stem.name + ".esd.png"))
         elif figures:
@@ -320,10 +358,11 @@ def _row(item, model: str, result, out: Path, figures, seconds: float) -> dict[s
     return row
 
 
-def pool_layers(table: pd.DataFrame, out: Path, *, prob: float, seed: int) -> dict:
+def pool_layers(table: pd.DataFrame, out: Path | None, *, prob: float, seed: int, kept: dict | None = None) -> dict:
     """Partial pooling of kappa, per model that has one, over its converged rows of the real (not randomized) layers
     that the model fits (misfit layers are left out and listed); writes hierarchical.json (model-level kappa and
-    tau) and pooled.csv (per-layer pooled intervals)."""
+    tau) and pooled.csv (per-layer pooled intervals); with out=None the draws come from `kept` (analyze's keep)
+    and nothing is written."""
     from hteval.hierarchy import pool_kappa
     from hteval.kappa_posterior import kappa_upper_bound
 
@@ -338,8 +377,11 @@ def pool_layers(table: pd.DataFrame, out: Path, *, prob: float, seed: int) -> di
         # a layer the model does not fit has no kappa to pool: its interval answers the wrong question
         misfit = rows[names.MISFIT] == True if names.MISFIT in rows else False  # noqa: E712 (cells may be NaN)
         usable = rows[(rows[names.STATUS] == names.STATUS_OK) & ~misfit]
-        draws = {name: np.load(out / LAYER_DIR / f"{layer_file_stem(name, model)}{DRAWS_SUFFIX}")[names.KAPPA]
-                 for name in usable[names.NAME]}
+        if out is None:
+            draws = {name: np.asarray(kept[(name, model, False)].draws[names.KAPPA]) for name in usable[names.NAME]}
+        else:
+            draws = {name: np.load(out / LAYER_DIR / f"{layer_file_stem(name, model)}{DRAWS_SUFFIX}")[names.KAPPA]
+                     for name in usable[names.NAME]}
         left_out = sorted(set(rows[names.NAME]) - set(draws))
         # the prior's box: the iid models' [1e-3, 1e3]; the exact model's reaches the largest layer's 10 M
         upper = max((kappa_upper_bound(m) for m in usable[names.M]), default=1e3) if model == "htmp-exact" else 1e3
@@ -350,6 +392,8 @@ def pool_layers(table: pd.DataFrame, out: Path, *, prob: float, seed: int) -> di
             continue
         documents[model] = {**pooled[model].to_json(), "left_out": left_out,
                             names.INTERVALS: calibration.intervals(model)}
+    if out is None:
+        return pooled
     atomic_write(out / HIERARCHICAL_JSON, lambda h: h.write(json.dumps(documents, indent=2).encode()))
     frames = [p.table().reset_index().assign(**{names.MODEL: m}) for m, p in pooled.items()]
     if frames:
@@ -388,18 +432,6 @@ def _result_row(result) -> dict[str, Any]:
                 names.STATUS: names.STATUS_OK if result.converged else names.STATUS_NOT_CONVERGED,
                 names.ERROR: "; ".join(diagnostics["reasons"])})
     return row
-
-
-def _write_json(path: Path, result, randomized: bool) -> None:
-    document = {**result.to_json(), names.RANDOMIZED: randomized}
-    atomic_write(path, lambda handle: handle.write(json.dumps(document, indent=2).encode()))
-
-
-def _write_draws(path: Path, result) -> None:
-    """The posterior draws of the parameters (chain, draw): what partial pooling across layers starts from."""
-    arrays = {p: np.asarray(result.draws[p]) for p in (*MODELS[result.model].PARAMETERS, *DERIVED)
-              if p in result.draws}
-    atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
 
 def _file_stem(layer: str) -> str:

@@ -37,6 +37,10 @@ def worker_count(workers: int | None) -> int:
     return min(os.cpu_count() or 1, MAX_WORKERS) if workers is None else workers
 
 
+#: where a row carries its FitResult to this process (a run without an output folder keeps its results)
+RESULT_KEY = "_result"
+
+
 def run_tasks(tasks: Sequence[tuple[Any, str]], fit_row: Callable[..., dict], args: tuple, *, workers: int,
               on_start: Callable[[str, str], None], on_row: Callable[[dict], None]) -> None:
     """fit_row(item, model, *args) -> row for every (item, model) task, over up to `workers` processes (1: here).
@@ -110,5 +114,8 @@ def _work(worker: int, tasks, fit_row, args, options, messages) -> None:
     apply_jax_options(options)
     for item, model in tasks:
         messages.put(("start", worker, (item.name, model)))
-        messages.put(("row", worker, fit_row(item, model, *args)))
+        row = fit_row(item, model, *args)
+        if RESULT_KEY in row:
+            row[RESULT_KEY].data  # noqa: B018 (built here: what builds it on first access is a closure, not picklable)
+        messages.put(("row", worker, row))
     messages.put(("done", worker, None))

@@ -23,6 +23,7 @@ import xarray as xr
 
 from hteval.goodness_of_fit import ks_pvalue, thinned_draws  # noqa: F401 (ks_pvalue: its earlier home)
 from hteval.models import MODELS
+from hteval.precision import in_float64
 
 
 def _observed(result) -> np.ndarray:
@@ -72,6 +73,7 @@ def _batched(model: str, what: str, gamma: float, m: int):
     return jax.jit(lambda x, p, scale_ref: jax.lax.map(lambda q: function(x, q, scale_ref=scale_ref, **context), p))
 
 
+@in_float64
 def log_density_draws(result, x, n: int = 200) -> np.ndarray:
     """log f(x) for n posterior draws: shape (n, len(x)), outlier components included."""
     draws = parameter_draws(result, n)
@@ -82,6 +84,7 @@ def log_density_draws(result, x, n: int = 200) -> np.ndarray:
     return np.asarray(fn(jnp.asarray(x), draws))
 
 
+@in_float64
 def spectra_from_draws(model: str, draws: dict[str, np.ndarray], context: dict, n_eigs: int,
                        seed: int = 0) -> np.ndarray:
     """One iid spectrum of n_eigs eigenvalues per parameter draw, each sorted ascending: shape (n_draws, n_eigs)."""
@@ -95,12 +98,14 @@ def spectra_from_draws(model: str, draws: dict[str, np.ndarray], context: dict, 
     return np.sort(np.asarray(fn(keys, {k: jnp.asarray(v) for k, v in draws.items()}, n_eigs)), axis=1)
 
 
+@in_float64
 def predictive_spectra(result, n: int = 100, seed: int = 0) -> np.ndarray:
     """n posterior predictive spectra of the layer's size, each sorted ascending: shape (n, n_eigs)."""
     return spectra_from_draws(result.model, parameter_draws(result, n), _context(result),
                               result.record["n_eigs"], seed)
 
 
+@in_float64
 def law_cdf(result, n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The sorted observed eigenvalues and the model's CDF there for n posterior draws, (n, n_eigs): what the KS
     p-value (`hteval.goodness_of_fit.ks_pvalue`) reads where its numpy path does not apply."""
@@ -114,6 +119,7 @@ def law_cdf(result, n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     return observed, np.exp(np.asarray(_law(result.model, "log_cdf", _context(result))(jnp.asarray(observed), draws)))
 
 
+@in_float64
 def prior_draws(model: str, rec, n: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
     """n draws of every latent and derived site from the model's priors, for this layer (its gamma, its mean)."""
     from numpyro.infer import Predictive
@@ -132,6 +138,7 @@ def prior_draws(model: str, rec, n: int = 200, seed: int = 0) -> dict[str, np.nd
     return draws
 
 
+@in_float64
 def add_prior_predictive(result, n: int = 200, seed: int = 0) -> None:
     """Store prior draws and prior predictive spectra in the result's DataTree (groups prior, prior_predictive)."""
     rec = result.layer
@@ -142,6 +149,7 @@ def add_prior_predictive(result, n: int = 200, seed: int = 0) -> None:
     result.data["prior_predictive"] = xr.Dataset({"obs": (("chain", "draw", "obs_dim_0"), spectra[None])})
 
 
+@in_float64
 def add_posterior_predictive(result, n: int = 100, seed: int = 0) -> None:
     """Store predictive spectra in the result's DataTree as the posterior_predictive group (one pseudo-chain)."""
     spectra = predictive_spectra(result, n, seed)

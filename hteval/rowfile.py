@@ -32,6 +32,10 @@ class RowFile:
         """The key of a row as it reads back from the file (missing cells are empty strings)."""
         return tuple(str(cell(row.get(c))) for c in self.key)
 
+    def read(self, bool_columns: Sequence[str] = ()) -> pd.DataFrame:
+        """The table as written so far (`read_table`)."""
+        return read_table(self.path, bool_columns)
+
     def finished(self) -> set[tuple[str, ...]]:
         """Keys of the complete rows already in the file; InputError when its header is not these columns."""
         text = complete_lines(self.path)
@@ -56,6 +60,27 @@ class RowFile:
             yield Writer(lambda row: _write_line(handle, self.columns, row), total, on_row)
 
 
+class RowList(RowFile):
+    """A RowFile kept in memory (a run with nothing written to disk): the same columns and cells, read back as
+    the file would be, so that a table does not depend on where its rows were kept."""
+
+    def __init__(self, columns: Sequence[str], key: Sequence[str]):
+        self.path, self.columns, self.key = None, list(columns), tuple(key)
+        self._text = io.StringIO()
+        _write_line(self._text, self.columns, dict(zip(self.columns, self.columns, strict=True)))
+
+    def finished(self) -> set[tuple[str, ...]]:
+        return set()
+
+    @contextmanager
+    def appending(self, total: int = 0, on_row: Callable[[Mapping[str, Any], int, int], None] | None = None
+                  ) -> Iterator[Writer]:
+        yield Writer(lambda row: _write_line(self._text, self.columns, row), total, on_row)
+
+    def read(self, bool_columns: Sequence[str] = ()) -> pd.DataFrame:
+        return parse_table(self._text.getvalue(), bool_columns)
+
+
 class Writer:
     """Writes rows and counts them, with the rows a resumed run skips, for a progress callback."""
 
@@ -77,7 +102,11 @@ class Writer:
 def read_table(path: str | Path, bool_columns: Sequence[str] = ()) -> pd.DataFrame:
     """A row file as a DataFrame (a trailing line cut short by a kill is ignored); each of `bool_columns` is a
     bool column, False where its cell is empty."""
-    text = complete_lines(Path(path))
+    return parse_table(complete_lines(Path(path)), bool_columns)
+
+
+def parse_table(text: str, bool_columns: Sequence[str] = ()) -> pd.DataFrame:
+    """Complete CSV lines (header first) as read_table reads them."""
     if not text:
         return pd.DataFrame()
     table = pd.read_csv(io.StringIO(text))

@@ -29,7 +29,7 @@ from hteval import names
 from hteval.errors import InputError, LayerSkipped
 from hteval.frameworks import source_label
 from hteval.io import iter_tensors
-from hteval.io.base import NamedTensor
+from hteval.io.base import NamedTensor, SkippedTensor
 from hteval.io.torch_reader import is_torch_tensor, tensor_to_numpy
 
 logger = logging.getLogger(__name__)
@@ -491,8 +491,12 @@ def _selector(layers: str | Sequence[str] | None) -> Callable[[str], bool]:
     return lambda name: name in wanted
 
 
-def _layer_results(tensor: NamedTensor, source: str, min_eigs: int, keep_slices: bool,
+def _layer_results(tensor: NamedTensor | SkippedTensor, source: str, min_eigs: int, keep_slices: bool,
                    on_error: OnError, svd: str) -> Iterator[LayerSpectrum | SkippedLayer]:
+    if isinstance(tensor, SkippedTensor):
+        # the reader found it but has no values to give (tied copy, meta device) and says why
+        yield SkippedLayer(tensor.name, tensor.shape, tensor.reason)
+        return
     shape = tuple(int(d) for d in tensor.array.shape)
     if tensor.array.dtype.kind in "biu":
         # Checkpoints keep integer and boolean buffers (position ids, step counters, masks) beside weights.
@@ -553,9 +557,10 @@ class _Tally:
             raise InputError("no tensors" + (f" match layers={layers!r}" if layers is not None else ""),
                              source=source)
         if not self.kinds["weight"]:
-            found = ", ".join(f"{n} {kind}" for kind, n in self.kinds.items())
-            raise InputError(f"no 2-D floating-point weights among {len(self.names)} tensors ({found})",
-                             source=source)
+            found = ", ".join(f"{n} {'tensor is' if n == 1 else 'tensors are'} {kind}"
+                              for kind, n in self.kinds.items())
+            shown = ", ".join(self.names[:5]) + (f" and {len(self.names) - 5} more" if len(self.names) > 5 else "")
+            raise InputError(f"no 2-D floating-point weight to fit: {found} ({shown})", source=source)
 
 
     def _suggestions(self, missing: list[str]) -> str:
@@ -569,6 +574,8 @@ class _Tally:
 
 def _kind(tensor: NamedTensor) -> str:
     """'weight' for a floating tensor of 2 or more dimensions, else what it is ('1-D', 'int64', ...)."""
+    if isinstance(tensor, SkippedTensor):
+        return "skipped"
     dtype, ndim = tensor.array.dtype, tensor.array.ndim
     if not (dtype.kind == "f" or dtype in _FLOAT_EXTRAS):
         return tensor.dtype

@@ -1,7 +1,9 @@
 """The command line: help of every sub-command, esd output (table, JSON), one-line errors, exit codes."""
 
 import argparse
+import io
 import json
+import re
 import subprocess
 import sys
 
@@ -9,13 +11,19 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from hteval import names
+from hteval import cli, names
 from hteval.cli import build_parser, main
 
 
 def _subcommands() -> list[str]:
     (action,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     return list(action.choices)
+
+
+def _parsers() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return {"hteval": parser, **action.choices}
 
 
 @pytest.fixture
@@ -55,7 +63,7 @@ def test_esd_table_lists_layers_then_skipped(checkpoint, capsys):
     header, row = out.splitlines()[:2]
     assert header.split() == [*names.RECORD_FIELDS, *names.EIG_SUMMARY_FIELDS]
     assert row.split()[:3] == ["dense.weight", "64x32", "64"]
-    assert "1 tensors skipped:" in out and "dense.bias [32] skipped: 1-D tensor" in out
+    assert "1 tensor skipped:" in out and "dense.bias [32] skipped: 1-D tensor" in out
 
 
 def test_esd_layers_pattern(checkpoint, capsys):
@@ -132,3 +140,98 @@ def test_fit_takes_a_checkpoint_or_eigenvalues_not_both(tmp_path, capsys):
     argv = ["fit", "--bundled", "--eigenvalues", str(tmp_path / "e.npy"), "--gamma", "0.5", "--out", str(tmp_path)]
     assert main(argv) == 2 and "not both" in capsys.readouterr().err
 
+
+
+_NO_DEFAULT = (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)
+
+
+@pytest.mark.parametrize("command", list(_parsers()))
+def test_every_option_states_its_default(command):
+    """Each option's help says what happens when it is not given, and shows a default value where it has one."""
+    parser = _parsers()[command]
+    formatter = parser._get_formatter()
+    checked = 0
+    for action in parser._actions:
+        if isinstance(action, _NO_DEFAULT) or not action.option_strings or action.required:
+            continue
+        text = formatter._expand_help(action)
+        assert re.search(r"\bdefault\b", text, re.IGNORECASE), f"{command} {action.option_strings[0]}: {text}"
+        if action.default is not None and not isinstance(action.default, bool):
+            assert str(action.default) in text, f"{command} {action.option_strings[0]}: {text}"
+        assert "(default: None)" not in text and "(default: False)" not in text
+        checked += 1
+    assert checked
+
+
+def test_fit_description_names_every_model_and_output():
+    description = _parsers()["fit"].description
+    assert all(model in description for model in names.MODEL_LABELS)
+    for output in ("summary.json", "posterior.nc", "esd.png", "rank.png", "trace.png", "prior_predictive.png"):
+        assert output in description
+
+
+@pytest.fixture
+def two_layers(tmp_path):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "two.safetensors"
+    save_file({"a.weight": rng.standard_normal((64, 32)).astype(np.float32),
+               "b.weight": rng.standard_normal((48, 32)).astype(np.float32),
+               "b.bias": rng.standard_normal(32).astype(np.float32)}, path)
+    return path
+
+
+@pytest.mark.parametrize("command", ["fit", "compare"])
+def test_several_layers_ask_for_the_layer_option(command, two_layers, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([command, str(two_layers), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "2 layers found: choose one with --layer" in err and not out.exists()
+
+
+def test_a_1d_tensor_is_named_and_counted_in_words(two_layers, tmp_path, capsys):
+    assert main(["fit", str(two_layers), "--layer", "b.bias", "--out", str(tmp_path / "out")]) == 2
+    assert "no 2-D floating-point weight to fit: 1 tensor is 1-D (b.bias)" in capsys.readouterr().err
+    assert main(["esd", str(two_layers), "--layers", "*.bias"]) == 2
+    assert "1 tensor is 1-D (b.bias)" in capsys.readouterr().err
+    rng = np.random.default_rng(2)
+    save_file({f"n{i}.bias": rng.standard_normal(8).astype(np.float32) for i in range(3)}, tmp_path / "b.safetensors")
+    assert main(["esd", str(tmp_path / "b.safetensors")]) == 2
+    assert "3 tensors are 1-D (n0.bias, n1.bias, n2.bias)" in capsys.readouterr().err
+
+
+def _skipped(name):
+    return {names.NAME: name, names.STATUS: names.STATUS_SKIPPED}
+
+
+def _fitted(name):
+    return {names.NAME: name, names.MODEL: "htmp-exact", names.STATUS: names.STATUS_OK, names.SECONDS: 0.1}
+
+
+def test_work_bar_counts_fits_and_estimates_from_the_second_fit():
+    """Skipped tensors are not fits; the first fit (JAX's start and compilation, 20 s here) does not set the
+    rate: after it there is no estimate, and after a second fit one second later the rate is 1 fit/s (the
+    run's average, 2 fits in 21 s, would give 21 s left instead of 2)."""
+    clock = [0.0]
+    bar = cli.work_bar(unit="fit", desc="fits", file=io.StringIO(), mininterval=0)
+    bar._time, bar.start_t = (lambda: clock[0]), 0.0
+    bar.count(_skipped("norm.bias"), 1, 5)  # total 5 rows: 1 skipped tensor, 4 fits
+    assert (bar.n, bar.total) == (0, 4) and "<?" in str(bar)
+    clock[0] = 20.0
+    bar.count(_fitted("a.weight"), 2, 5)
+    assert (bar.n, bar.total) == (1, 4) and "<?" in str(bar)
+    clock[0] = 21.0
+    bar.count(_fitted("b.weight"), 3, 5)
+    assert (bar.n, bar.total) == (2, 4) and "00:21<00:02" in str(bar)
+    bar.close()
+
+
+def test_analyze_bar_counts_this_runs_fits(checkpoint, tmp_path, monkeypatch):
+    """The bar of `hteval analyze` ends at the number of fits: not the skipped bias, and on resuming, none."""
+    bars = []
+    make = cli.work_bar
+    monkeypatch.setattr(cli, "work_bar", lambda **kwargs: bars.append(make(**kwargs)) or bars[-1])
+    argv = ["analyze", str(checkpoint), "--out", str(tmp_path / "run"), "--no-figures", "--workers", "1"]
+    assert main(argv) == 0
+    assert (bars[-1].n, bars[-1].total, bars[-1].unit) == (1, 1, "fit")
+    assert main(argv) == 0  # resumed: everything done, nothing fitted
+    assert (bars[-1].n, bars[-1].total or 0) == (0, 0)

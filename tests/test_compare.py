@@ -9,9 +9,13 @@ more models, replicate spectra) are marked slow.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import xarray as xr
 
 from hteval import names
 from hteval.cli import main
@@ -83,6 +87,57 @@ def test_compare_command_writes_json_csv_and_figures(tmp_path):
     for name in ("compare_density.png", "compare_rank.png", "compare_elpd.png", "posterior_mp.nc",
                  "posterior_htmp-exact.nc"):
         assert (out / name).stat().st_size > 5_000
+
+
+def _groups(path) -> set[str]:
+    with xr.open_datatree(path, engine="h5netcdf") as tree:
+        return {node.name for node in tree.subtree if node.name}
+
+
+def test_compare_output_is_small_unless_full_posteriors_are_asked_for(tmp_path):
+    """At the default 4 x 1000 draws, one iid model's pointwise log-likelihood on 300 eigenvalues is 9.6 MB: it is
+    written (with the predictive spectra) only with --full-posteriors; the default posterior files keep the
+    parameter draws, and the whole folder stays under 1 MB."""
+    path = tmp_path / "eigs.npy"
+    np.save(path, sample_mp_spectrum(15, 300, 0.5))
+    argv = ["compare", "--eigenvalues", str(path), "--gamma", "0.5", "--models", "mp,powerlaw"]
+    assert main([*argv, "--out", str(tmp_path / "default")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "full"), "--full-posteriors"]) == 0
+    sizes = {run: sum(f.stat().st_size for f in (tmp_path / run).iterdir()) for run in ("default", "full")}
+    assert sizes["default"] < 1_000_000 < 2 * 9_600_000 < sizes["full"]
+    for model in ("mp", "powerlaw"):
+        thin, full = (_groups(tmp_path / run / f"posterior_{model}.nc") for run in ("default", "full"))
+        assert thin == {"posterior", "sample_stats", "observed_data"}
+        assert {"log_likelihood", "posterior_predictive"} | thin <= full
+    assert (tmp_path / "default" / "comparison.json").read_text() == (tmp_path / "full" / "comparison.json").read_text()
+
+
+def test_compare_prints_each_warning_once(tmp_path):
+    """Short NUTS runs warn (not converged, no exact evidence, Pareto k): each warning appears once in what the
+    command prints, stdout and stderr together, not once from the fit, again from the comparison and again in
+    the command's summary."""
+    path = tmp_path / "eigs.npy"
+    np.save(path, sample_mp_spectrum(14, 120, 0.5))
+    argv = [sys.executable, "-m", "hteval.cli", "compare", "--eigenvalues", str(path), "--gamma", "0.5", "--models",
+            "mp,lognormal", "--sampler", "nuts", "--chains", "1", "--draws", "100", "--warmup", "100",
+            "--out", str(tmp_path / "out")]
+    run = subprocess.run(argv, capture_output=True, text=True, check=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    printed = run.stdout + run.stderr
+    doc = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    assert any("not converged" in note for note in doc["warnings"])
+    assert any("no exact evidence" in note for note in doc["warnings"])
+    for note in doc["warnings"]:
+        # a non-convergence is reported by the fit, in its own words: its reasons are what must not repeat
+        said = note.split(" (", 1)[1].rstrip(")") if "not converged (" in note else note
+        assert printed.count(said) == 1, (said, printed)
+
+
+def test_failed_compare_leaves_no_output_folder(tmp_path, capsys):
+    out = tmp_path / "out"
+    missing = ["--eigenvalues", str(tmp_path / "absent.npy"), "--gamma", "0.5"]
+    for argv in (missing, ["--bundled", "--layer", "no.such.weight"], ["--bundled", "--layers", "no.such.*"]):
+        assert main(["compare", *argv, "--out", str(out)]) == 2
+        assert "hteval: error: " in capsys.readouterr().err and not out.exists()
 
 
 def test_compare_command_rejects_unknown_models(tmp_path, capsys):

@@ -1,7 +1,7 @@
 """HTMP density, CDF and quantiles against mpmath references, analytic moments and finite differences.
 
-The reference values (../shared/reference/*.npz) were computed with mpmath at 40 digits by the project's
-steering session (SPEC section 5); tests/data/htmp_cdf_g0.5_k2.npz was made by tests/data/make_htmp_cdf.py
+The reference values (../shared/reference/*.npz) were computed with mpmath at 40 digits (SPEC section 5);
+tests/data/htmp_cdf_g0.5_k2.npz was made by tests/data/make_htmp_cdf.py
 (mpmath 1.4.1, 2026-11-25), tests/data/htmp_tails.npz by tests/data/make_htmp_tails.py.
 """
 

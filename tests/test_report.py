@@ -282,3 +282,23 @@ def test_model_choice_per_layer_names_the_preferred_model(tmp_path):
     assert ("* `h.1.w`: HTMP does not fit (p < 0.001); log-normal preferred (weight 0.83); kappa not reported as a "
             "fit\n") in report
     assert (tmp_path / "kappa_forest.png").exists()
+
+
+def _layer_table(report: str) -> list[list[str]]:
+    lines = report.split("## Layers")[1].split("## Notes")[0].strip().splitlines()
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines if not line.startswith("|---")]
+
+
+def test_layer_table_leaves_out_columns_empty_in_every_row(table, tmp_path):
+    """Exact draws have no R-hat and an unshuffled run no shuffled copies: their columns are left out, the others
+    kept, and every row has as many cells as the header."""
+    real = table[~table[names.RANDOMIZED]]
+    header, *rows = _layer_table(write_report(real, tmp_path, network_order=[], pooled={}, prob=0.9).read_text())
+    assert header == ["layer", "model", "kappa median [90%]", names.PPC_PVALUE, names.MISFIT, names.BEST,
+                      names.WEIGHT, names.INTERVALS, "status"]
+    assert len(rows) == 5 and all(len(row) == len(header) for row in rows)
+    assert rows[0] == [EMBED, "htmp-exact", "1.09 [0.95, 1.24]", "0.43", "no", "htmp-exact", "0.91", "calibrated",
+                       "ok"]
+    converged = real.assign(**{names.R_HAT: 1.002})
+    header, *_ = _layer_table(write_report(converged, tmp_path, network_order=[], pooled={}, prob=0.9).read_text())
+    assert names.R_HAT in header and "shuffled" not in header

@@ -237,7 +237,7 @@ import hteval, hteval.models
 found = {{}}
 for package in (hteval, hteval.models):
     for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
-        if info.name.startswith("hteval.cli"):
+        if info.name.startswith(("hteval.cli", "hteval.callbacks.")):  # callbacks import their framework
             continue
         module = importlib.import_module(info.name)
         for key, value in vars(module).items():

@@ -11,3 +11,14 @@ class NamedTensor(NamedTuple):
     name: str
     array: np.ndarray
     dtype: str
+
+
+class SkippedTensor(NamedTuple):
+    """A tensor a reader found but does not hand over, and why: no values to read (the meta device), a second name
+    of a tensor already read (tied weights), a layer with no spectrum (a depthwise convolution). `hteval.spectra`
+    reports it as a skipped layer with this reason."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    reason: str

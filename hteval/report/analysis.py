@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from hteval import calibration, layer_order, names
-from hteval.report.figures import log_axis, subplots
+from hteval.report.figures import log_axis, middle_ellipsis, save, subplots
 
 REPORT = "report.md"
 #: parameters that get a forest plot when a model reports them (kappa: the HTMP family; alpha: the power-law tail)
@@ -166,10 +166,16 @@ _STYLES = (((FITS, UNCHECKED), "o", None, "-", 1.0, ""),
 
 
 def plot_forest(fitted: pd.DataFrame, parameter: str, path: Path, *, pooled: dict, prob: float) -> Path:
+    """The forest plot (`forest_figure`) saved at `path`."""
+    fig = forest_figure(fitted, parameter, pooled=pooled, prob=prob)
+    return save(fig, path)
+
+
+def forest_figure(fitted: pd.DataFrame, parameter: str, *, pooled: dict, prob: float):
     """Median and interval of `parameter` for every layer (top = first in the network), one colour per model:
     filled, the model fits; hollow with a dashed interval, it does not fit the layer (p < MISFIT_LEVEL); crosses
     with a dotted interval, not converged; grey, the layer's element-shuffled copy; black squares, partially
-    pooled intervals with the model-level band and median (--hierarchical)."""
+    pooled intervals with the model-level band and median (--hierarchical). Returns the matplotlib Figure."""
     rows = fitted[fitted[f"{parameter}_median"].notna()]
     if _VERDICT not in rows:
         rows = rows.assign(**{_VERDICT: verdicts(rows)})
@@ -198,8 +204,7 @@ def plot_forest(fitted: pd.DataFrame, parameter: str, path: Path, *, pooled: dic
     _reference_lines(ax, parameter)
     _forest_axes(ax, parameter, layer_names, prob)
     _forest_legend(fig, ax)
-    fig.savefig(path, dpi=150)
-    return Path(path)
+    return fig
 
 
 def _layer_series(ax, part: pd.DataFrame, parameter: str, y: np.ndarray, *, colour: str, label: str) -> None:
@@ -236,8 +241,14 @@ def _reference_lines(ax, parameter: str) -> None:
                        label="α = 2 and 6: heavy- and light-tail conventions" if bound == 2.0 else None)
 
 
+#: characters of a layer name beside a forest plot's row: longer names keep their ends around an ellipsis, where
+#: the layout would otherwise squeeze the axes to nothing
+_FOREST_NAME = 56
+
+
 def _forest_axes(ax, parameter: str, layer_names: list[str], prob: float) -> None:
-    ax.set_yticks(range(len(layer_names)), [n.removesuffix(".weight") for n in layer_names], fontsize=7)
+    labels = [middle_ellipsis(n.removesuffix(".weight"), _FOREST_NAME) for n in layer_names]
+    ax.set_yticks(range(len(layer_names)), labels, fontsize=7)
     ax.set_ylim(len(layer_names) - 0.5, -0.5)  # the first layer of the network on top
     ax.set_xscale("log")
     log_axis(ax.xaxis)
@@ -363,7 +374,7 @@ def _layer_table(fitted: pd.DataFrame, prob: float) -> list[str]:
     chosen = [c for c in (names.BEST, names.WEIGHT) if c in fitted]
     header = ["layer", "model", "shuffled", *[f"{p} median [{prob:.0%}]" for p in parameters],
               *([names.PPC_PVALUE, names.MISFIT] if checked else []), *chosen, "r_hat", names.INTERVALS, "status"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for _, row in fitted.iterrows():
         cells = [row[names.NAME], row[names.MODEL], "yes" if row[names.RANDOMIZED] else ""]
         cells += ["" if pd.isna(row[f"{p}_median"]) else _interval(row, p) for p in parameters]
@@ -372,7 +383,11 @@ def _layer_table(fitted: pd.DataFrame, prob: float) -> list[str]:
             cells += [_number(row.get(names.PPC_PVALUE), ".3g"), "" if misfit is None else "yes" if misfit else "no"]
         cells += [_number(row[c], ".2f") if c == names.WEIGHT else _text(row[c]) for c in chosen]
         cells += [_number(row.get(names.R_HAT), ".3f"), calibration.intervals(row[names.MODEL]), row[names.STATUS]]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+        rows.append([str(c) for c in cells])
+    # a column empty in every row (no shuffled copies, no R-hat from exact draws) says nothing
+    kept = [i for i in range(len(header)) if any(cells[i] for cells in rows)]
+    lines = ["| " + " | ".join(header[i] for i in kept) + " |", "|" + "---|" * len(kept)]
+    lines += ["| " + " | ".join(cells[i] for i in kept) + " |" for cells in rows]
     return ["## Layers", "", *lines, ""]
 
 

@@ -7,15 +7,15 @@ converge is drawn hollow and marked in the table, never passed off as a converge
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from hteval import names
 from hteval.report.analysis import FOREST_PARAMETERS
-from hteval.report.figures import log_axis, subplots
+from hteval.report.figures import figure_title, fit_panel_titles, log_axis, save, small_multiples
 
 DYNAMICS_TABLE = "dynamics.csv"
 DYNAMICS_REPORT = "dynamics.md"
@@ -76,13 +76,14 @@ def plot_dynamics(part: pd.DataFrame, path: Path) -> Path:
     """Small multiples, one panel per layer: the parameter's median and interval (log scale) against the step
     (against the checkpoint's position where steps are unknown); hollow markers where a fit did not converge."""
     parameter = part["parameter"].iloc[0]
+    model = part[names.MODEL].iloc[0]
     layers = list(dict.fromkeys(part[names.NAME]))
     checkpoints = list(dict.fromkeys(part[names.CHECKPOINT]))
     by_step = part[names.STEP].notna().all()
-    ncols = min(_PANEL_COLUMNS, len(layers))
-    nrows = math.ceil(len(layers) / ncols)
-    fig, axes = subplots(nrows, ncols, figsize=(3.2 * ncols, 2.4 * nrows), sharex=True, squeeze=False)
-    for ax, layer in zip(axes.flat, layers, strict=False):
+    fig, axes = small_multiples(len(layers), columns=_PANEL_COLUMNS, panel=(3.2, 2.2),
+                                xlabel="training step" if by_step else "checkpoint",
+                                ylabel=_SYMBOL.get(parameter, parameter))
+    for ax, layer in zip(axes, layers, strict=True):
         rows = part[part[names.NAME] == layer]
         x = rows[names.STEP].to_numpy(float) if by_step else rows[names.CHECKPOINT].map(checkpoints.index).to_numpy()
         median = rows["median"].to_numpy(float)
@@ -97,22 +98,26 @@ def plot_dynamics(part: pd.DataFrame, path: Path) -> Path:
         ax.set_yscale("log")
         log_axis(ax.yaxis)
         ax.set_title(_short(layer), fontsize=8)
-        ax.tick_params(labelsize=7)
+        ax.tick_params(which="both", labelsize=7)
         ax.grid(alpha=0.3, which="both", lw=0.4)
-    for ax in axes.flat[len(layers):]:
-        ax.set_visible(False)
-    for ax in axes[:, 0]:
-        ax.set_ylabel(_SYMBOL.get(parameter, parameter))
-    for ax in axes[-1]:
-        ax.set_xlabel("training step" if by_step else "checkpoint")
-        if not by_step:
+    if by_step:  # a few steps, written short: five-digit steps side by side collide in a panel this narrow
+        axes[0].xaxis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10], integer=True))
+        axes[0].xaxis.set_major_formatter(FuncFormatter(_step_label))
+    else:  # on every panel: those over a short last row show their labels too
+        for ax in axes:
             ax.set_xticks(range(len(checkpoints)), checkpoints, rotation=45, ha="right", fontsize=6)
-    fig.suptitle(f"{_SYMBOL.get(parameter, parameter)} by layer over training "
-                 f"({names.MODEL_LABELS.get(part[names.MODEL].iloc[0], part[names.MODEL].iloc[0])}, median and "
-                 "credible interval)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    return path
+    figure_title(fig, f"{_SYMBOL.get(parameter, parameter)} by layer over training",
+                 f"{names.MODEL_LABELS.get(model, model)}, median and credible interval")
+    fit_panel_titles(fig, axes)
+    return save(fig, path)
+
+
+def _step_label(step: float, _position=None) -> str:
+    """A training step as 500, 20k or 1.5M."""
+    for size, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(step) >= size:
+            return f"{step / size:g}{suffix}"
+    return f"{step:g}"
 
 
 def _wide_table(part: pd.DataFrame) -> list[str]:

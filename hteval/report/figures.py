@@ -1,14 +1,21 @@
-"""Figures of one fit, for a paper: ESD with the posterior density, rank-ordered spectrum, trace and pair plots.
+"""Figures of one fit, for a paper: ESD with the posterior density, rank-ordered spectrum, trace and pair plots;
+the figures of a model comparison; and what every report figure shares.
 
 Importing this module imports neither JAX nor ArviZ: `plot_esd`, the one figure `hteval analyze` draws per layer,
 evaluates the HTMP density in numpy (`hteval.special.onepoint`) from `FitResult.draws` and `FitResult.layer`. The
 other figures, and plot_esd for models without an HTMP one-point law, import the JAX predictive code when called.
+
+Every figure is written by `save`, whole (no cropping at save time), so every text must lie on the canvas: titles
+that carry a layer name of any length are fitted to it (`figure_title`, `fit_panel_titles`, `fit_text`), and log
+axes label their ticks in plain text (`log_axis`).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import struct
+import textwrap
 import threading
 import zlib
 from pathlib import Path
@@ -22,7 +29,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg  # noqa
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Polygon, StepPatch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import Formatter, MaxNLocator  # noqa: E402
 
 from hteval import calibration, names  # noqa: E402
 from hteval.special import onepoint  # noqa: E402
@@ -93,9 +100,7 @@ def plot_esd(result, path: Path, prob: float = 0.9) -> Path:
     canvas.set_title(str(rec["name"]), f"(M = {rec['M']}, γ = {rec['gamma']:.3g})")
     labels = ("ESD", band_label(result.model, prob), "posterior median", "MP, σ² = mean eigenvalue")
     canvas.set_legend(labels + ((f"floor ({n_censored} censored)",) if censored else ()))
-    canvas.fig.canvas.draw()
-    _write_png(path, np.asarray(canvas.fig.canvas.buffer_rgba()))
-    return Path(path)
+    return save(canvas.fig, path)
 
 
 _DPI = 150
@@ -148,20 +153,13 @@ class _EsdCanvas:
 
     def set_title(self, name: str, detail: str) -> None:
         """Title "name  detail" over the axes, shrunk to fit the canvas if a long layer name needs it (down to 6 pt,
-        then the middle of the name gives way to an ellipsis)."""
-        renderer = self.fig.canvas.get_renderer()
+        then the middle of the name gives way to an ellipsis: `fit_text`)."""
         text = self.ax.set_title(f"{name}  {detail}", fontsize=10)
-        box = text.get_window_extent(renderer)
+        box = text.get_window_extent(self.fig.canvas.get_renderer())
         centre = (box.x0 + box.x1) / 2
         room = 2 * min(centre, self.fig.bbox.width - centre) - 8  # pixels, centred on the axes
-        if box.width <= room:
-            return
-        size = max(6.0, 10 * room / box.width)
-        text.set_fontsize(size)
-        width = text.get_window_extent(renderer).width
-        if width > room:  # at 6 pt: keep the ends of the name, which say which layer it is
-            keep = max(8, int(len(name) * room / width) - len(detail) - 4)
-            text.set_text(f"{name[:keep // 2]}…{name[len(name) - keep // 2:]}  {detail}")
+        if box.width > room:
+            fit_text(text, name, detail, room / self.fig.dpi, sep="  ", min_size=6.0)
 
     def set_legend(self, labels: tuple[str, ...]) -> None:
         """Legend in the upper corner where the curves are lower, the y range raised so that no curve passes under
@@ -273,55 +271,64 @@ def plot_rank(result, path: Path, prob: float = 0.9, n: int = 100) -> Path:
     """Rank-ordered spectrum (log-log) against posterior predictive spectra: tail misfit shows at low ranks."""
     from hteval.predictive import predictive_spectra
 
-    title = f"{result.record['name']}: {_LABELS[result.model]}"
-    return _rank_figure(_eigenvalues(result), predictive_spectra(result, n), prob, "posterior predictive", title,
-                        path)
+    return _rank_figure(_eigenvalues(result), predictive_spectra(result, n), prob, "posterior predictive",
+                        (str(result.record["name"]), _LABELS[result.model]), path)
 
 
 def plot_prior_predictive(result, path: Path, prob: float = 0.9) -> Path:
     """Rank-ordered spectrum against the prior predictive spectra (`hteval.predictive.add_prior_predictive`): the
     priors should cover the observed spectrum comfortably, far wider than the posterior band."""
     spectra = np.asarray(result.data["prior_predictive"]["obs"].values)[0]
-    title = f"{result.record['name']}: {_LABELS[result.model]}, prior predictive check"
     x = _eigenvalues(result)
     # kappa near 1e-3 puts prior quantiles at the bottom of double precision; the band is drawn to 6 decades
     # around the data, where a reader can still see the observed spectrum
     window = (x.min() * 1e-6, x.max() * 1e6)
-    return _rank_figure(x, spectra, prob, "prior predictive", title + " (band clipped to the data +- 6 decades)",
-                        path, ylim=window)
+    return _rank_figure(x, spectra, prob, "prior predictive",
+                        (str(result.record["name"]), f"{_LABELS[result.model]}, prior predictive check"), path,
+                        ylim=window, band_note=" (clipped at 6 decades from the data)")
 
 
-def _rank_figure(x, spectra, prob, what, title, path, ylim=None):
+def _rank_figure(x, spectra, prob, what, title, path, ylim=None, band_note=""):
     x, spectra = x[::-1], spectra[:, ::-1]
     rank = np.arange(1, x.size + 1)
     lo, mid, hi = np.quantile(spectra, [(1 - prob) / 2, 0.5, (1 + prob) / 2], axis=0)
     fig, ax = subplots(figsize=(6, 4), constrained_layout=True)
-    ax.fill_between(rank, lo, hi, color="C0", alpha=0.3, label=f"{what} {prob:.0%}")
+    ax.fill_between(rank, lo, hi, color="C0", alpha=0.3, label=f"{what} {prob:.0%}{band_note}")
     ax.plot(rank, mid, color="C0", lw=1, label=f"{what} median")
     ax.plot(rank, x, "k.", ms=3, label="observed")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    log_axis(ax.xaxis)
-    log_axis(ax.yaxis)
+    _log_log(ax)
     ax.set_xlabel("rank")
     ax.set_ylabel("eigenvalue")
     if ylim is not None:
         ax.set_ylim(*ylim)
-    ax.set_title(title, fontsize=10)
+    figure_title(fig, *title)
     ax.legend(frameon=False, fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
+
+
+def _log_log(ax) -> None:
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    log_axis(ax.xaxis)
+    log_axis(ax.yaxis)
 
 
 def plot_trace_pair(result, path: Path) -> Path:
     """Trace of each parameter per chain, and the pair plot of the first two (log axes for positive ones)."""
     post = result.data["posterior"].to_dataset()
     shown = list(result.summary.index)[:2]
-    fig, axes = subplots(1, 3, figsize=(11, 3.2), constrained_layout=True)
+    fig, axes = subplots(1, 3, figsize=(11, 3.4), constrained_layout=True)
     for ax, name in zip(axes[:2], shown, strict=True):
-        for chain in post[name].values:
-            ax.plot(chain, lw=0.5)
-        ax.set_title(f"{name}  (R-hat {result.summary.loc[name, 'r_hat']:.3f})")
+        for i, chain in enumerate(post[name].values):
+            ax.plot(chain, lw=0.5, color=f"C{i}", label=f"chain {i + 1}")
+        r_hat = float(result.summary.loc[name, "r_hat"])
+        ax.set_title(f"{name}  (R-hat {r_hat:.3f})" if np.isfinite(r_hat) else name)  # exact draws have none
         ax.set_xlabel("draw")
+    handles, labels = axes[0].get_legend_handles_labels()
+    legend = fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 8), frameon=False,
+                        fontsize=8)
+    for line in legend.get_lines():  # the traces' hairlines would hide their colour in the key
+        line.set_linewidth(2)
     a, b = (post[n].values.ravel() for n in shown)
     axes[2].plot(a, b, ".", ms=1.5, alpha=0.4)
     if np.all(a > 0):
@@ -332,14 +339,15 @@ def plot_trace_pair(result, path: Path) -> Path:
         log_axis(axes[2].yaxis)
     axes[2].set_xlabel(shown[0])
     axes[2].set_ylabel(shown[1])
-    if not result.converged:
-        fig.suptitle("NOT CONVERGED: " + "; ".join(result.diagnostics["reasons"]), color="C3", fontsize=9)
-    return _save(fig, path)
+    if not result.converged:  # 130 characters at 9 pt: a line across the figure
+        fig.suptitle(textwrap.fill("NOT CONVERGED: " + "; ".join(result.diagnostics["reasons"]), 130), color="C3",
+                     fontsize=9)
+    return save(fig, path)
 
 
 def plot_comparison(comparison, out: Path, prob: float = 0.9) -> list[Path]:
     """The figures of `hteval compare`: every model's posterior density over the ESD, every model's posterior
-    predictive rank-ordered spectrum over the observed one, and the ELPD differences with their errors."""
+    predictive rank-ordered spectrum over the observed one (a panel each), and the evidence and ELPD differences."""
     out = Path(out)
     return [_comparison_density(comparison, out / "compare_density.png"),
             _comparison_rank(comparison, out / "compare_rank.png", prob),
@@ -369,66 +377,68 @@ def _comparison_density(comparison, path):
         top = max(top, np.quantile(dens, 0.99))
         ax.plot(np.log10(grid), dens, color=f"C{i}", lw=1.5 if i == 0 else 1, label=_model_label(comparison, model))
     ax.set_ylim(0, 1.3 * top)
-    ax.set_xlabel(r"$\log_{10}$ eigenvalue")
-    ax.set_ylabel(r"density of $\log_{10}$ eigenvalue")
-    ax.set_title(f"{comparison.layer}: posterior median densities (best first)", fontsize=10)
+    ax.set_xlabel("log₁₀ eigenvalue")
+    ax.set_ylabel("density of log₁₀ eigenvalue")
+    figure_title(fig, str(comparison.layer), "posterior median densities, best first")
     ax.legend(frameon=False, fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
+
+
+#: compare_rank's panels per row: six models (hteval compare's default set less one) make two rows of three
+_RANK_COLUMNS = 3
 
 
 def _comparison_rank(comparison, path, prob):
+    """One panel per model, best first, on shared axes: its posterior predictive median and band over the observed
+    spectrum (overlaid, the bands of six models hide each other and the data)."""
     first = next(iter(comparison.fits.values()))
     x = _eigenvalues(first)[::-1]
     rank = np.arange(1, x.size + 1)
-    fig, ax = subplots(figsize=(6.5, 4.2), constrained_layout=True)
-    for i, model in enumerate(comparison.table.index):
+    models = list(comparison.table.index)
+    fig, axes = small_multiples(len(models), columns=_RANK_COLUMNS, panel=(2.7, 2.2), xlabel="rank",
+                                ylabel="eigenvalue", sharey=True)
+    for i, (ax, model) in enumerate(zip(axes, models, strict=True)):
         spectra = np.asarray(comparison.fits[model].data["posterior_predictive"]["obs"].values)[0][:, ::-1]
         lo, mid, hi = np.quantile(spectra, [(1 - prob) / 2, 0.5, (1 + prob) / 2], axis=0)
-        ax.fill_between(rank, lo, hi, color=f"C{i}", alpha=0.12, lw=0)
-        ax.plot(rank, mid, color=f"C{i}", lw=1, label=_model_label(comparison, model))
-    ax.plot(rank, x, "k.", ms=3, label="observed")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    log_axis(ax.xaxis)
-    log_axis(ax.yaxis)
-    ax.set_ylim(x.min() / 3, x.max() * 3)
-    ax.set_xlabel("rank")
-    ax.set_ylabel("eigenvalue")
-    ax.set_title(f"{comparison.layer}: posterior predictive medians and {prob:.0%} bands", fontsize=10)
-    ax.legend(frameon=False, fontsize=7)
-    return _save(fig, path)
+        ax.fill_between(rank, lo, hi, color=f"C{i}", alpha=0.3, lw=0)
+        ax.plot(rank, mid, color=f"C{i}", lw=1.2)
+        ax.plot(rank, x, "k.", ms=2)
+        _log_log(ax)
+        ax.set_title(_model_label(comparison, model), fontsize=8)
+    axes[0].set_ylim(x.min() / 3, x.max() * 3)
+    key = [Line2D([], [], color="k", ls="none", marker=".", ms=4), Line2D([], [], color="0.4", lw=1.2),
+           Polygon(np.zeros((3, 2)), color="0.4", alpha=0.3, lw=0)]
+    fig.legend(key, ["observed", "posterior predictive median", f"{prob:.0%} band"], loc="outside lower center",
+               ncols=3, frameon=False, fontsize=8)
+    figure_title(fig, str(comparison.layer), "posterior predictive spectra, best model first")
+    fit_panel_titles(fig, axes)
+    return save(fig, path)
 
 
 def _comparison_elpd(comparison, path):
     """The evidence ranking (log evidence minus the best's, filled; with priors twice as wide, open) beside PSIS-LOO
-    among the iid models (ELPD minus the best iid model's, +- 1 se), best first by evidence."""
+    among the iid models (ELPD minus the best iid model's, +- 1 se), best first by evidence, on linear axes: a
+    difference reads off as a distance."""
     table = comparison.table
-    fig, (left, right) = subplots(1, 2, sharey=True, figsize=(8.5, 0.45 * len(table) + 1.6), constrained_layout=True)
+    fig, (left, right) = subplots(1, 2, sharey=True, figsize=(8.5, 0.45 * len(table) + 1.8), constrained_layout=True)
     y = np.arange(len(table))[::-1]
     wide = table[names.LOG_EVIDENCE_WIDE] - table[names.LOG_EVIDENCE_WIDE].max()
     left.plot(table[names.D_LOG_EVIDENCE], y, "o", color="k", ms=4, label="priors as fitted")
     left.plot(wide, y, "o", mfc="none", color="C0", ms=6, label="priors twice as wide")
     right.errorbar(table[names.D_ELPD], y, xerr=table[names.D_SE], fmt="o", color="k", ms=4, capsize=3)
-    gaps = np.abs(table[names.D_LOG_EVIDENCE].to_numpy(dtype=float))
-    gaps = gaps[np.isfinite(gaps) & (gaps > 0)]
-    se = table[names.D_SE].to_numpy(dtype=float)
-    se = se[np.isfinite(se)]
-    # symmetric log axes keep close models apart when one model is hundreds of units worse; a power of ten as the
-    # linear part's end, reached into right of 0, keeps 0 and the first decade's tick apart
-    for ax, scale in ((left, float(gaps.min()) if gaps.size else 1.0),
-                      (right, 2.0 * float(np.median(se)) if se.size else 1.0)):
-        linear = 10.0 ** np.ceil(np.log10(max(1.0, scale)))
-        ax.set_xscale("symlog", linthresh=linear)
-        ax.set_xlim(right=linear)
+    for ax in (left, right):
         ax.axvline(0, color="0.6", lw=0.8)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+        ax.grid(axis="x", color="0.92")
     left.set_yticks(y, [_model_label(comparison, m) for m in table.index], fontsize=8)
+    left.set_ylim(y.min() - 0.6, y.max() + 0.6)  # a margin of rows, not of the range: two models stay apart
     left.set_title("exact evidence", fontsize=9)
     left.set_xlabel("log evidence minus the best's")
     right.set_title("PSIS-LOO, iid models", fontsize=9)
     right.set_xlabel("ELPD minus the best's, ± 1 se")
     left.legend(frameon=False, fontsize=7)
-    fig.suptitle(f"{comparison.layer}: model comparison, best first by exact evidence", fontsize=10)
-    return _save(fig, path)
+    figure_title(fig, str(comparison.layer), "model comparison, best first by exact evidence")
+    return save(fig, path)
 
 
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -445,13 +455,131 @@ def _power_of_ten(value: float, _position=None) -> str:
     return f"{value:g}" if -2 <= exponent <= 3 else "10" + str(exponent).translate(_SUPERSCRIPT)
 
 
+def _plain_number(digit: int, exponent: int) -> str:
+    """digit x 10^exponent as _power_of_ten writes powers of ten: a plain number from 0.01 to 9000."""
+    if -2 <= exponent <= 3:
+        return f"{digit * 10.0**exponent:g}"
+    return f"{digit}×10" + str(exponent).translate(_SUPERSCRIPT)
+
+
+class _MinorLogLabels(Formatter):
+    """A log axis's minor tick labels where its view spans two decades or less, which its powers of ten alone leave
+    with three labels at most, often none: 2 and 5 times a power of ten, 3 too within a decade or so, and every
+    minor tick within half a decade, where they lie far enough apart. A wider view leaves minor ticks unlabelled."""
+
+    span = math.inf  # decades in view, set with the tick locations (once for all the ticks of a draw)
+
+    def set_locs(self, locs):
+        super().set_locs(locs)
+        low, high = sorted(self.axis.get_view_interval())
+        self.span = math.log10(high / low) if low > 0 else math.inf
+
+    def __call__(self, value, pos=None):
+        span = self.span
+        if value <= 0 or span > 2.2:
+            return ""
+        exponent = math.floor(math.log10(value) + 1e-9)
+        digit = round(value / 10.0**exponent)
+        if (span > 1.2 and digit not in (2, 5)) or (span > 0.5 and digit not in (2, 3, 5)):
+            return ""
+        return _plain_number(digit, exponent)
+
+
 def log_axis(axis) -> None:
-    """Label a log-scaled axis (ax.xaxis or ax.yaxis, after set_xscale("log")) in plain text at its powers of ten."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    """Label a log-scaled axis (ax.xaxis or ax.yaxis, after set_xscale("log")) in plain text at its powers of ten,
+    and at some minor ticks where the view spans two decades or less (`_MinorLogLabels`)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
 
     axis.set_major_locator(LogLocator(base=10.0))
     axis.set_major_formatter(FuncFormatter(_power_of_ten))
-    axis.set_minor_formatter(NullFormatter())
+    axis.set_minor_formatter(_MinorLogLabels())
+
+
+#: blank canvas kept either side of a title fitted to the figure's width, in inches
+_TITLE_MARGIN = 0.1
+
+
+def figure_title(fig, name: str, detail: str, *, fontsize: float = 10):
+    """The figure's title: "name: detail" on one line where it fits the canvas, else the name (a layer's, usually)
+    over the detail, shrunk and cut by `fit_text` where a long name needs it. Returns the Text."""
+    text = fig.suptitle(f"{name}: {detail}", fontsize=fontsize)
+    room = fig.get_figwidth() - 2 * _TITLE_MARGIN
+    if _saved_width(text) > room:
+        fit_text(text, name, detail, room, sep="\n", min_size=7.0)
+    return text
+
+
+def fit_panel_titles(fig, axes) -> None:
+    """Fit each axes' title within the axes' width (`fit_text`) as a first run of the layout engine places them: a
+    title no wider than its axes stays on the canvas, and the final layout, with titles no wider than before, only
+    widens the axes."""
+    fig.get_layout_engine().execute(fig)
+    for ax in axes:
+        title, room = ax.title, ax.get_position().width * fig.get_figwidth()
+        text = title.get_text()
+        if " " in text and _saved_width(title) > room:
+            text = _two_lines(text)
+        fit_text(title, text, "", room, sep="", min_size=6.0)
+
+
+def _two_lines(text: str) -> str:
+    """The text broken before its parenthesis (a model's name above its probability), else at its middle space."""
+    at = text.find(" (")
+    if at < 0:
+        at = min((i for i, c in enumerate(text) if c == " "), key=lambda i: abs(2 * i - len(text)))
+    return f"{text[:at]}\n{text[at + 1:]}"
+
+
+def fit_text(text, name: str, detail: str, room: float, *, sep: str, min_size: float):
+    """Set `text` to name, sep and detail within `room` inches of the saved figure: the font shrunk as far as
+    `min_size` points, then the middle of the name cut out (`middle_ellipsis`: its ends say which layer it is).
+    Returns the Text."""
+    renderer = RendererAgg(1, 1, _DPI)
+    text.set_text(f"{name}{sep}{detail}")
+    width = _saved_width(text, renderer)
+    if width > room:
+        text.set_fontsize(max(min_size, text.get_fontsize() * room / width))
+        width = _saved_width(text, renderer)
+    keep = len(name)
+    while width > room and keep > 8:
+        keep = max(8, min(keep - 2, int(keep * room / width)))
+        text.set_text(f"{middle_ellipsis(name, keep)}{sep}{detail}")
+        width = _saved_width(text, renderer)
+    return text
+
+
+def _saved_width(text, renderer=None) -> float:
+    """A text's width in inches as `save` writes it: measured at _DPI, since glyphs fitted to whole pixels make the
+    widths at another resolution differ by a few percent."""
+    return text.get_window_extent(renderer or RendererAgg(1, 1, _DPI), dpi=_DPI).width / _DPI
+
+
+def middle_ellipsis(name: str, keep: int) -> str:
+    """`name` cut to about `keep` characters by an ellipsis in its middle."""
+    if len(name) <= keep:
+        return name
+    return f"{name[:keep // 2]}…{name[len(name) - keep // 2:]}"
+
+
+def small_multiples(n: int, *, columns: int, panel: tuple[float, float], xlabel: str, ylabel: str,
+                    sharey: bool = False):
+    """A figure of n panels on a grid `columns` wide with a shared x axis (constrained layout): the axes in use,
+    the rest hidden, with x tick labels and the x label under the lowest panel of every column (also where the
+    row below is short) and the y label left of each row."""
+    columns = min(columns, n)
+    rows = math.ceil(n / columns)
+    fig, grid = subplots(rows, columns, figsize=(max(4.8, panel[0] * columns), panel[1] * rows + 0.8), sharex=True,
+                         sharey=sharey, squeeze=False, constrained_layout=True)
+    axes = list(grid.flat[:n])
+    for ax in grid.flat[n:]:
+        ax.set_visible(False)
+    for column in range(columns):
+        lowest = grid[(n - 1 - column) // columns, column]
+        lowest.xaxis.set_tick_params(labelbottom=True)
+        lowest.set_xlabel(xlabel)
+    for ax in grid[:, 0]:
+        ax.set_ylabel(ylabel)
+    return fig, axes
 
 
 def subplots(*args, **kwargs):
@@ -462,6 +590,12 @@ def subplots(*args, **kwargs):
     return fig, fig.subplots(*args, **kwargs)
 
 
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=_DPI, pil_kwargs=_PNG)
+def save(fig, path: Path) -> Path:
+    """Write a figure as a PNG at _DPI, the whole canvas (no tight cropping): every figure hteval saves passes
+    through here, so that one place decides how figures are written."""
+    if isinstance(fig.canvas, _CachedTextCanvas):  # the ESD canvas, written without PIL (`_write_png`)
+        fig.canvas.draw()
+        _write_png(path, np.asarray(fig.canvas.buffer_rgba()))
+    else:
+        fig.savefig(path, dpi=_DPI, pil_kwargs=_PNG)
     return Path(path)

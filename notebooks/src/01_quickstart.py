@@ -1,9 +1,10 @@
 # %% [markdown]
-# # hteval quickstart: one real layer, its posterior, and a model comparison
+# # hteval quickstart: a whole network, one layer's posterior, and a model comparison
 #
-# We fit the high-temperature Marchenko-Pastur ensemble (HTMP) to one layer of a real network, the
-# all-MiniLM-L6-v2 sentence encoder bundled with hteval, read the credible interval of its repulsion `kappa`,
-# check convergence and the fit, and compare ensemble models by their exact marginal likelihoods.
+# We fit the high-temperature Marchenko-Pastur ensemble (HTMP) to every layer of a real network, the
+# all-MiniLM-L6-v2 sentence encoder bundled with hteval, then look closely at one layer: the credible interval of
+# its repulsion `kappa`, convergence, the fit, and a comparison of ensemble models by their exact marginal
+# likelihoods. Last, the same call on a model in memory.
 #
 # Run top to bottom with `python scripts/notebooks.py 01_quickstart` (CI runs a reduced version: fewer draws).
 
@@ -14,19 +15,14 @@ import warnings
 # tqdm's notebook progress bars need ipywidgets, which hteval does not install: plain bars are fine
 warnings.filterwarnings("ignore", message="IProgress not found")
 
-import jax
-
-jax.config.update("jax_enable_x64", True)  # hteval's inference is float64 throughout
-
 import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Image, display
 
 import hteval
-from hteval.model_comparison import compare
 from hteval.io import bundled_checkpoint
-from hteval.report.figures import plot_comparison, plot_esd, plot_rank
 from hteval.predictive import add_posterior_predictive
+from hteval.report.figures import plot_comparison, plot_esd, plot_rank
 
 REDUCED = os.environ.get("HTEVAL_NOTEBOOKS_REDUCED") == "1"
 SAMPLER = dict(chains=2, draws=300, warmup=300) if REDUCED else dict(chains=4, draws=1000, warmup=1000)
@@ -35,16 +31,32 @@ os.makedirs(OUT, exist_ok=True)
 print("reduced run" if REDUCED else "full run", SAMPLER)
 
 # %% [markdown]
-# ## 1. The layer's spectrum
+# ## 1. Every layer of the network
 #
-# `load_spectra` reads a checkpoint (safetensors, PyTorch, NumPy) and returns one record per layer: the
-# eigenvalues of `W^T W / N` in float64, the aspect ratio `gamma = M / N`, and how many eigenvalues fell below the
-# dtype's resolution floor (censored, not dropped).
+# `hteval.analyze` takes a checkpoint path (safetensors, PyTorch, NumPy) or a model in memory (section 4) and
+# fits the default model, HTMP's exact finite-size likelihood, to every weight matrix. It returns an `Analysis`:
+# `.table` is the layers table (one row per layer, `kappa_median`, `kappa_ci_low`, `kappa_ci_high`, the fit check
+# `ppc_pvalue` and `misfit`, diagnostics), `.layer(name)` one layer's posterior, `.plot()` the forest plot. With no
+# `out=` folder nothing is written to disk; `.save(folder)` writes what `hteval analyze --out folder` writes.
 
 # %%
 checkpoint = bundled_checkpoint()
-layers = {rec.name: rec for rec in hteval.load_spectra(checkpoint)}
-rec = layers["encoder.layer.2.intermediate.dense.weight"]
+analysis = hteval.analyze(checkpoint)
+analysis
+
+# %%
+analysis.plot()
+
+# %%
+analysis.table[["name", "gamma", "kappa_median", "kappa_ci_low", "kappa_ci_high", "ppc_pvalue", "status"]].head(8)
+
+# %% [markdown]
+# One layer's spectrum: the eigenvalues of `W^T W / N` in float64, the aspect ratio `gamma = M / N`, and how many
+# eigenvalues fell below the dtype's resolution floor (censored, not dropped).
+
+# %%
+name = "encoder.layer.2.intermediate.dense.weight"
+rec = hteval.load_spectra(checkpoint, layers=[name])[0]
 print(f"{rec.name}: shape {rec.shape}, M = {rec.M}, gamma = {rec.gamma:.3g}, "
       f"{rec.n_eigs} eigenvalues kept, {rec.n_censored} censored")
 
@@ -56,14 +68,15 @@ ax.set_title(rec.name, fontsize=10)
 plt.show()
 
 # %% [markdown]
-# ## 2. Fit HTMP with its exact likelihood
+# ## 2. One layer's posterior
 #
 # The default model, `htmp-exact`, is HTMP's exact finite-size joint likelihood: its intervals were checked by
-# simulation-based calibration (README, "Calibrated uncertainty"). The result carries the posterior summary,
-# the diagnostics and an ArviZ DataTree. `T = M / kappa` is the log-gas temperature.
+# simulation-based calibration (docs/validation.md). `analysis.layer(name)` is that layer's `FitResult`, the same
+# as `hteval.fit(rec)`: the posterior summary, the diagnostics and an ArviZ DataTree. `T = M / kappa` is the
+# log-gas temperature.
 
 # %%
-result = hteval.fit(rec, **SAMPLER, max_draws=4 * SAMPLER["draws"])
+result = analysis.layer(name)
 print("converged:", result.converged, result.diagnostics["reasons"] or "")
 print("intervals:", result.to_json()["intervals_note"])
 # does HTMP describe this layer at all? exact replicate spectra, misfit below p = 0.01 (docs/goodness-of-fit.md)
@@ -97,10 +110,28 @@ display(Image(filename=str(plot_rank(result, f"{OUT}/rank.png"))))
 # `ppc_pvalue` is each fit's posterior predictive p-value.
 
 # %%
-comparison = compare(rec, models=("htmp-exact", "mp", "htmp", "powerlaw"), **SAMPLER)
+comparison = hteval.compare(rec, models=("htmp-exact", "mp", "htmp", "powerlaw"), **SAMPLER)
 print("best:", comparison.best)  # hteval's warnings above say which fits or LOO estimates are not to be trusted
 comparison.table
 
 # %%
 for figure in plot_comparison(comparison, OUT):
     display(Image(filename=str(figure)))
+
+# %% [markdown]
+# ## 4. A model in memory
+#
+# The same call reads a model where it lives: a torch `nn.Module` (Hugging Face models included, names as in its
+# `state_dict`), a JAX pytree (flax, equinox), a Keras 3 model or a dict of arrays (docs/frameworks.md). Here a
+# small torch network, untrained: its layers should sit close to Marchenko-Pastur (large `kappa`). The analysis is
+# saved and read back with `hteval.load_analysis`.
+
+# %%
+import torch
+
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.ReLU(), torch.nn.Linear(512, 128))
+untrained = hteval.analyze(net)
+display(untrained)
+untrained.save(f"{OUT}/untrained")
+hteval.load_analysis(f"{OUT}/untrained").table[["name", "kappa_median", "kappa_ci_low", "kappa_ci_high"]]
