@@ -11,7 +11,9 @@ analyze's own worker processes instead); engine="dask" submits one task per chec
 scheduler at `scheduler` ("tcp://host:8786"), or else a LocalCluster of `workers` single-threaded processes bound
 to 127.0.0.1. Either way each task's analyze runs with one process (the pool or cluster is the parallelism), and
 its worker keeps its compiled programs for the next checkpoint. A remote cluster must see DIR at the same path (a
-shared file system); the rows come back to this process in any case.
+shared file system); the rows come back to this process in any case. The run holds DIR's lock (`hteval.run_lock`)
+and each checkpoint's analyze the lock of its own folder, so a second run on DIR is refused while this one's
+tasks go on.
 
 Each layer's random key depends on the seed and the layer's name only, so a checkpoint's rows are the same
 whichever engine or worker computed them (tests/test_checkpoints.py checks the Dask run against the local one).
@@ -29,12 +31,13 @@ from typing import Any
 import pandas as pd
 
 from hteval import names
-from hteval.errors import InputError
+from hteval.errors import InputError, OutputError
 from hteval.io.checkpoint_set import Checkpoint, checkpoint_set
 from hteval.network_analysis import LAYER_TABLE, analyze, read_layer_table, table_columns
 from hteval.parallel import apply_jax_options, jax_options, worker_count
 from hteval.report.dynamics import write_dynamics
 from hteval.rowfile import RowFile, in_order, read_table
+from hteval.run_lock import holding, writing_to
 
 logger = logging.getLogger(__name__)
 
@@ -60,39 +63,40 @@ def analyze_checkpoints(spec, out: str | Path, models: Sequence[str] = (names.DE
     checkpoints = checkpoint_set(spec)
     rows = RowFile(out / CHECKPOINT_TABLE, [names.CHECKPOINT, names.STEP, *table_columns(models)],
                    key=(names.CHECKPOINT, names.NAME, names.MODEL, names.RANDOMIZED))
-    done = rows.finished()
-    pending = [c for c in checkpoints if not (_checkpoint_dir(out, c) / _FINISHED).exists()]
-    workers = worker_count(workers)
-    task = (tuple(models), layers, options, jax_options())
-    with rows.appending() as write:
-        count = 0
+    with holding(out, rows):  # its checkpoints' analyze runs hold their own sub-folders
+        done = rows.finished()
+        pending = [c for c in checkpoints if not (_checkpoint_dir(out, c) / _FINISHED).exists()]
+        workers = worker_count(workers)
+        task = (tuple(models), layers, options, jax_options())
+        with rows.appending() as write:
+            count = 0
 
-        def gather(checkpoint: Checkpoint, records: list[dict[str, Any]]) -> None:
-            nonlocal count
-            for record in records:
-                row = {names.CHECKPOINT: checkpoint.name, names.STEP: checkpoint.step, **record}
-                if rows.key_of(row) not in done:
-                    write(row)
-                    done.add(rows.key_of(row))
-            count += 1  # per checkpoint, not per row as the Writer counts
-            if on_checkpoint is not None:
-                on_checkpoint(checkpoint, count, len(checkpoints))
+            def gather(checkpoint: Checkpoint, records: list[dict[str, Any]]) -> None:
+                nonlocal count
+                for record in records:
+                    row = {names.CHECKPOINT: checkpoint.name, names.STEP: checkpoint.step, **record}
+                    if rows.key_of(row) not in done:
+                        write(row)
+                        done.add(rows.key_of(row))
+                count += 1  # per checkpoint, not per row as the Writer counts
+                if on_checkpoint is not None:
+                    on_checkpoint(checkpoint, count, len(checkpoints))
 
-        for checkpoint in checkpoints:  # finished earlier: only make sure the gathered table has its rows
-            if checkpoint not in pending:
-                gather(checkpoint, _layer_records(_checkpoint_dir(out, checkpoint)))
-        if engine == "dask":
-            _run_on_dask(pending, out, task, scheduler, workers, gather)
-        elif workers > 1 and len(pending) > 1:
-            _run_in_processes(pending, out, task, workers, gather)
-        else:  # one checkpoint: analyze's own worker processes share out its layers
-            for checkpoint in pending:
-                gather(checkpoint, _run_one(checkpoint, out, *task, workers))
-    table = in_order(read_table(rows.path, bool_columns=(names.RANDOMIZED,)), names.CHECKPOINT,
-                     [c.name for c in checkpoints])
-    if not table.empty:
-        write_dynamics(table, out)
-    return table
+            for checkpoint in checkpoints:  # finished earlier: only make sure the gathered table has its rows
+                if checkpoint not in pending:
+                    gather(checkpoint, _layer_records(_checkpoint_dir(out, checkpoint)))
+            if engine == "dask":
+                _run_on_dask(pending, out, task, scheduler, workers, gather)
+            elif workers > 1 and len(pending) > 1:
+                _run_in_processes(pending, out, task, workers, gather)
+            else:  # one checkpoint: analyze's own worker processes share out its layers
+                for checkpoint in pending:
+                    gather(checkpoint, _run_one(checkpoint, out, *task, workers))
+        table = in_order(read_table(rows.path, bool_columns=(names.RANDOMIZED,)), names.CHECKPOINT,
+                         [c.name for c in checkpoints])
+        if not table.empty:
+            write_dynamics(table, out)
+        return table
 
 
 def _run_one(checkpoint: Checkpoint, out: Path, models, layers, options, jax_settings,
@@ -103,10 +107,13 @@ def _run_one(checkpoint: Checkpoint, out: Path, models, layers, options, jax_set
     folder = _checkpoint_dir(out, checkpoint)
     try:
         table = analyze(checkpoint.path, folder, models, layers, workers=workers, **options)
+    except OutputError:
+        raise  # the output folder, not the checkpoint: the whole run stops (and resumes from here)
     except InputError as err:
         logger.warning("%s: %s", checkpoint.name, err)
         return [{names.STATUS: names.STATUS_ERROR, names.ERROR: " ".join(str(err).split())}]
-    (folder / _FINISHED).touch()
+    with writing_to(folder):
+        (folder / _FINISHED).touch()
     return _records(table)
 
 
@@ -118,8 +125,12 @@ def _run_in_processes(pending: list[Checkpoint], out: Path, task: tuple, workers
     context = multiprocessing.get_context("spawn")  # JAX's threads do not survive a fork
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = {pool.submit(_run_one, c, out, *task, 1): c for c in pending}
-        for future in as_completed(futures):
-            _gather_outcome(futures[future], future, gather)
+        try:
+            for future in as_completed(futures):
+                _gather_outcome(futures[future], future, gather)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)  # a full disk fails them all: start no more
+            raise
 
 
 def _gather_outcome(checkpoint: Checkpoint, future, gather) -> None:
@@ -129,6 +140,8 @@ def _gather_outcome(checkpoint: Checkpoint, future, gather) -> None:
     if error is None:
         gather(checkpoint, future.result())
         return
+    if isinstance(error, OutputError):
+        raise error
     logger.warning("%s: %s", checkpoint.name, error)
     gather(checkpoint, [{names.STATUS: names.STATUS_ERROR,
                          names.ERROR: f"{type(error).__name__}: {' '.join(str(error).split())}"}])

@@ -3,7 +3,9 @@
 Only this module configures logging and JAX's float64 and compilation cache (through the environment, so that a
 command that never needs JAX never imports it). Each command imports what it needs when it runs: `hteval --help`
 loads neither JAX nor numpy. Errors print one line, `hteval: error: ...`, and exit 2 for input errors (1 for
-other hteval errors); --debug shows the traceback as well.
+other hteval errors); --debug shows the traceback as well. A command over a whole file (esd, analyze, compare
+--layers) goes on past a layer that fails, gives it a row with status error and its reason, and exits 3 with one
+summary line (EXIT_STATUS).
 """
 
 import argparse
@@ -20,7 +22,11 @@ from hteval.errors import HtevalError, InputError
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_PARTIAL = 0, 1, 2, 3
+EXIT_STATUS = ("exit status: 0 when every layer was read (a fit that did not converge is a result: status "
+               "not_converged); 3 when esd, analyze or compare --layers went on past layers that failed (each has "
+               "status error and its reason in the output, and one line on stderr counts them); 2 for bad input (an "
+               "unreadable file, a wrong option: one line 'hteval: error: ...'); 1 for other failures.")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every sub-command; each `_add_*` function adds one and sets `run` to its command."""
     parser = argparse.ArgumentParser(prog="hteval", description="Bayesian random-matrix analysis of the "
-                                     "spectra of neural-network weights.")
+                                     "spectra of neural-network weights.", epilog=EXIT_STATUS)
     parser.add_argument("--version", action="version", version=f"hteval {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="debug logging, and tracebacks on errors (default: warnings only, one-line errors)")
@@ -72,10 +78,14 @@ def _add_source_and_sampler_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer", help="layer name, required when the checkpoint has several (`hteval esd PATH` "
                         "lists them) (default: the checkpoint's only layer; with --eigenvalues, the file's name)")
     parser.add_argument("--eigenvalues", type=Path,
-                        help="file of eigenvalues instead of a checkpoint (default: none, read a checkpoint)")
+                        help="file of eigenvalues of W^T W / N (text or 1-D .npy) instead of a checkpoint; values "
+                        "in [-floor, floor] (zeros and rounding, as eigvalsh gives) are counted as censored; NaN, "
+                        "inf and values below -floor are refused (default: none, read a checkpoint)")
     parser.add_argument("--gamma", type=float, help="aspect ratio M/N of raw eigenvalues, required with "
                         "--eigenvalues (default: none; a checkpoint's layer has its own)")
-    parser.add_argument("--floor", type=float, help="censoring floor of raw eigenvalues (default: float64's)")
+    parser.add_argument("--floor", type=float,
+                        help="resolution bound of raw eigenvalues: those in [-floor, floor] are censored, those below "
+                        "-floor refused (default: 1e-15 x M x the largest eigenvalue, float64's resolution)")
     _add_sampler_options(parser)
 
 
@@ -257,7 +267,8 @@ def _compare_every_layer(args: argparse.Namespace, models: list[str]) -> int:
         print("best model counts: " + ", ".join(f"{m} {n}" for m, n in ranked[names.BEST].value_counts().items()))
     counts = table[names.STATUS].value_counts().to_dict() if len(table) else {}
     print(f"{len(table)} rows ({', '.join(f'{v} {k}' for k, v in counts.items())}) in {args.out / COMPARISON_TABLE}")
-    return EXIT_OK
+    _warn_censored(table, f"the record of each layer in {args.out / COMPARISON_TABLE}")
+    return _table_status(table, args.out / COMPARISON_TABLE)
 
 
 def _model_list(text: str, at_least: int) -> list[str]:
@@ -375,7 +386,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     counts = table[names.STATUS].value_counts().to_dict() if len(table) else {}
     print(f"{len(table)} rows ({', '.join(f'{v} {k}' for k, v in counts.items())}) in {args.out / LAYER_TABLE}")
     print(f"report: {args.out / REPORT}")
-    return EXIT_OK
+    _warn_censored(table, f"the notes of {args.out / REPORT}")
+    return _table_status(table, args.out / LAYER_TABLE)
 
 
 def work_bar(*, unit: str, desc: str, **options):
@@ -436,14 +448,51 @@ def _analyze_checkpoints(args: argparse.Namespace, source, models: list[str], op
     print(f"{len(table)} rows over {table[names.CHECKPOINT].nunique() if len(table) else 0} checkpoints "
           f"({', '.join(f'{v} {k}' for k, v in counts.items())}) in {args.out / CHECKPOINT_TABLE}")
     print(f"training dynamics: {args.out / DYNAMICS_REPORT}")
-    return EXIT_OK
+    _warn_censored(table, f"the notes of each report.md under {args.out / 'checkpoints'}")
+    return _table_status(table, args.out / CHECKPOINT_TABLE, keys=(names.CHECKPOINT, names.NAME))
+
+
+def _table_status(table, path: Path, keys: Sequence[str] = (names.NAME,)) -> int:
+    """EXIT_PARTIAL, with one summary line on stderr, when some layers of a whole-file run failed (a row with status
+    error: unreadable, or its fit raised); EXIT_OK otherwise. A layer counts once however many models it has."""
+    if table.empty:
+        return EXIT_OK
+    layers = table[(table[names.STATUS] != names.STATUS_SKIPPED) & table[names.NAME].notna()]
+    failed = layers[layers[names.STATUS] == names.STATUS_ERROR]
+    counts = [(len(failed.drop_duplicates(list(keys))), len(layers.drop_duplicates(list(keys))), "layer")]
+    if names.CHECKPOINT in table:  # a checkpoint of many that cannot be read is one row without a layer name
+        counts.append((int(table[names.NAME].isna().sum()), table[names.CHECKPOINT].nunique(), "checkpoint"))
+    return _run_status(counts, f"status=error rows in {path}")
+
+
+def _run_status(counts: Sequence[tuple[int, int, str]], where: str) -> int:
+    """counts: (failed, total, noun) per kind of entry."""
+    failures = [f"{failed} of {total} {noun}{'s' * (total != 1)}" for failed, total, noun in counts if failed]
+    if not failures:
+        return EXIT_OK
+    print(f"hteval: {' and '.join(failures)} failed: see {where}", file=sys.stderr)
+    return EXIT_PARTIAL
+
+
+def _warn_censored(table, where: str) -> None:
+    """One logged warning for the layers whose censored share exceeds names.CENSORED_SHARE_LIMIT."""
+    from hteval.spectra import censored_layers
+
+    layers = censored_layers(table.to_dict("records")) if len(table) else {}
+    if layers:
+        logger.warning("more than %.0f%% of the eigenvalues at or below the floor in %d layer(s): %s; rank deficiency "
+                       "or pruning? A structural zero is not a small eigenvalue: see %s",
+                       100 * names.CENSORED_SHARE_LIMIT, len(layers), ", ".join(layers), where)
 
 
 def _add_esd(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("esd", help="eigenvalue spectrum of each layer of a checkpoint",
                                  description="Print one record per layer of a checkpoint (shape, N, M, "
-                                 "gamma, floor, censored count, eigenvalue min/max/mean); skipped tensors "
-                                 "follow.")
+                                 "gamma, floor, censored count, eigenvalue min/max/mean); skipped tensors and "
+                                 "layers that could not be read (status error, with the reason) follow, then a "
+                                 "warning for each layer with more than "
+                                 f"{names.CENSORED_SHARE_LIMIT:.0%} of its eigenvalues censored. Exit status 3 "
+                                 "when some layers failed.")
     _add_checkpoint_argument(parser)
     _add_layer_options(parser)
     parser.add_argument("--json", action="store_true",
@@ -456,8 +505,10 @@ def _add_layer_options(parser: argparse.ArgumentParser) -> None:
     _add_layers_pattern(parser)
     parser.add_argument("--min-eigs", type=int, default=16, metavar="N",
                         help="skip layers with fewer eigenvalues (default: %(default)s)")
-    parser.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                        help="stop at the first bad layer, or list it and go on (default: %(default)s)")
+    parser.add_argument("--on-error", choices=("raise", "skip"), default="skip",
+                        help="skip: list a bad layer (NaN or inf weights, a complex or empty tensor) with status "
+                        "error and its reason, go on, and exit with status 3; raise: stop at the first bad layer "
+                        "with its error and exit status 2 (default: %(default)s)")
 
 
 def _add_layers_pattern(parser: argparse.ArgumentParser) -> None:
@@ -467,12 +518,15 @@ def _add_layers_pattern(parser: argparse.ArgumentParser) -> None:
 
 def cmd_esd(args: argparse.Namespace) -> int:
     """`hteval esd`: print the layer records of a checkpoint, as a table or as JSON."""
-    from hteval.spectra import iter_spectra
+    from hteval.spectra import LayerSpectrum, SkippedLayer, iter_spectra
 
     path = _checkpoint_path(args)
     results = list(iter_spectra(path, layers=args.layers, min_eigs=args.min_eigs, on_error=args.on_error))
     print(_as_json(results) if args.json else _as_table(results))
-    return EXIT_OK
+    failed = sum(isinstance(r, SkippedLayer) and r.status == names.STATUS_ERROR for r in results)
+    read = sum(isinstance(r, LayerSpectrum) for r in results)
+    return _run_status([(failed, failed + read, "layer")], "the status=error records above" if args.json else
+                       "the failed layers listed above")
 
 
 def _checkpoint_label(args: argparse.Namespace) -> str:
@@ -501,7 +555,7 @@ def _record(result) -> dict:
 
     if isinstance(result, SkippedLayer):
         return result.to_record()
-    return {**result.to_record(), names.STATUS: names.STATUS_OK, names.REASON: None}
+    return {**result.to_record(), names.STATUS: names.STATUS_OK, names.REASON: None, "warnings": result.warnings}
 
 
 def _as_json(results: list) -> str:
@@ -519,14 +573,20 @@ def _as_table(results: list) -> str:
     table = pd.DataFrame(rows, columns=columns)
     table[names.SHAPE] = table[names.SHAPE].map(lambda shape: "x".join(map(str, shape)))
     text = table.to_string(index=False, float_format="{:.4g}".format) if rows else "(no layers)"
-    return text + _skipped_lines([r for r in results if isinstance(r, SkippedLayer)])
+    warnings = [w for r in results if isinstance(r, LayerSpectrum) for w in r.warnings]
+    notes = "\n\n" + "\n".join(f"warning: {w}" for w in warnings) if warnings else ""
+    return text + _skipped_lines([r for r in results if isinstance(r, SkippedLayer)]) + notes
 
 
 def _skipped_lines(skipped: list) -> str:
-    if not skipped:
-        return ""
-    lines = [f"  {s.name} [{'x'.join(map(str, s.shape))}] {s.status}: {s.reason}" for s in skipped]
-    return f"\n\n{len(skipped)} tensor{'s' * (len(skipped) != 1)} skipped:\n" + "\n".join(lines)
+    """The skipped tensors, then the layers that failed (status error), each with its reason."""
+    text = ""
+    for status, what in ((names.STATUS_SKIPPED, "tensor{} skipped"), (names.STATUS_ERROR, "layer{} failed")):
+        group = [s for s in skipped if s.status == status]
+        if group:
+            lines = [f"  {s.name} [{'x'.join(map(str, s.shape))}] {s.status}: {s.reason}" for s in group]
+            text += f"\n\n{len(group)} {what.format('s' * (len(group) != 1))}:\n" + "\n".join(lines)
+    return text
 
 
 def _configure_logging(debug: bool) -> None:

@@ -22,3 +22,16 @@ class LayerSkipped(HtevalError):
         self.layer = layer
         self.reason = reason
         super().__init__(f"{layer}: skipped ({reason})")
+
+
+class OutputError(InputError):
+    """An output folder a run cannot write to: another run holds it, or a write failed (full disk, read-only
+    folder). `path` names the folder or file; `errno` is the failed write's error number (None when the folder is
+    in use), `rows` the complete rows the run's table keeps (None where no table was being written)."""
+
+    def __init__(self, message: str, *, path: str | None = None, errno: int | None = None,
+                 rows: int | None = None):
+        self.path = path
+        self.errno = errno
+        self.rows = rows
+        super().__init__(message)

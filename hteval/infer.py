@@ -26,14 +26,15 @@ from hteval import calibration, names
 from hteval.errors import InputError
 from hteval.models import MODELS
 from hteval.precision import float64, float64_if_loaded
-from hteval.spectra import LayerSpectrum, load_spectra, spectrum
+from hteval.spectra import LayerSpectrum, above_floor, censoring_warning, load_spectra, spectrum
 from hteval.summary import median_and_interval, summarise
 
 logger = logging.getLogger(__name__)
 
 RHAT_MAX = 1.01
 ESS_MIN = 400
-#: floor of raw eigenvalue input without --floor: float64 resolution of the largest eigenvalue, times M
+#: floor of raw eigenvalue input without --floor: float64 resolution of the largest eigenvalue, times M; the same
+#: bound below zero tells rounding (eigvalsh of a rank-deficient Gram) from values that are wrong
 RAW_FLOOR_FACTOR = 1e-15
 
 
@@ -95,6 +96,13 @@ class FitResult:
     def converged(self) -> bool:
         return bool(self.diagnostics["converged"])
 
+    @property
+    def warnings(self) -> list[str]:
+        """What the layer's numbers do not say by themselves: a censored share over names.CENSORED_SHARE_LIMIT."""
+        warning = censoring_warning(self.record[names.NAME], self.record[names.N_CENSORED],
+                                    self.record[names.N_EIGS])
+        return [warning] if warning else []
+
     def to_json(self) -> dict[str, Any]:
         """The summary.json document of `hteval fit`."""
         parameters = {name: {k: _json_number(v) for k, v in row.items()} for name, row in self.summary.iterrows()}
@@ -105,7 +113,7 @@ class FitResult:
                 "diagnostics": self.diagnostics, names.PPC_PVALUE: _json_number(self.ppc_pvalue),
                 names.MISFIT: self.misfit, "probabilities": self.probabilities,
                 "evidence": {k: _json_number(v) for k, v in self.evidence.items()}, "settings": self.settings,
-                "record": self.record, "version": self.version}
+                "record": self.record, "version": self.version, "warnings": self.warnings}
 
 
 def _json_number(value):
@@ -118,8 +126,16 @@ def layer_from_source(source, layer, gamma, floor) -> LayerSpectrum:
     memory (`hteval.frameworks`), chosen by `layer`; a weight matrix; or raw eigenvalues (1-D, with gamma)."""
     if isinstance(source, LayerSpectrum):
         return source
+    rec = _read_layer(source, layer, gamma, floor)
+    for warning in rec.warnings:  # here, not in fit: a comparison fits one spectrum many times
+        logger.warning("%s", warning)
+    return rec
+
+
+def _read_layer(source, layer, gamma, floor) -> LayerSpectrum:
     if not _is_array(source):
-        layers = load_spectra(source, layers=[layer] if layer else None)
+        # the one layer asked for: its own error, not "0 layers found"
+        layers = load_spectra(source, layers=[layer] if layer else None, on_error="raise")
         if len(layers) != 1:
             from hteval.frameworks import is_path, source_label
 
@@ -143,15 +159,25 @@ def _is_array(source) -> bool:
 
 
 def eigenvalue_spectrum(eigenvalues, *, gamma, name="eigenvalues", floor=None) -> LayerSpectrum:
-    """A layer record for raw eigenvalues: gamma is required; values at or below the floor are censored."""
+    """A layer record for raw eigenvalues: gamma is required; values in [-floor, floor] are censored (rounding, as
+    `eigvalsh` of a rank-deficient Gram gives), and NaN, inf or values below -floor are an InputError
+    (`hteval.spectra.above_floor`). The floor defaults to RAW_FLOOR_FACTOR * M * the largest eigenvalue."""
     if gamma is None or not 0 < float(gamma) <= 1:
         raise InputError("raw eigenvalues need gamma = M/N in (0, 1]", source=name)
     values = np.asarray(eigenvalues, dtype=np.float64).ravel()
-    if values.size == 0 or not np.all(np.isfinite(values)):
-        raise InputError("eigenvalues must be a non-empty array of finite numbers", source=name)
+    if values.size == 0:
+        raise InputError("no eigenvalues", source=name)
     if floor is None:
-        floor = RAW_FLOOR_FACTOR * values.size * max(float(values.max()), 0.0)
-    kept = np.sort(values[values > floor])
+        floor = RAW_FLOOR_FACTOR * values.size * float(np.max(values[np.isfinite(values)], initial=0.0))
+    elif not 0 <= float(floor) < np.inf:
+        raise InputError(f"the floor must be a finite number >= 0, not {floor}", source=name)
+    kept = np.sort(values[above_floor(values, floor, source=name)])
+    if not kept.size:
+        raise InputError(f"no eigenvalue above the floor ({float(floor):.3g}): nothing to fit", source=name)
+    zeros = values.size - kept.size
+    if zeros and not floor:
+        raise InputError(f"{zeros} eigenvalue{'s are' if zeros > 1 else ' is'} 0 and the floor is 0: counting zeros as "
+                         "censored needs a positive floor (--floor)", source=name)
     return LayerSpectrum(name=name, shape=(values.size,), N=int(round(values.size / float(gamma))), M=values.size,
                          gamma=float(gamma), n_slices=1, n_eigs=kept.size, n_censored=int(values.size - kept.size),
                          floor=float(floor), normalisation="as given", dtype="float64", eigenvalues=kept,
@@ -234,8 +260,27 @@ def model_data(rec: LayerSpectrum, module=None) -> dict[str, Any]:
     if rec.n_censored:
         data["n_censored"] = rec.n_censored
     if hasattr(module, "statistics"):
+        if not getattr(module, "POINTWISE", True):
+            _require_distinct(rec)
         data.update(module.statistics(rec))
     return data
+
+
+def _require_distinct(rec: LayerSpectrum) -> None:
+    """A joint likelihood holds prod |x_i - x_j|: equal eigenvalues of one matrix (a slice) give it zero density.
+    Values rounded when written out are the usual cause; say so at the boundary, not as a ValueError deep in the
+    likelihood."""
+    order = np.lexsort((rec.eigenvalues, rec.slice_ids))
+    x, ids = np.asarray(rec.eigenvalues)[order], np.asarray(rec.slice_ids)[order]
+    tied = (np.diff(x) == 0) & (np.diff(ids) == 0)
+    if not tied.any():
+        return
+    repeated = int(np.count_nonzero(np.r_[tied, False] | np.r_[False, tied]))
+    first = int(np.argmax(tied))
+    example, times = x[first], int(np.count_nonzero((x == x[first]) & (ids == ids[first])))
+    raise InputError(f"{repeated} eigenvalues are repeated (e.g. {example:.6g} appears {times} times): the exact "
+                     "likelihood needs distinct values; give them at full precision (not rounded), or fit a model "
+                     "with an iid likelihood (--model htmp)", source=rec.name)
 
 
 def fit(source, layer=None, model=names.DEFAULT_MODEL, gamma=None, prob=0.9, seed=0, chains=4, draws=1000,

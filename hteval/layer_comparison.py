@@ -22,11 +22,12 @@ from typing import Any
 import pandas as pd
 
 from hteval import names
-from hteval.errors import HtevalError, InputError
+from hteval.errors import HtevalError, InputError, OutputError
 from hteval.model_comparison import DEFAULT_MODELS, compare_fits, fit_models
 from hteval.network_analysis import LAYER_DIR, layer_file_stem
 from hteval.parallel import run_tasks, worker_count
 from hteval.rowfile import RowFile, atomic_write, in_order, read_table
+from hteval.run_lock import holding
 from hteval.spectra import SkippedLayer, iter_spectra
 
 COMPARISON_TABLE = "comparisons.csv"
@@ -57,25 +58,27 @@ def compare_layers(path: str | Path, out: str | Path, models: Sequence[str] = DE
     workers = worker_count(workers)
     out = Path(out)
     rows = RowFile(out / COMPARISON_TABLE, comparison_columns(models), key=(names.NAME,))
-    done = rows.finished()
-    # read first: a checkpoint or pattern that gives nothing to compare leaves no empty output folder behind
-    items = list(iter_spectra(path, layers=layers, on_error="skip"))
-    (out / LAYER_DIR).mkdir(parents=True, exist_ok=True)
-    settings = {"prob": prob, "seed": seed, "chains": chains, "draws": draws, "warmup": warmup,
-                "max_draws": max_draws, "sampler": sampler}
-    with rows.appending(len(items), on_row) as emit:
-        tasks = []
-        for item in items:
-            if rows.key_of({names.NAME: item.name}) in done:
-                emit.skip()
-            elif isinstance(item, SkippedLayer):
-                emit({names.NAME: item.name, names.SHAPE: list(item.shape), names.STATUS: item.status,
-                      names.ERROR: item.reason})
-            else:
-                tasks.append((item, models[0]))  # the model only groups layers by compiled program
-        run_tasks(tasks, _compare_row, (tuple(models), settings, out), workers=workers,
-                  on_start=lambda name, model: None, on_row=emit)
-    return in_order(read_table(rows.path, bool_columns=(names.DECISIVE,)), names.NAME, [i.name for i in items])
+    # a checkpoint or pattern that gives nothing to compare leaves no empty output folder behind: the lock removes
+    # the folder it made when the run stops before writing into it
+    with holding(out, rows):
+        done = rows.finished()
+        items = list(iter_spectra(path, layers=layers, on_error="skip"))
+        (out / LAYER_DIR).mkdir(parents=True, exist_ok=True)
+        settings = {"prob": prob, "seed": seed, "chains": chains, "draws": draws, "warmup": warmup,
+                    "max_draws": max_draws, "sampler": sampler}
+        with rows.appending(len(items), on_row) as emit:
+            tasks = []
+            for item in items:
+                if rows.key_of({names.NAME: item.name}) in done:
+                    emit.skip()
+                elif isinstance(item, SkippedLayer):
+                    emit({names.NAME: item.name, names.SHAPE: list(item.shape), names.STATUS: item.status,
+                          names.ERROR: item.reason})
+                else:
+                    tasks.append((item, models[0]))  # the model only groups layers by compiled program
+            run_tasks(tasks, _compare_row, (tuple(models), settings, out), workers=workers,
+                      on_start=lambda name, model: None, on_row=emit)
+        return in_order(read_table(rows.path, bool_columns=(names.DECISIVE,)), names.NAME, [i.name for i in items])
 
 
 def _compare_row(item, _model: str, models: tuple[str, ...], settings: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -97,6 +100,8 @@ def _compare_row(item, _model: str, models: tuple[str, ...], settings: dict[str,
         stem = out / LAYER_DIR / layer_file_stem(item.name, "comparison")
         atomic_write(stem.with_name(stem.name + ".json"),
                      lambda h: h.write(json.dumps({**document, "record": item.to_record()}, indent=2).encode()))
+    except OutputError:
+        raise  # the folder, not the layer: the run stops, and this layer is compared again on resume
     except (HtevalError, ValueError, FloatingPointError) as err:
         row.update({names.STATUS: names.STATUS_ERROR, names.ERROR: " ".join(str(err).split())})
     row[names.SECONDS] = round(time.perf_counter() - start, 2)

@@ -35,6 +35,9 @@ STATUS_OK = "ok"
 STATUS_SKIPPED = "skipped"
 STATUS_ERROR = "error"
 STATUS_NOT_CONVERGED = "not_converged"  # fitted, numbers kept, but R-hat / ESS / divergences failed
+#: share of a layer's eigenvalues at or below the floor above which every output warns: that many are structural
+#: zeros (rank deficiency, pruning), not small eigenvalues of the ensemble
+CENSORED_SHARE_LIMIT = 0.1
 
 # Whole-model table (hteval analyze's layers.csv), beside the record fields and <parameter>_<statistic> columns.
 MODEL = "model"

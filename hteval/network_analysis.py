@@ -4,7 +4,9 @@
 A run is resumable: layers.csv is appended one complete, flushed line at a time, and a second run over the same
 --out reads it back and fits only the (layer, model, randomized) rows it lacks. A line cut short by a kill is dropped on
 resume (its layer is fitted again); finished lines are never rewritten. A layer that cannot be fitted gets a row
-with its status and error, and the run goes on.
+with its status and error, and the run goes on. One run writes a folder at a time (`hteval.run_lock`: a second is
+refused); a write that fails (full disk, read-only folder) stops the run with one error, its rows kept for the
+resume. Each layer's files are named after its name alone (`file_stem`), whatever other layers the run has.
 
 Two ways through a checkpoint. Models drawn exactly (the default, htmp-exact) cost milliseconds a layer, so the
 linear algebra is what takes time: one process, the singular values of the next tensors computed by a pool of
@@ -15,6 +17,7 @@ spread over worker processes (`hteval.parallel`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -38,6 +41,7 @@ from hteval.models import MODELS
 from hteval.parallel import RESULT_KEY, run_tasks, worker_count
 from hteval.result_files import DERIVED, DRAWS_SUFFIX, write_result
 from hteval.rowfile import RowFile, RowList, atomic_write, in_order, read_table
+from hteval.run_lock import holding
 from hteval.schedule import program_key
 from hteval.spectra import SkippedLayer, iter_spectra
 from hteval.summary import median_and_interval
@@ -50,6 +54,11 @@ HIERARCHICAL_JSON = "hierarchical.json"
 POOLED_TABLE = "pooled.csv"
 #: interval bounds and centre reported per parameter in layers.csv: kappa_median, kappa_ci_low, kappa_ci_high
 STATISTICS = ("median", "ci_low", "ci_high")
+#: bytes of a layer's file stem at most: with ".MODEL.randomized.draws.npz.partial" a file name stays within the
+#: 255 bytes that file systems allow
+MAX_STEM = 200
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_HASH_BYTES = 4
 
 
 def table_columns(models: Sequence[str]) -> list[str]:
@@ -126,38 +135,40 @@ def analyze(path, out: str | Path | None, models: Sequence[str] = (names.DEFAULT
         keep = {} if keep is None else keep  # pooling reads the draws from here
     else:
         out = Path(out)
-        (out / LAYER_DIR).mkdir(parents=True, exist_ok=True)
         rows = RowFile(out / LAYER_TABLE, table_columns(models), key=key)
-    done = rows.finished()
-    exact = all(sampler != "nuts" and hasattr(MODELS[m], "posterior_draws") for m in models)
-    accelerator = _accelerator() if (svd == "auto" or (batched is None and not exact)) else False
-    svd = ("device" if accelerator else "host") if svd == "auto" else svd
-    # singular values of several tensors at a time, ahead of the fits (which need little CPU on the exact path)
-    spectra = iter_spectra(path, layers=layers, on_error="skip", randomize=seed if randomize else None, svd=svd,
-                           threads=None)
-    settings = {"prob": prob, "seed": seed, "chains": chains, "draws": draws, "warmup": warmup,
-                "max_draws": max_draws, "sampler": sampler}
-    order: list[str] = []
-    # exact fits: the figures are drawn in a worker process while this one fits (they cost as much as the fits
-    # here), and the report is written while the worker finishes
-    with _figure_drawer(figures if exact else False) as draw:
-        with rows.appending(0, on_row) as written:
-            emit = _Keeper(written, keep)
-            _fit_every_layer(spectra, models, rows, done, emit, exact, draw if exact else figures, settings, out,
-                             order=order, on_start=on_start or (lambda name, model: None), accelerator=accelerator,
-                             batched=batched, workers=workers)
-        # network order (the file keeps the order rows were written in)
-        order = network_order(order)
-        result = in_order(rows.read(bool_columns=(names.RANDOMIZED,)), names.NAME, order)
-        pooled = pool_layers(result, out, prob=prob, seed=seed, kept=keep) if hierarchical else {}
-        if on_pooled is not None:
-            on_pooled(pooled)
-        if report:
-            from hteval.report.analysis import write_report
+    with holding(out, rows):  # one run at a time per folder; a full or read-only disk stops it with a clear error
+        if out is not None:
+            (out / LAYER_DIR).mkdir(parents=True, exist_ok=True)
+        done = rows.finished()
+        exact = all(sampler != "nuts" and hasattr(MODELS[m], "posterior_draws") for m in models)
+        accelerator = _accelerator() if (svd == "auto" or (batched is None and not exact)) else False
+        svd = ("device" if accelerator else "host") if svd == "auto" else svd
+        # singular values of several tensors at a time, ahead of the fits (which need little CPU on the exact path)
+        spectra = iter_spectra(path, layers=layers, on_error="skip", randomize=seed if randomize else None, svd=svd,
+                               threads=None)
+        settings = {"prob": prob, "seed": seed, "chains": chains, "draws": draws, "warmup": warmup,
+                    "max_draws": max_draws, "sampler": sampler}
+        order: list[str] = []
+        # exact fits: the figures are drawn in a worker process while this one fits (they cost as much as the fits
+        # here), and the report is written while the worker finishes
+        with _figure_drawer(figures if exact else False) as draw:
+            with rows.appending(0, on_row) as written:
+                emit = _Keeper(written, keep)
+                _fit_every_layer(spectra, models, rows, done, emit, exact, draw if exact else figures, settings, out,
+                                 order=order, on_start=on_start or (lambda name, model: None), accelerator=accelerator,
+                                 batched=batched, workers=workers)
+            # network order (the file keeps the order rows were written in)
+            order = network_order(order)
+            result = in_order(rows.read(bool_columns=(names.RANDOMIZED,)), names.NAME, order)
+            pooled = pool_layers(result, out, prob=prob, seed=seed, kept=keep) if hierarchical else {}
+            if on_pooled is not None:
+                on_pooled(pooled)
+            if report:
+                from hteval.report.analysis import write_report
 
-            write_report(result, out, network_order=order, pooled=pooled, prob=prob,
-                         source=label or source_label(path))
-    return result
+                write_report(result, out, network_order=order, pooled=pooled, prob=prob,
+                             source=label or source_label(path))
+        return result
 
 
 class _Keeper:
@@ -403,8 +414,21 @@ def pool_layers(table: pd.DataFrame, out: Path | None, *, prob: float, seed: int
 
 
 def layer_file_stem(layer: str, model: str, randomized: bool = False) -> str:
-    """layers/<stem>.json, .draws.npz, .esd.png: the layer name made safe for a file name, then model."""
-    return f"{_file_stem(layer)}.{model}" + (".randomized" if randomized else "")
+    """layers/<stem>.json, .draws.npz, .esd.png: the layer name made safe for a file name (`file_stem`), then
+    model."""
+    return f"{file_stem(layer)}.{model}" + (".randomized" if randomized else "")
+
+
+def file_stem(layer: str) -> str:
+    """A layer's name as a file name that depends on that name only: the name itself where it is made of letters,
+    digits, '.', '_' and '-' and at most MAX_STEM bytes long; otherwise the name with every run of other characters
+    made '_', cut to fit, then '~' and a hash of the whole name (so `a/b` and `a_b` get files of their own, and a
+    name never collides with one kept as it is, which has no '~')."""
+    safe = _UNSAFE.sub("_", layer)
+    if safe == layer and 0 < len(layer) <= MAX_STEM:
+        return layer
+    digest = hashlib.blake2b(layer.encode("utf-8"), digest_size=_HASH_BYTES).hexdigest()
+    return f"{safe[: MAX_STEM - 1 - 2 * _HASH_BYTES]}~{digest}"
 
 
 def read_layer_table(path: str | Path) -> pd.DataFrame:
@@ -432,10 +456,6 @@ def _result_row(result) -> dict[str, Any]:
                 names.STATUS: names.STATUS_OK if result.converged else names.STATUS_NOT_CONVERGED,
                 names.ERROR: "; ".join(diagnostics["reasons"])})
     return row
-
-
-def _file_stem(layer: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", layer)
 
 
 __all__ = ["LAYER_TABLE", "analyze", "read_layer_table", "table_columns"]

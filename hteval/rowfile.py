@@ -1,9 +1,11 @@
 """An append-only CSV table that a run writes one complete row at a time and a later run resumes from.
 
 Whole-model runs (`hteval.network_analysis`, `hteval.layer_comparison`, `hteval.checkpoints`) write each result the
-moment it exists, so a kill loses at most the fit in progress. A line is written and flushed in one call, so a kill
-leaves at most one partial line at the end; reading drops it, and its row is computed again. Finished lines are
-never rewritten. A run over a table written with other columns (other models, another hteval version) is refused
+moment it exists, so a kill loses at most the fit in progress. A line goes to the file in one write call, so a kill,
+or a disk that fills or turns read-only mid-line, leaves at most one partial line at the end: reading ignores it,
+the next run that appends cuts it off before its first row, and its row is computed again. After a failed write a
+table takes no more rows from that run, so a partial line is never followed by another. Finished lines are never
+rewritten. A run over a table written with other columns (other models, another hteval version) is refused
 rather than mixed into it.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +22,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import pandas as pd
 
-from hteval.errors import InputError
+from hteval.errors import InputError, OutputError
 
 
 class RowFile:
@@ -48,16 +51,28 @@ class RowFile:
         at = [self.columns.index(c) for c in self.key]
         return {tuple(r[i] for i in at) for r in rows[1:]}
 
+    def complete_rows(self) -> int:
+        """How many complete rows the file holds."""
+        return max(len(list(csv.reader(io.StringIO(complete_lines(self.path))))) - 1, 0)
+
     @contextmanager
     def appending(self, total: int = 0, on_row: Callable[[Mapping[str, Any], int, int], None] | None = None
                   ) -> Iterator[Writer]:
-        """A Writer of rows (each flushed), with the header first when the file is new; on_row(row, done, total)
-        is called after each row, done counting the rows written and those skipped as finished."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", newline="") as handle:
-            if handle.tell() == 0:
-                _write_line(handle, self.columns, dict(zip(self.columns, self.columns, strict=True)))
-            yield Writer(lambda row: _write_line(handle, self.columns, row), total, on_row)
+        """A Writer of rows (each written in one call), with the header first when the file is new and a partial
+        last line cut off first; on_row(row, done, total) is called after each row, done counting the rows
+        written and those skipped as finished. A failed write raises OutputError (`write_error`)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as err:
+            raise write_error(self.path, err, self) from err
+        try:
+            append = _Appender(self, fd)
+            if os.fstat(fd).st_size == 0:
+                append(dict(zip(self.columns, self.columns, strict=True)))
+            yield Writer(append, total, on_row)
+        finally:
+            os.close(fd)
 
 
 class RowList(RowFile):
@@ -67,7 +82,7 @@ class RowList(RowFile):
     def __init__(self, columns: Sequence[str], key: Sequence[str]):
         self.path, self.columns, self.key = None, list(columns), tuple(key)
         self._text = io.StringIO()
-        _write_line(self._text, self.columns, dict(zip(self.columns, self.columns, strict=True)))
+        self._text.write(_line(self.columns, dict(zip(self.columns, self.columns, strict=True))))
 
     def finished(self) -> set[tuple[str, ...]]:
         return set()
@@ -75,7 +90,7 @@ class RowList(RowFile):
     @contextmanager
     def appending(self, total: int = 0, on_row: Callable[[Mapping[str, Any], int, int], None] | None = None
                   ) -> Iterator[Writer]:
-        yield Writer(lambda row: _write_line(self._text, self.columns, row), total, on_row)
+        yield Writer(lambda row: self._text.write(_line(self.columns, row)), total, on_row)
 
     def read(self, bool_columns: Sequence[str] = ()) -> pd.DataFrame:
         return parse_table(self._text.getvalue(), bool_columns)
@@ -127,11 +142,34 @@ def in_order(table: pd.DataFrame, column: str, order: Sequence[str]) -> pd.DataF
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-    """write(handle) into a temporary file that then replaces `path`: a reader never sees half a file."""
+    """write(handle) into a temporary file that then replaces `path`: a reader never sees half a file. A write that
+    fails leaves `path` as it was, removes the temporary file and raises OutputError (`write_error`)."""
     partial = path.with_name(path.name + ".partial")
-    with partial.open("wb") as handle:
-        write(handle)
-    partial.replace(path)
+    try:
+        with partial.open("wb") as handle:
+            write(handle)
+        partial.replace(path)
+    except BaseException as err:
+        try:
+            partial.unlink(missing_ok=True)
+        except OSError:  # a read-only folder never had it
+            pass
+        if isinstance(err, OSError):
+            raise write_error(path, err) from err
+        raise
+
+
+def write_error(path: str | Path, err: OSError, table: RowFile | None = None) -> OutputError:
+    """The OutputError of a write to `path` that failed with `err`; with `table`, it says how many complete rows
+    the table keeps for the run that resumes it."""
+    message = f"cannot write {path}: {err.strerror or err}"
+    rows = None
+    if table is not None and table.path is not None:
+        rows = table.complete_rows()
+        where = "" if Path(path) == table.path else f" to {table.path}"
+        message += (f"; the {rows} row{'' if rows == 1 else 's'} already written{where} "
+                    f"{'is' if rows == 1 else 'are'} kept, and the same command resumes")
+    return OutputError(message, path=str(path), errno=err.errno, rows=rows)
 
 
 def cell(value):
@@ -146,18 +184,51 @@ def cell(value):
 
 
 def complete_lines(path: Path) -> str:
-    """The file's text up to its last newline; a line cut short by a kill is removed from the file."""
+    """The file's text up to its last newline (a line cut short by a kill or a failed write is left out)."""
     if not path.exists():
         return ""
-    text = path.read_text()
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-        path.write_text(text)
-    return text
+    data = path.read_bytes()
+    return data[: data.rfind(b"\n") + 1].decode("utf-8")
 
 
-def _write_line(handle, columns, row) -> None:
+class _Appender:
+    """Writes a table's rows to its open file, each line in one call, after cutting off a partial last line.
+    After a failed write it refuses every row: a line after a partial one would join it into one bad row."""
+
+    def __init__(self, table: RowFile, fd: int):
+        self._table, self._fd, self._failed = table, fd, None
+        try:
+            _cut_partial_line(fd)
+        except OSError as err:
+            raise write_error(table.path, err, table) from err
+
+    def __call__(self, row: Mapping[str, Any]) -> None:
+        if self._failed is not None:
+            raise write_error(self._table.path, self._failed, self._table) from self._failed
+        data = _line(self._table.columns, row).encode("utf-8")
+        try:
+            while data:
+                data = data[os.write(self._fd, data):]
+        except OSError as err:
+            self._failed = err
+            raise write_error(self._table.path, err, self._table) from err
+
+
+def _cut_partial_line(fd: int) -> None:
+    size = os.fstat(fd).st_size
+    end = size
+    while end > 0:  # back to the last newline, a block at a time
+        start = max(end - 65536, 0)
+        at = os.pread(fd, end - start, start).rfind(b"\n")
+        if at >= 0:
+            end = start + at + 1
+            break
+        end = start
+    if end < size:
+        os.ftruncate(fd, end)
+
+
+def _line(columns, row) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerow([cell(row.get(c)) for c in columns])
-    handle.write(buffer.getvalue())  # one write per complete line
-    handle.flush()
+    return buffer.getvalue()

@@ -3,7 +3,8 @@
 A weight becomes one or more matrices W of shape N x M with N >= M; its empirical spectral density is the M
 eigenvalues of W^T W / N, computed as squared singular values of W in float64 divided by N (forming the Gram
 would lose half the digits of the small eigenvalues). Eigenvalues at or below the dtype's resolution floor are
-counted as censored, never silently dropped.
+counted as censored, never silently dropped; `above_floor` is that rule, for computed and for given eigenvalues
+alike.
 
 On the host, a tensor is read in its stored dtype (a memory map for safetensors) and converted to float64 one
 matrix, and for a tall matrix one row block, at a time: a tall matrix is first reduced to the triangular factor of
@@ -16,7 +17,7 @@ import logging
 import os
 import zlib
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -80,6 +81,12 @@ class LayerSpectrum:
     #: the spectrum of the layer's element-shuffled copy (iter_spectra(randomize=seed)), not of the layer itself
     randomized: bool = False
 
+    @property
+    def warnings(self) -> list[str]:
+        """What every output of this layer says beside its numbers (`censoring_warning`)."""
+        warning = censoring_warning(self.name, self.n_censored, self.n_eigs)
+        return [warning] if warning else []
+
     def to_record(self, with_eigenvalues: bool = False) -> dict[str, Any]:
         """JSON-safe dict keyed by names.RECORD_FIELDS in order, then the eigenvalues or min/max/mean."""
         record = {key: _plain(getattr(self, key)) for key in names.RECORD_FIELDS}
@@ -104,6 +111,54 @@ class SkippedLayer:
         """JSON-safe dict: name, shape, status, reason."""
         return {names.NAME: self.name, names.SHAPE: list(self.shape), names.STATUS: self.status,
                 names.REASON: self.reason}
+
+
+def above_floor(eigenvalues: np.ndarray, floor: Any, *, source: str | None = None,
+                layer: str | None = None) -> np.ndarray:
+    """Which eigenvalues are kept (a boolean mask): those above `floor` (a scalar, or an array that broadcasts,
+    e.g. one floor per slice as a column).
+
+    The floor is the resolution bound on both sides: an eigenvalue of W^T W / N is >= 0, so one in [-floor, floor]
+    is a zero or a small value lost in rounding (`eigvalsh` of a rank-deficient Gram gives values such as -7e-17),
+    and is censored. Raises InputError for a NaN or inf, or for values below -floor, which no rounding explains.
+    """
+    values = np.asarray(eigenvalues, dtype=np.float64)
+    bound = np.broadcast_to(np.asarray(floor, dtype=np.float64), values.shape)
+    n_bad = values.size - int(np.count_nonzero(np.isfinite(values)))
+    if n_bad:
+        raise InputError(f"{n_bad} eigenvalue{'s are' if n_bad > 1 else ' is'} NaN or inf", source=source,
+                         layer=layer)
+    below = values < -bound
+    if below.any():
+        worst = np.argmin(np.where(below, values, np.inf))
+        n = int(np.count_nonzero(below))
+        raise InputError(f"{n} eigenvalue{'s' * (n > 1)} below -{bound.flat[worst]:.2g} (the resolution bound); "
+                         f"the most negative is {values.flat[worst]:.3g}; eigenvalues of W^T W / N are >= 0 up to "
+                         "rounding", source=source, layer=layer)
+    return values > bound
+
+
+def censoring_warning(name: str, n_censored: int, n_eigs: int) -> str | None:
+    """The warning of a layer whose censored share exceeds names.CENSORED_SHARE_LIMIT, else None."""
+    total = n_censored + n_eigs
+    if not total or n_censored <= names.CENSORED_SHARE_LIMIT * total:
+        return None
+    return (f"{name}: {n_censored} of {total} eigenvalues ({n_censored / total:.0%}) are at or below the floor "
+            f"(over {names.CENSORED_SHARE_LIMIT:.0%}: rank deficiency or pruning?); a structural zero is not a small "
+            "eigenvalue, yet the fit counts each one as an eigenvalue below the floor, so kappa and scale depend on "
+            "where the floor lies")
+
+
+def censored_layers(records: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """name -> censored share of the records (layer records, rows of layers.csv) whose share exceeds
+    names.CENSORED_SHARE_LIMIT, in order; rows without counts (skipped tensors, errors) are passed by."""
+    found = {}
+    for record in records:
+        counts = (record.get(names.N_CENSORED), record.get(names.N_EIGS))
+        if all(isinstance(c, (int, float, np.number)) and np.isfinite(c) for c in counts):
+            if censoring_warning(record[names.NAME], int(counts[0]), int(counts[1])):
+                found.setdefault(record[names.NAME], counts[0] / (counts[0] + counts[1]))
+    return found
 
 
 @overload
@@ -202,13 +257,22 @@ def _in_threads(work: Callable, items: Iterator, threads: int) -> Iterator:
 
 
 def load_spectra(path: str | Path, *, layers: str | Sequence[str] | None = None, min_eigs: int = 16,
-                 keep_slices: bool = False, on_error: OnError = "raise", svd: str = "host",
+                 keep_slices: bool = False, on_error: OnError = "skip", svd: str = "host",
                  threads: int | None = None) -> list[LayerSpectrum]:
-    """The spectra of a checkpoint's layers in checkpoint order (iter_spectra also lists skipped tensors); the
-    singular values of `threads` tensors at a time (default: the CPU count)."""
+    """The spectra of a checkpoint's readable layers in checkpoint order (iter_spectra also lists skipped
+    tensors); the singular values of `threads` tensors at a time (default: the CPU count).
+
+    on_error="skip" (the default): a bad layer (NaN or inf weights, a complex or empty tensor) is left out, and a
+    logged warning names each one with its reason, so that one bad tensor does not hide the others. "raise": the
+    first bad layer raises its InputError. A file that cannot be read at all raises either way.
+    """
     results = list(iter_spectra(path, layers=layers, min_eigs=min_eigs, keep_slices=keep_slices,
                                 on_error=on_error, svd=svd, threads=threads))
     spectra = [r for r in results if isinstance(r, LayerSpectrum)]
+    failed = [r for r in results if isinstance(r, SkippedLayer) and r.status == names.STATUS_ERROR]
+    if failed:
+        logger.warning("%s: %d of %d layers could not be read and are left out: %s", source_label(path), len(failed),
+                       len(spectra) + len(failed), "; ".join(f"{r.name} ({r.reason})" for r in failed))
     logger.info("%s: %d layers, %d tensors skipped", path, len(spectra), len(results) - len(spectra))
     return spectra
 
@@ -225,9 +289,9 @@ def _spectrum(W: Any, name: str, *, dtype: Any, min_eigs: int, keep_slices: bool
     else:
         eigs, floors = _host_eigenvalues(array, stored, name, source)
     if not keep_slices:
-        return _build(name, array.shape, eigs, floors, stored.name)
+        return _build(name, array.shape, eigs, floors, stored.name, source=source)
     return [_build(_slice_name(name, array.shape, s), array.shape, eigs[s:s + 1], floors[s:s + 1],
-                   stored.name, first_slice=s) for s in range(len(eigs))]
+                   stored.name, first_slice=s, source=source) for s in range(len(eigs))]
 
 
 def _stored_dtype(array: np.ndarray, dtype: Any, name: str, source: str | None) -> np.dtype:
@@ -279,7 +343,7 @@ def _slice_views(array: np.ndarray) -> np.ndarray:
 def _check_values(slices: np.ndarray, name: str, source: str | None) -> None:
     n_bad = slices.size - np.count_nonzero(np.isfinite(slices))
     if n_bad:
-        raise InputError(f"{n_bad} non-finite values (NaN or inf)", source=source, layer=name)
+        raise InputError(f"{n_bad} non-finite value{'s' * (n_bad > 1)} (NaN or inf)", source=source, layer=name)
     if not slices.any():
         raise LayerSkipped(name, "all-zero tensor: no spectrum")
 
@@ -316,7 +380,8 @@ def _host_eigenvalues(array: np.ndarray, stored: np.dtype, name: str,
     try:
         results = [_singular_values(view) for view in views]
     except _NonFinite:
-        raise InputError(f"{_count_non_finite(array)} non-finite values (NaN or inf)", source=source,
+        n_bad = _count_non_finite(array)
+        raise InputError(f"{n_bad} non-finite value{'s' * (n_bad > 1)} (NaN or inf)", source=source,
                          layer=name) from None
     singular, sumsq, nonzero = zip(*results, strict=True)
     if not any(nonzero):
@@ -441,10 +506,11 @@ def _jax_svd():
 
 
 def _build(name: str, shape: tuple[int, ...], eigs: np.ndarray, floors: np.ndarray, dtype: str, *,
-           first_slice: int = 0) -> LayerSpectrum:
+           first_slice: int = 0, source: str | None = None) -> LayerSpectrum:
     n_slices, m = eigs.shape
     n = max(shape[:2])
-    kept = eigs > floors[:, None]
+    # squares are >= 0, but a device SVD that fails to converge returns NaN rather than raising
+    kept = above_floor(eigs, floors[:, None], source=source, layer=name)
     ids = np.broadcast_to(np.arange(first_slice, first_slice + n_slices)[:, None], eigs.shape)[kept]
     values = eigs[kept]
     order = np.argsort(values, kind="stable")

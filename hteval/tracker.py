@@ -18,6 +18,10 @@ analyze_checkpoints keeps per checkpoint). keep="last" (the default) removes a s
 is recorded, so the latest fits stay at hand and the folders do not pile up; keep="all" keeps every step's,
 keep="none" none. A folder is marked finished once its rows are in the table: a step whose folder is found
 unfinished was cut short and is fitted again from the start.
+
+A Tracker holds out/'s lock (`hteval.run_lock`) from its first update until close(), so a second Tracker or run
+on the same folder is refused meanwhile; it reads the table again whenever it takes the lock. Making a Tracker
+takes no lock: a training script run on several processes makes one in each, and only one of them records.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numbers
 import re
 import shutil
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +45,7 @@ from hteval.models import MODELS
 from hteval.network_analysis import analyze, auto_models, table_columns
 from hteval.report.dynamics import write_dynamics
 from hteval.rowfile import RowFile, read_table
+from hteval.run_lock import RunLock, writing_to
 
 logger = logging.getLogger(__name__)
 
@@ -78,10 +84,10 @@ class Tracker:
         self.options = {**DEFAULTS, **options}
         self._rows = RowFile(self.out / CHECKPOINT_TABLE, [names.CHECKPOINT, names.STEP, *table_columns(self.models)],
                              key=(names.CHECKPOINT, names.NAME, names.MODEL, names.RANDOMIZED))
-        self._written = self._rows.finished()
-        self._recorded = {key[0] for key in self._written} - self._unfinished()
-        # folders of earlier runs' steps, which keep="last" or "none" removes at this run's first recorded step
-        self._stale = [] if keep == "all" else self._finished_folders()
+        self._lock = RunLock(self.out)
+        # released when the tracker is dropped unclosed: its process may go on for long after (a notebook)
+        weakref.finalize(self, self._lock.release)
+        self._read_state()
         self._drawn_at, self._new_rows = time.monotonic(), False
 
     @property
@@ -114,22 +120,24 @@ class Tracker:
         """Fit the layers of `model` at training step `step` and append their rows; returns them, or None when the
         step is not recorded (not a multiple of `every`) or was recorded before (nothing is fitted)."""
         step = _checked_step(step)
+        self._hold()
         if not self.due(step):
             return None
         name = checkpoint_name(step)
         folder = self.out / CHECKPOINT_DIR / name
-        if folder.exists():  # cut short by an earlier run: its rows may come from other weights
-            shutil.rmtree(folder)
-        rows = analyze(model, folder, self.models, self.layers, **self.options)
-        rows.insert(0, names.STEP, step)
-        rows.insert(0, names.CHECKPOINT, name)
-        self._append(rows)
-        (folder / _FINISHED).touch()
-        self._recorded.add(name)
-        self._tidy(folder)
-        self._new_rows = True
-        if self.plot_every is not None and time.monotonic() - self._drawn_at >= self.plot_every:
-            self.plot()
+        with writing_to(self.out, self._rows):
+            if folder.exists():  # cut short by an earlier run: its rows may come from other weights
+                shutil.rmtree(folder)
+            rows = analyze(model, folder, self.models, self.layers, **self.options)
+            rows.insert(0, names.STEP, step)
+            rows.insert(0, names.CHECKPOINT, name)
+            self._append(rows)
+            (folder / _FINISHED).touch()
+            self._recorded.add(name)
+            self._tidy(folder)
+            self._new_rows = True
+            if self.plot_every is not None and time.monotonic() - self._drawn_at >= self.plot_every:
+                self.plot()
         return rows
 
     def plot(self) -> list[Path]:
@@ -137,12 +145,17 @@ class Tracker:
         `out`); returns the paths written (none while nothing is recorded)."""
         self._drawn_at, self._new_rows = time.monotonic(), False
         table = self.table
-        return write_dynamics(table, self.out) if not table.empty else []
+        with writing_to(self.out, self._rows):
+            return write_dynamics(table, self.out) if not table.empty else []
 
     def close(self) -> None:
-        """Draw the dynamics view if rows came since the last drawing. The tracker stays usable."""
-        if self._new_rows:
-            self.plot()
+        """Draw the dynamics view if rows came since the last drawing, and release out/ to other runs. The tracker
+        stays usable: its next update takes the folder again."""
+        try:
+            if self._new_rows:
+                self.plot()
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> Tracker:
         return self
@@ -154,6 +167,18 @@ class Tracker:
         steps = self.steps
         span = f"steps {steps[0]}..{steps[-1]}" if steps else "no steps"
         return f"Tracker({str(self.out)!r}, models={list(self.models)}, {len(steps)} recorded, {span})"
+
+    def _hold(self) -> None:
+        """Take out/'s lock unless held; the table is read again under it (another run may have added steps)."""
+        if not self._lock.held:
+            self._lock.acquire()
+            self._read_state()
+
+    def _read_state(self) -> None:
+        self._written = self._rows.finished()
+        self._recorded = {key[0] for key in self._written} - self._unfinished()
+        # folders of earlier runs' steps, which keep="last" or "none" removes at this run's first recorded step
+        self._stale = [] if self.keep == "all" else self._finished_folders()
 
     def _append(self, rows: pd.DataFrame) -> None:
         with self._rows.appending() as write:

@@ -8,11 +8,13 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from safetensors.numpy import save_file
 
 from hteval import cli, names
 from hteval.cli import build_parser, main
+from hteval.infer import RAW_FLOOR_FACTOR
 
 
 def _subcommands() -> list[str]:
@@ -50,7 +52,8 @@ def test_esd_json_records(checkpoint, capsys):
     assert main(["esd", str(checkpoint), "--json"]) == 0
     records = json.loads(capsys.readouterr().out)
     layer, bias = sorted(records, key=lambda r: r[names.STATUS])
-    assert tuple(layer) == (*names.RECORD_FIELDS, *names.EIG_SUMMARY_FIELDS, names.STATUS, names.REASON)
+    assert tuple(layer) == (*names.RECORD_FIELDS, *names.EIG_SUMMARY_FIELDS, names.STATUS, names.REASON, "warnings")
+    assert layer["warnings"] == []
     assert (layer[names.NAME], layer[names.SHAPE], layer[names.GAMMA]) == ("dense.weight", [64, 32], 0.5)
     assert layer[names.STATUS] == names.STATUS_OK and layer[names.DTYPE] == "float32"
     assert bias == {names.NAME: "dense.bias", names.SHAPE: [32], names.STATUS: names.STATUS_SKIPPED,
@@ -92,16 +95,18 @@ def test_esd_needs_exactly_one_source(argv, capsys):
     assert capsys.readouterr().err.startswith("hteval: error: ")
 
 
-def test_bad_layer_exit_2_or_listed_with_on_error_skip(tmp_path, capsys):
+def test_bad_layer_listed_with_exit_3_or_exit_2_with_on_error_raise(tmp_path, capsys):
     weights = np.ones((32, 16), dtype=np.float32)
     weights[0, 0] = np.inf
     good = np.eye(32, 16, dtype=np.float32)
     save_file({"bad.weight": weights, "good.weight": good}, tmp_path / "m.safetensors")
-    assert main(["esd", str(tmp_path / "m.safetensors")]) == 2
-    assert capsys.readouterr().err.count("\n") == 1
-    assert main(["esd", str(tmp_path / "m.safetensors"), "--on-error", "skip", "--json"]) == 0
+    assert main(["esd", str(tmp_path / "m.safetensors"), "--json"]) == 3
     status = {r[names.NAME]: r[names.STATUS] for r in json.loads(capsys.readouterr().out)}
     assert status == {"bad.weight": names.STATUS_ERROR, "good.weight": names.STATUS_OK}
+    assert main(["esd", str(tmp_path / "m.safetensors"), "--on-error", "raise"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.splitlines() == [
+        f"hteval: error: {tmp_path / 'm.safetensors'}: bad.weight: 1 non-finite value (NaN or inf)"]
 
 
 def test_esd_bundled(capsys):
@@ -235,3 +240,135 @@ def test_analyze_bar_counts_this_runs_fits(checkpoint, tmp_path, monkeypatch):
     assert (bars[-1].n, bars[-1].total, bars[-1].unit) == (1, 1, "fit")
     assert main(argv) == 0  # resumed: everything done, nothing fitted
     assert (bars[-1].n, bars[-1].total or 0) == (0, 0)
+
+
+# One bad layer never hides the good ones: exit status 3 ------------------------------------------------------
+
+@pytest.fixture
+def nan_layer(tmp_path):
+    """Two 64 x 32 layers, one holding a NaN."""
+    rng = np.random.default_rng(3)
+    bad = rng.standard_normal((64, 32)).astype(np.float32)
+    bad[10, 20] = np.nan
+    path = tmp_path / "nan.safetensors"
+    save_file({"bad.weight": bad, "good.weight": rng.standard_normal((64, 32)).astype(np.float32)}, path)
+    return path
+
+
+NAN_REASON = "1 non-finite value (NaN or inf)"
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_esd_reports_the_good_layer_and_the_bad_one_with_its_reason(nan_layer, as_json, capsys):
+    assert main(["esd", str(nan_layer), *(["--json"] if as_json else [])]) == 3
+    captured = capsys.readouterr()
+    if as_json:
+        bad, good = json.loads(captured.out)
+        assert bad == {names.NAME: "bad.weight", names.SHAPE: [64, 32], names.STATUS: names.STATUS_ERROR,
+                       names.REASON: NAN_REASON}
+        assert (good[names.NAME], good[names.STATUS], good[names.N_EIGS]) == ("good.weight", names.STATUS_OK, 32)
+    else:
+        assert captured.out.splitlines()[1].split()[:2] == ["good.weight", "64x32"]
+        assert f"1 layer failed:\n  bad.weight [64x32] error: {NAN_REASON}" in captured.out
+    where = "the status=error records above" if as_json else "the failed layers listed above"
+    assert captured.err.splitlines() == [f"hteval: 1 of 2 layers failed: see {where}"]
+
+
+def test_analyze_fits_the_good_layer_lists_the_bad_one_and_exits_3_again_on_resuming(nan_layer, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["analyze", str(nan_layer), "--out", str(out), "--no-figures", "--workers", "1"]
+    assert main(argv) == 3
+    table = pd.read_csv(out / "layers.csv").set_index(names.NAME)
+    assert table.loc["bad.weight", names.STATUS] == names.STATUS_ERROR
+    assert table.loc["bad.weight", names.ERROR] == NAN_REASON
+    assert table.loc["good.weight", names.STATUS] == names.STATUS_OK
+    assert capsys.readouterr().err.splitlines()[-1] == (f"hteval: 1 of 2 layers failed: see status=error rows in "
+                                                         f"{out / 'layers.csv'}")
+    written = (out / "layers.csv").read_text()
+    assert main(argv) == 3 and (out / "layers.csv").read_text() == written  # resumed: nothing refitted
+
+
+def test_compare_layers_compares_the_good_layer_and_lists_the_bad_one(nan_layer, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    argv = ["compare", str(nan_layer), "--layers", "*", "--models", "htmp-exact,powerlaw", "--chains", "2",
+            "--draws", "200", "--out", str(out), "--workers", "1"]
+    assert main(argv) == 3
+    table = pd.read_csv(out / "comparisons.csv").set_index(names.NAME)
+    assert (table.loc["bad.weight", names.STATUS], table.loc["bad.weight", names.ERROR]) == (names.STATUS_ERROR,
+                                                                                           NAN_REASON)
+    assert table.loc["good.weight", names.STATUS] == names.STATUS_OK and table.loc["good.weight", names.BEST]
+    assert capsys.readouterr().err.splitlines()[-1] == (f"hteval: 1 of 2 layers failed: see status=error rows in "
+                                                         f"{out / 'comparisons.csv'}")
+
+
+def test_analyze_of_many_checkpoints_counts_failed_layers_and_unreadable_checkpoints(nan_layer, tmp_path, capsys):
+    run = tmp_path / "ckpts"
+    run.mkdir()
+    rng = np.random.default_rng(5)
+    save_file({name: rng.standard_normal((64, 32)).astype(np.float32) for name in ("bad.weight", "good.weight")},
+              run / "step_1.safetensors")
+    (run / "step_2.safetensors").write_bytes(nan_layer.read_bytes())
+    (run / "step_3.safetensors").write_bytes(b"not a checkpoint")
+    out = tmp_path / "out"
+    assert main(["analyze", str(run), "--out", str(out), "--no-figures", "--workers", "1"]) == 3
+    table = pd.read_csv(out / "checkpoints.csv")
+    failed = table[table[names.STATUS] == names.STATUS_ERROR]
+    assert failed[names.CHECKPOINT].tolist() == ["step_2", "step_3"]
+    assert failed[names.ERROR].iloc[0] == NAN_REASON and "step_3.safetensors" in failed[names.ERROR].iloc[1]
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"hteval: 1 of 4 layers and 1 of 3 checkpoints failed: see status=error rows in {out / 'checkpoints.csv'}")
+
+
+@pytest.mark.parametrize("command", [["esd"], ["analyze", "--out", "OUT"],
+                                     ["compare", "--layers", "*", "--out", "OUT"]])
+def test_an_unreadable_file_is_one_error_with_exit_2(command, tmp_path):
+    path = tmp_path / "broken.safetensors"
+    path.write_bytes(b"not a checkpoint")
+    argv = [str(tmp_path / "out") if a == "OUT" else a for a in command]
+    result = subprocess.run([sys.executable, "-m", "hteval.cli", argv[0], str(path), *argv[1:]], capture_output=True,
+                            text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("hteval")]
+    assert line.startswith(f"hteval: error: {path}: ")
+
+
+def test_help_states_the_exit_status_convention_and_the_resolution_bound(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "exit status: 0 when every layer was read" in text and "3 when esd, analyze or compare --layers" in text
+    assert "2 for bad input" in text and "1 for other failures" in text
+    fit = " ".join(_parsers()["fit"].format_help().split())
+    assert "in [-floor, floor] (zeros and rounding, as eigvalsh gives) are counted as censored" in fit
+    assert f"{RAW_FLOOR_FACTOR:g} x M x the largest eigenvalue" in fit
+    esd = " ".join(_parsers()["esd"].format_help().split())
+    assert "exit with status 3" in esd and "(default: skip)" in esd
+
+
+def test_mostly_censored_layers_are_warned_of_by_esd_and_analyze(tmp_path, capsys, caplog):
+    """A rank-4 layer (28 of 32 eigenvalues censored): esd flags it in the table and the JSON, analyze logs one
+    warning and report.md's notes name it, the layer's JSON carries the warning."""
+    rng = np.random.default_rng(4)
+    low = (rng.standard_normal((64, 4)) @ rng.standard_normal((4, 32))).astype(np.float32)
+    path = tmp_path / "low.safetensors"
+    save_file({"full.weight": rng.standard_normal((64, 32)).astype(np.float32), "low.weight": low}, path)
+    assert main(["esd", str(path)]) == 0
+    assert "warning: low.weight: 28 of 32 eigenvalues (88%) are at or below the floor" in capsys.readouterr().out
+    assert main(["esd", str(path), "--json"]) == 0
+    warnings = {r[names.NAME]: r["warnings"] for r in json.loads(capsys.readouterr().out)}
+    assert warnings["full.weight"] == [] and "structural zero" in warnings["low.weight"][0]
+    out = tmp_path / "run"
+    assert main(["analyze", str(path), "--out", str(out), "--no-figures", "--workers", "1"]) == 0
+    logged = [r.getMessage() for r in caplog.records if "structural zero" in r.getMessage()]
+    assert len(logged) == 1 and "in 1 layer(s): low.weight" in logged[0]
+    report = (out / "report.md").read_text()
+    assert "**Mostly censored layers.**" in report and "* low.weight: 88% censored" in report
+    assert "full.weight:" not in report
+    document = json.loads((out / "layers" / "low.weight.htmp-exact.json").read_text())
+    assert "28 of 32 eigenvalues" in document["warnings"][0]
+
+
+def test_fit_of_the_bad_layer_is_its_own_error(nan_layer, tmp_path, capsys):
+    """fit reads the one layer it is asked for: a bad one is an input error naming it, not "0 layers found"."""
+    assert main(["fit", str(nan_layer), "--layer", "bad.weight", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"hteval: error: {nan_layer}: bad.weight: {NAN_REASON}"]

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from hteval.cli import main
-from hteval.infer import eigenvalue_spectrum, fit, layer_key, layer_model
+from hteval.errors import InputError
+from hteval.infer import eigenvalue_spectrum, fit, layer_key, layer_model, model_data
 from hteval.models import MODELS
 from hteval.nuts import TARGET_ACCEPT, _kernel_and_step
 from hteval.predictive import add_prior_predictive
@@ -148,3 +152,106 @@ def test_prior_predictive_covers_the_observed_spectrum(spectrum_and_fit):
     assert np.mean((x >= lo) & (x <= hi)) > 0.95
     kappa = result.data["prior"]["kappa"].values.ravel()
     assert kappa.min() < 0.01 and kappa.max() > 100  # log-uniform over 1e-3..1e3
+
+
+# Raw eigenvalues as users compute them --------------------------------------------------------------
+
+def _low_rank(n, m, rank, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, rank)) @ rng.standard_normal((rank, m))).astype(np.float32)
+
+
+def _eigvalsh(W):
+    """Eigenvalues the usual way: of the float64 Gram, with their rounding below zero."""
+    X = np.asarray(W, dtype=np.float64)
+    return np.linalg.eigvalsh(X.T @ X / X.shape[0])
+
+
+@pytest.mark.parametrize(("W", "censored"), [(_low_rank(200, 100, 20), 80),
+                                             (np.random.default_rng(1).standard_normal((100, 100)), 0),
+                                             (_low_rank(100, 100, 90, seed=2), 10)],
+                         ids=["200x100-rank-20", "square-100", "square-rank-90"])
+def test_eigvalsh_output_fits_like_the_matrix(W, censored):
+    """eigvalsh of a rank-deficient Gram has rounding below zero (-8e-14 here): it is censored with the zeros, and
+    the fit of those eigenvalues agrees with the fit of the matrix (squared singular values, float32 weights, a
+    floor of the same order) within a quarter of a posterior sd in kappa and in scale."""
+    x = _eigvalsh(W)
+    gamma = W.shape[1] / W.shape[0]
+    from_eigs, from_matrix = fit(x, gamma=gamma, layer="W"), fit(W, layer="W")
+    assert from_eigs.record["n_censored"] == from_matrix.record["n_censored"] == censored
+    assert from_eigs.converged and from_matrix.converged
+    for p in ("kappa", "scale"):
+        a, b = from_eigs.summary.loc[p], from_matrix.summary.loc[p]
+        assert abs(a["median"] - b["median"]) < 0.25 * a["sd"], (p, a["median"], b["median"])
+
+
+def test_fit_command_censors_rounding_and_warns_once(tmp_path, caplog):
+    """`hteval fit --eigenvalues` on eigvalsh output of a rank-20 layer: it succeeds, counts 80 censored values,
+    and the structural zeros are warned of once on stderr and in summary.json's warnings."""
+    x = _eigvalsh(_low_rank(200, 100, 20))
+    assert np.sum(x < 0) > 10
+    np.save(tmp_path / "eigs.npy", x)
+    out = tmp_path / "out"
+    assert main(["fit", "--eigenvalues", str(tmp_path / "eigs.npy"), "--gamma", "0.5", "--out", str(out)]) == 0
+    doc = json.loads((out / "summary.json").read_text())
+    assert doc["n_censored"] == 80 and doc["n_eigs"] == 20
+    (warning,) = doc["warnings"]
+    assert "80 of 100 eigenvalues (80%)" in warning and "structural zero is not a small eigenvalue" in warning
+    logged = [r for r in caplog.records if "structural zero" in r.getMessage()]
+    assert [r.levelname for r in logged] == ["WARNING"]
+
+
+def test_fit_json_keeps_its_keys_and_adds_warnings():
+    x = sample_htmp_spectrum(5, 200, 0.5, 3.0)
+    doc = fit(x, gamma=0.5).to_json()
+    assert doc["warnings"] == []
+    assert {"model", "layer", "n_eigs", "n_censored", "gamma", "prob", "parameters", "intervals", "diagnostics",
+            "ppc_pvalue", "misfit", "probabilities", "evidence", "settings", "record", "version"} < set(doc)
+
+
+@pytest.mark.parametrize(("values", "floor", "message"), [
+    ([0.1, 0.2, -0.5, -1e-3, 0.3, -1e-20], None,
+     r"x: 2 eigenvalues below -1.8e-15 \(the resolution bound\); the most negative is -0.5"),
+    ([0.1, 0.2, -2e-6, 0.3], 1e-6, r"1 eigenvalue below -1e-06 \(the resolution bound\); the most negative is -2e-06"),
+    ([0.1, np.nan, 0.2, np.inf, 0.3], None, "x: 2 eigenvalues are NaN or inf"),
+    ([0.1, -np.inf, 0.2], None, "x: 1 eigenvalue is NaN or inf"),
+    ([0.1, 0.2], -1.0, "the floor must be a finite number >= 0"),
+    ([0.0, 0.0, 0.0], None, r"x: no eigenvalue above the floor \(0\): nothing to fit"),
+    ([0.0, 0.5, 1.0], 0.0, "1 eigenvalue is 0 and the floor is 0: counting zeros as censored needs a positive floor"),
+])
+def test_raw_eigenvalues_below_the_bound_or_not_finite_are_refused(values, floor, message):
+    with pytest.raises(InputError, match=message):
+        eigenvalue_spectrum(np.array(values), gamma=0.5, name="x", floor=floor)
+
+
+def test_raw_eigenvalues_down_to_minus_the_floor_are_censored():
+    """The floor bounds rounding on both sides: [-floor, floor] is censored, the default floor and a given one
+    alike."""
+    rec = eigenvalue_spectrum(np.array([-1e-6, -5e-7, 0.0, 1e-6, 0.5, 1.0]), gamma=0.5, floor=1e-6)
+    assert (rec.n_censored, rec.n_eigs, rec.floor) == (4, 2, 1e-6)
+    rec = eigenvalue_spectrum(np.array([-1.1e-15, 1e-15, 0.25, 0.5]), gamma=0.5)  # floor 1e-15 x 4 x 0.5 = 2e-15
+    assert (rec.n_censored, rec.n_eigs) == (2, 2)
+
+
+def test_repeated_eigenvalues_are_one_clear_error_from_the_command_line(tmp_path):
+    """Equal eigenvalues give the exact likelihood zero density: the command says so in one line, exit 2."""
+    path = tmp_path / "rounded.txt"
+    path.write_text("0.1 0.2 0.2 0.2 0.3 0.4 0.4 0.5 0.6 0.7 0.8 0.9 1.0 1.1 1.2 1.3 1.4\n")
+    result = subprocess.run([sys.executable, "-m", "hteval.cli", "fit", "--eigenvalues", str(path), "--gamma", "0.5",
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        "hteval: error: rounded: 5 eigenvalues are repeated (e.g. 0.2 appears 3 times): the exact likelihood needs "
+        "distinct values; give them at full precision (not rounded), or fit a model with an iid likelihood "
+        "(--model htmp)"]
+
+
+def test_equal_eigenvalues_in_different_conv_slices_are_no_tie():
+    """Each slice is its own matrix (its own joint density): a value shared by two slices is not a repeat."""
+    x = np.linspace(0.1, 2.0, 20)
+    rec = eigenvalue_spectrum(np.concatenate([x, x]), gamma=0.5)
+    per_slice = replace(rec, n_slices=2, M=20, slice_ids=np.repeat([0, 1], 20)[np.argsort(np.concatenate([x, x]),
+                                                                                         kind="stable")])
+    assert model_data(per_slice, MODELS["htmp-exact"])["n_observed"].tolist() == [20.0, 20.0]
+    with pytest.raises(InputError, match="40 eigenvalues are repeated"):
+        model_data(rec, MODELS["htmp-exact"])

@@ -362,16 +362,19 @@ def test_non_finite_values_in_a_later_block_are_counted_over_the_whole_tensor(dt
     assert info.value.layer == "late"
     conv = gaussian(600, 24, 3, 3)
     conv[500, 3, 2, 2] = np.nan
-    with pytest.raises(InputError, match="1 non-finite values"):
+    with pytest.raises(InputError, match="1 non-finite value "):
         hteval.spectrum(conv, "conv")
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in square:RuntimeWarning")  # eigenvalues of 1e200 entries
 def test_extreme_finite_float64_values_are_not_mistaken_for_bad_input(small_blocks):
-    """Squares of huge values overflow and of tiny ones underflow; neither is a NaN nor an all-zero tensor."""
-    for scale in (1e200, 1e-170):
-        spec = hteval.spectrum(gaussian(3000, 40) * scale, "extreme")
-        assert spec.n_eigs + spec.n_censored == 40
+    """Squares of huge values overflow and of tiny ones underflow; neither is a NaN nor an all-zero tensor. Tiny
+    weights still give a record; huge ones have eigenvalues beyond float64, which are said to be inf (rather than
+    the weights said to be non-finite, or a spectrum censored below an infinite floor)."""
+    spec = hteval.spectrum(gaussian(3000, 40) * 1e-170, "tiny")
+    assert spec.n_eigs + spec.n_censored == 40
+    with pytest.raises(InputError, match="huge: 40 eigenvalues are NaN or inf"):
+        hteval.spectrum(gaussian(3000, 40) * 1e200, "huge")
     with pytest.raises(LayerSkipped, match="all-zero"):
         hteval.spectrum(np.zeros((3000, 40), dtype=ml_dtypes.bfloat16), "zero")
 
@@ -391,3 +394,55 @@ def test_safetensors_pages_are_released_and_tensors_stay_readable(tmp_path):
     grown_kib, sums = out.stdout.split(" ", 1)
     assert int(grown_kib) < 24 * 1024
     assert sums.strip() == str([(name, float(w.sum())) for name, w in tensors.items()])
+
+
+# One rule for computed and given eigenvalues: [-floor, floor] censored, NaN, inf and below -floor refused ---------
+
+def test_above_floor_censors_rounding_on_both_sides_and_refuses_the_rest():
+    x = np.array([-1e-6, -5e-7, 0.0, 1e-6, 2e-6, 0.5])
+    assert spectra.above_floor(x, 1e-6).tolist() == [False, False, False, False, True, True]
+    per_slice = spectra.above_floor(np.array([[-1e-3, 1.0], [-1e-3, 1.0]]), np.array([[1e-2], [1e-3]]))
+    assert per_slice.tolist() == [[False, True], [False, True]]
+    with pytest.raises(InputError, match=r"^s: w: 2 eigenvalues below -1e-06 \(the resolution bound\); the most "
+                                         r"negative is -0.3; eigenvalues of W\^T W / N are >= 0 up to rounding$"):
+        spectra.above_floor(np.array([0.2, -0.3, -1e-6, -2e-6]), 1e-6, source="s", layer="w")
+    with pytest.raises(InputError, match="^2 eigenvalues are NaN or inf$"):
+        spectra.above_floor(np.array([np.nan, -np.inf, -1.0]), 1e-6)
+
+
+def test_computed_eigenvalues_follow_the_same_rule(tmp_path, monkeypatch):
+    """Squared singular values are >= 0, but a device SVD that does not converge returns NaN instead of raising:
+    the layer then fails with the message raw eigenvalues get, and the other layers are read."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    np.savez(tmp_path / "w.npz", a=gaussian(40, 20), b=gaussian(50, 20))
+    real = spectra._device_singular_values
+    monkeypatch.setattr(spectra, "_device_singular_values",  # layer a's SVD fails
+                        lambda slices: real(slices) * (np.nan if slices.shape[1] == 40 else 1.0))
+    a, b = spectra.iter_spectra(tmp_path / "w.npz", svd="device", on_error="skip")
+    assert (a.name, a.status, a.reason) == ("a", names.STATUS_ERROR, "20 eigenvalues are NaN or inf")
+    assert isinstance(b, spectra.LayerSpectrum) and b.n_eigs == 20
+
+
+@pytest.mark.parametrize(("rank", "warned"), [(20, False), (18, False), (17, True), (4, True)])
+def test_a_layer_with_over_ten_percent_censored_warns(rank, warned):
+    """20 columns: 2 censored (10%) is the limit itself, 3 (15%) are over it."""
+    spec = hteval.spectrum(_rank_deficient(60, 20, rank).astype(np.float32), "low")
+    assert spec.n_censored == 20 - rank
+    assert bool(spec.warnings) == warned
+    assert list(spectra.censored_layers([spec.to_record()])) == (["low"] if warned else [])
+    if warned:
+        (warning,) = spec.warnings
+        assert warning.startswith(f"low: {20 - rank} of 20 eigenvalues") and "structural zero" in warning
+    assert names.CENSORED_SHARE_LIMIT == 0.1
+
+
+def test_censored_layers_reads_table_rows():
+    """Rows of layers.csv: errors and skipped tensors have no counts; a layer with several models counts once."""
+    rows = [{names.NAME: "e", names.N_EIGS: float("nan"), names.N_CENSORED: float("nan")},
+            {names.NAME: "s"},
+            {names.NAME: "low", names.N_EIGS: 4.0, names.N_CENSORED: 28.0},
+            {names.NAME: "low", names.N_EIGS: 4.0, names.N_CENSORED: 28.0},
+            {names.NAME: "ok", names.N_EIGS: 30, names.N_CENSORED: 2}]
+    assert spectra.censored_layers(rows) == {"low": 28 / 32}

@@ -412,5 +412,15 @@ def _notes(table: pd.DataFrame, fitted: pd.DataFrame) -> list[str]:
                   "0.0094 at 160): P(kappa < 10) near 1 says the layer's spectrum is far from a random matrix's.", ""]
     if "alpha_median" in fitted:
         lines += ["alpha < 2 (very heavy tail) and alpha > 6 (light tail) are the field's conventions.", ""]
+    from hteval.spectra import censored_layers
+
+    censored = censored_layers(table.to_dict("records"))
+    if censored:
+        lines += [f"**Mostly censored layers.** More than {names.CENSORED_SHARE_LIMIT:.0%} of the eigenvalues of "
+                  f"{len(censored)} layer{'s' * (len(censored) > 1)} are at or below the floor. Rank deficiency or "
+                  "pruning makes such zeros: a structural zero is not a small eigenvalue of the ensemble, yet the fit "
+                  "counts each one as an eigenvalue below the floor, so kappa and scale there depend on where the "
+                  "floor lies (the weights' dtype) as much as on the layer.", "",
+                  *[f"* {name}: {share:.0%} censored" for name, share in censored.items()], ""]
     return [*lines, *[f"Intervals of {m}: {calibration.note(m)}." for m in dict.fromkeys(table[names.MODEL].dropna())],
             ""]
