@@ -298,7 +298,10 @@ def test_traced_kappa_path_matches_exact_contour_sums(gamma):
 
 
 def test_public_exports():
-    assert hteval.htmp_logpdf is htmp_logpdf
+    """The top-level density is the module's, run in float64 whatever the caller's JAX setting."""
+    assert hteval.htmp_logpdf.__wrapped__ is htmp_logpdf
+    x = np.linspace(0.3, 2.0, 7)
+    np.testing.assert_array_equal(hteval.htmp_logpdf(x, 0.4, 5.0), htmp_logpdf(x, 0.4, 5.0))
 
 
 def test_batches_match_the_mpmath_references():

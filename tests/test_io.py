@@ -105,7 +105,7 @@ def test_index_listing_a_tensor_its_shard_lacks(tmp_path):
     weight_map = {"x.weight": "model-00001-of-00002.safetensors"}
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     with pytest.raises(InputError, match="x.weight: tensor listed in the index is missing"):
-        hteval.load_spectra(tmp_path)
+        hteval.load_spectra(tmp_path, on_error="raise")
 
 
 def test_npz_keeps_archive_order_and_npy_is_named_after_the_file(tmp_path):
@@ -175,7 +175,7 @@ def test_nan_layer_names_the_file_and_layer_and_can_be_skipped(tmp_path):
     tensors = [("bad.weight", bad), ("good.weight", gaussian(32, 16))]
     path = write_safetensors(tmp_path / "m.safetensors", tensors)
     with pytest.raises(InputError, match="non-finite") as info:
-        hteval.load_spectra(path)
+        hteval.load_spectra(path, on_error="raise")
     assert str(info.value).startswith(f"{path}: bad.weight: ")
     results = list(iter_spectra(path, on_error="skip"))
     assert (results[0].name, results[0].status) == ("bad.weight", "error")
@@ -190,14 +190,29 @@ def test_nan_layer_names_the_file_and_layer_and_can_be_skipped(tmp_path):
 def test_empty_and_complex_tensors(tmp_path, array, problem):
     np.savez(tmp_path / "m.npz", odd=array, fine=gaussian(32, 16))
     with pytest.raises(InputError, match=problem) as info:
-        hteval.load_spectra(tmp_path / "m.npz")
+        hteval.load_spectra(tmp_path / "m.npz", on_error="raise")
     assert "m.npz: odd: " in str(info.value)
 
 
 def test_empty_tensor_in_safetensors(tmp_path):
     path = write_safetensors(tmp_path / "m.safetensors", [("empty", np.ones((0, 16), dtype=np.float32))])
     with pytest.raises(InputError, match="empty: empty tensor"):
-        hteval.load_spectra(path)
+        hteval.load_spectra(path, on_error="raise")
+
+
+def test_load_spectra_returns_the_good_layers_and_names_each_bad_one(tmp_path, caplog):
+    """By default a bad layer does not hide the others: the readable ones come back, and one logged warning names
+    each bad layer with its reason."""
+    nan, inf = gaussian(64, 32), gaussian(64, 32, seed=1)
+    nan[5, 6], inf[0, 0] = np.nan, np.inf
+    path = write_safetensors(tmp_path / "m.safetensors", [("a.weight", nan), ("b.weight", gaussian(64, 32, seed=2)),
+                                                           ("c.weight", inf)])
+    with caplog.at_level("WARNING", logger="hteval.spectra"):
+        layers = hteval.load_spectra(path)
+    assert [s.name for s in layers] == ["b.weight"] and isinstance(layers[0], LayerSpectrum)
+    (warning,) = caplog.messages
+    assert "2 of 3 layers could not be read" in warning and str(path) in warning
+    assert "a.weight (1 non-finite value (NaN or inf))" in warning and "c.weight (1 non-finite value" in warning
 
 
 def test_truncated_safetensors(tmp_path):
@@ -226,7 +241,7 @@ def test_safetensors_entry_that_does_not_fit_its_offsets(tmp_path):
     path = tmp_path / "m.safetensors"
     path.write_bytes(len(header).to_bytes(8, "little") + header + bytes(64))
     with pytest.raises(InputError, match="w: corrupt safetensors header entry"):
-        hteval.load_spectra(path)
+        hteval.load_spectra(path, on_error="raise")
 
 
 def test_missing_path(tmp_path):
@@ -284,9 +299,15 @@ def test_read_eigenvalues_text_and_npy(tmp_path):
     assert read_eigenvalues(tmp_path / "e.npy").tolist() == [1.0, 2.0, 3.0]
 
 
+def test_read_eigenvalues_keeps_rounding_and_bad_values_for_the_spectrum_to_judge(tmp_path):
+    """Which values are rounding depends on the floor, which the file does not carry: the reader returns them all
+    (`eigenvalue_spectrum` censors or refuses them, tests/test_infer.py)."""
+    (tmp_path / "e.txt").write_text("0.3\n-7.7e-17\nnan\n-0.5\ninf\n")
+    values = read_eigenvalues(tmp_path / "e.txt")
+    assert values[:3].tolist() == [-0.5, -7.7e-17, 0.3] and np.isinf(values[3]) and np.isnan(values[4])
+
+
 @pytest.mark.parametrize(("content", "problem"), [
-    ("0.1\nnan\n", "not finite"),
-    ("0.1\n-0.5\n", "negative"),
     ("0.1\n0.2 abc\n", "line 2: 'abc' is not a number"),
     ("# nothing\n", "no eigenvalues"),
 ])

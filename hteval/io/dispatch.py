@@ -95,7 +95,7 @@ def _zip_format(path: Path) -> str:
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.namelist()
-    except (zipfile.BadZipFile, OSError) as err:
+    except numpy_reader.ARCHIVE_ERRORS as err:
         raise InputError(f"corrupt zip archive: {err}", source=str(path)) from err
     if members and all(m.endswith(".npy") for m in members):
         return NPZ

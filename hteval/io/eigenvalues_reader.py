@@ -36,10 +36,9 @@ def _head(path: Path) -> bytes:
 
 
 def _read_npy(path: Path) -> np.ndarray:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise InputError(f"cannot read .npy file: {err}", source=str(path)) from err
+    from hteval.io.numpy_reader import read_npy
+
+    array = read_npy(path)  # its header checked against the file's size before anything is allocated
     if array.ndim != 1 or array.dtype.kind not in "fiu":
         raise InputError(f"expected a 1-D real array of eigenvalues, found shape {array.shape} of "
                          f"{array.dtype}", source=str(path))
