@@ -108,7 +108,7 @@ def test_python_api_runs_in_float32_jax_and_leaves_it_so():
 import numpy as np, jax, hteval
 rng = np.random.default_rng(0)
 W = rng.standard_normal((200, 80))
-fits = {m: hteval.fit(W, model=m, draws=100, chains=2, warmup=100) for m in ("htmp-exact", "htmp", "inverse-htmp")}
+fits = {m: hteval.fit(W, model=m, draws=100, chains=2, warmup=100) for m in ("htmp-exact", "htmp")}
 assert all(np.isfinite(f.ppc_pvalue) for f in fits.values())
 hteval.compare(W, models=["htmp-exact", "mp"], draws=100, chains=2)
 a = hteval.analyze({"w": W}, models=["htmp"], sampler="nuts", draws=100, warmup=100, chains=2, workers=1)
