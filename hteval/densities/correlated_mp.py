@@ -63,6 +63,9 @@ iterations. Edges and table are stop-gradient: they only start Newton.
 Accuracy: the density integrates to 1 and the CDF matches its integral to ~1e-9 (tests); Newton converges to
 ~1e-7 or better in log f (8 steps). Cost: ~8-12 ms for the value and gradient over 384 points on one CPU core.
 
+Calls: the three public functions are jitted programs; eager calls run on size buckets
+(`hteval.densities.compiled`), so a loop over (nu, scale) compiles nothing after its first call.
+
 Float64 needs ``jax_enable_x64``; as a library this module does not switch it on.
 """
 
@@ -71,6 +74,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
+
+from hteval.densities.compiled import elementwise
 
 __all__ = [
     "correlated_mp_cdf", "correlated_mp_icdf", "correlated_mp_logpdf", "correlated_mp_support", "population_cells",
@@ -364,11 +369,23 @@ def _cdf(x, gamma, nu, scale, m, theta):
 
 
 @jax.jit
+def _smoothed_logpdf(x, gamma, nu, scale, m):
+    return _logpdf(x, gamma, nu, scale, m, _THETA)
+
+
+@jax.jit
+def _smoothed_cdf(x, gamma, nu, scale, m):
+    return _cdf(x, gamma, nu, scale, m, _THETA)
+
+
 def correlated_mp_logpdf(x: ArrayLike, gamma: ArrayLike, nu: ArrayLike, scale: ArrayLike, m: ArrayLike) -> jax.Array:
     """Log-density of the correlated Marchenko-Pastur law (population spectrum t_i ~ i^-nu, scale ``scale``),
     with log x smoothed over 1% (module docstring).
 
     -inf at x <= 0 only. Never NaN; gradients with respect to nu and scale are finite everywhere.
+
+    Compiled once per length bucket: called eagerly, the points run padded to the next power-of-two length, at
+    least 64 (`hteval.densities.compiled`); gamma, nu, scale and m are traced, so new values never recompile.
 
     Parameters
     ----------
@@ -388,14 +405,16 @@ def correlated_mp_logpdf(x: ArrayLike, gamma: ArrayLike, nu: ArrayLike, scale: A
     jax.Array
         log f(x), shape of x.
     """
-    return _logpdf(x, gamma, nu, scale, m, _THETA)
+    return elementwise(_smoothed_logpdf, (x, gamma, nu, scale, m))
 
 
-@jax.jit
 def correlated_mp_cdf(x: ArrayLike, gamma: ArrayLike, nu: ArrayLike, scale: ArrayLike, m: ArrayLike) -> jax.Array:
     """CDF of the smoothed correlated Marchenko-Pastur law, in closed form given w(x e^(i theta)).
 
     0 at and below 0, rising to 1 as x grows; differentiable in x, nu and scale.
+
+    Compiled once per length bucket: called eagerly, the points run padded to the next power-of-two length, at
+    least 64 (`hteval.densities.compiled`); gamma, nu, scale and m are traced, so new values never recompile.
 
     Parameters
     ----------
@@ -409,29 +428,11 @@ def correlated_mp_cdf(x: ArrayLike, gamma: ArrayLike, nu: ArrayLike, scale: Arra
     jax.Array
         F(x), shape of x.
     """
-    return _cdf(x, gamma, nu, scale, m, _THETA)
+    return elementwise(_smoothed_cdf, (x, gamma, nu, scale, m))
 
 
 @jax.jit
-def correlated_mp_icdf(u: ArrayLike, gamma: ArrayLike, nu: ArrayLike, scale: ArrayLike, m: ArrayLike) -> jax.Array:
-    """Quantiles of the smoothed correlated Marchenko-Pastur law, for drawing spectra (not differentiable).
-
-    The CDF at the table's nodes places u between two of them (or in the tails beyond the support's edges,
-    where 1 - F ~ theta E[x] / (pi x)); safeguarded Newton steps on F(x) = u (bisection inside the bracket
-    when a step leaves it) refine it.
-
-    Parameters
-    ----------
-    u : array_like
-        Probabilities in (0, 1), any shape.
-    gamma, nu, scale, m : array_like
-        As in `correlated_mp_logpdf`.
-
-    Returns
-    -------
-    jax.Array
-        x with F(x) = u, shape of u.
-    """
+def _quantiles(u, gamma, nu, scale, m):
     u = jnp.asarray(u, dtype=float)
     gamma, cells, table = _prepare(gamma, nu, m)
 
@@ -456,11 +457,36 @@ def correlated_mp_icdf(u: ArrayLike, gamma: ArrayLike, nu: ArrayLike, scale: Arr
         lo, hi = jnp.where(below_u, x, lo), jnp.where(below_u, hi, x)
         new = x - (f_x - u) / density
         middle = jnp.where(hi > 4.0 * lo, jnp.sqrt(lo * hi), 0.5 * (lo + hi))
-        new = jnp.where((new > lo) & (new < hi), new, middle)
+        new = jnp.where((new >= lo) & (new <= hi), new, middle)  # a converged step lands on its bracket end
         return new, lo, hi
 
     x, _, _ = lax.fori_loop(0, _QUANTILE_STEPS, step, (x, lo, hi))
     return scale * x
+
+
+def correlated_mp_icdf(u: ArrayLike, gamma: ArrayLike, nu: ArrayLike, scale: ArrayLike, m: ArrayLike) -> jax.Array:
+    """Quantiles of the smoothed correlated Marchenko-Pastur law, for drawing spectra (not differentiable).
+
+    The CDF at the table's nodes places u between two of them (or in the tails beyond the support's edges,
+    where 1 - F ~ theta E[x] / (pi x)); safeguarded Newton steps on F(x) = u (bisection inside the bracket
+    when a step leaves it) refine it.
+
+    Compiled once per length bucket: called eagerly, the points run padded to the next power-of-two length, at
+    least 64 (`hteval.densities.compiled`); gamma, nu, scale and m are traced, so new values never recompile.
+
+    Parameters
+    ----------
+    u : array_like
+        Probabilities in (0, 1), any shape.
+    gamma, nu, scale, m : array_like
+        As in `correlated_mp_logpdf`.
+
+    Returns
+    -------
+    jax.Array
+        x with F(x) = u, shape of u.
+    """
+    return elementwise(_quantiles, (u, gamma, nu, scale, m))
 
 
 @jax.jit

@@ -226,49 +226,75 @@ def _coefficients(table: HTMPTable, values):
 def _locate(table: HTMPTable, t):
     """Piece index, local coordinate in [-1, 1] and its derivative in t, for points t inside the table."""
     edges = jnp.asarray(table.t_edges)
-    piece = jnp.clip(jnp.searchsorted(edges[1:-1], t, method="compare_all"), 0, len(table.sizes) - 1)
+    # binary search: comparing every point with each of the ~90 edges costs 50x as much at 1e5 points
+    piece = jnp.clip(jnp.searchsorted(edges[1:-1], t, method="scan"), 0, len(table.sizes) - 1)
     lo, hi = edges[piece], edges[piece + 1]
     # no clip: t lies in its piece by construction, and clip would halve the gradient exactly at a breakpoint
     return piece, (2 * t - lo - hi) / (hi - lo), 2 / (hi - lo)
 
 
+#: what `_table_interpolant` can return, in node_values' order
+LOG_ABS, PHASE = 0, 1
+
+
 @functools.lru_cache(maxsize=64)
-def _table_interpolant(gamma: float, with_phase: bool):
-    """(b, t) -> log|I| inside the table, or (log|I|, G) with the phase, with a hand-written derivative rule.
+def _table_interpolant(gamma: float, series: tuple[int, ...]):
+    """(b, t) -> the interpolants inside the table of the node_values series named by `series` (LOG_ABS for log|I|,
+    PHASE for G), with a hand-written derivative rule.
 
     Autodiff through the node interpolation and the per-point gathers would compile to scatter-adds; the rule
     instead evaluates the same Chebyshev sums with the differentiated log-b series (for d/db) and the
-    differentiated basis (for d/dt). The phase is computed only when asked for: the likelihood of the observed
-    eigenvalues needs log|I| alone.
+    differentiated basis (for d/dt). Only the series asked for are evaluated per point: the likelihood of the
+    observed eigenvalues needs log|I| alone, the CDF the phase alone.
     """
     table = htmp_table(gamma)
-    count = 2 if with_phase else 1
+    # numpy: this closure is cached across traces, and a jax array made inside one would leak its tracer
+    to_derivative = chebyshev.derivative_matrix(table.sizes[0]).T
 
-    def coefficients(values):
-        return jnp.stack([_coefficients(table, v) for v in values], axis=-1)  # (P, n, len(values))
+    def rows(values):
+        return [_coefficients(table, values[i]) for i in series]  # (P, n) each
 
     @jax.custom_jvp
     def interpolant(b, t):
         piece, u, _ = _locate(table, t)
-        at = jnp.sum(coefficients(node_values(table, b)[:count])[piece] * chebyshev.basis(u, table.sizes[0])[..., None],
-                     axis=-2)
-        return tuple(at[..., i] for i in range(count))
+        return tuple(chebyshev.clenshaw_at(c, piece, u) for c in rows(node_values(table, b)))
 
     @interpolant.defjvp
     def interpolant_jvp(primals, tangents):
         b, t = primals
         db, dt = tangents
-        rows = coefficients(node_values(table, b)[:count] + node_derivatives(table, b)[:count])
         piece, u, du_dt = _locate(table, t)
-        rows = rows[piece]  # (..., n, 2 count): values, then d/db
-        basis, d_basis = chebyshev.basis(u, table.sizes[0], derivative=True)
-        at = jnp.sum(rows * basis[..., None], axis=-2)
-        slope = jnp.sum(rows[..., :count] * d_basis[..., None], axis=-2) * du_dt[..., None]  # d/dt
-        out = tuple(at[..., i] for i in range(count))
-        tangent = tuple(at[..., count + i] * db + slope[..., i] * dt for i in range(count))
-        return out, tangent
+        out, tangent = [], []
+        for c, d in zip(rows(node_values(table, b)), rows(node_derivatives(table, b)), strict=True):
+            out.append(chebyshev.clenshaw_at(c, piece, u))
+            slope = chebyshev.clenshaw_at(c @ to_derivative, piece, u) * du_dt
+            tangent.append(chebyshev.clenshaw_at(d, piece, u) * db + slope * dt)
+        return tuple(out), tuple(tangent)
 
     return interpolant
+
+
+def _evaluator(table: HTMPTable, b, series: tuple[int, ...]):
+    """log s -> the `series` of (log|I|, G) at any log s: the table inside it, the closed forms outside."""
+    eps = b * (1 / table.gamma - 1)
+    edges = table.t_edges
+    ratio = 1 / table.gamma - 1  # eps / b
+
+    def evaluate(log_s):
+        log_s = jnp.asarray(log_s)
+        below, above = log_s < edges[0], log_s > edges[-1]
+        t = jnp.where(below, edges[0], jnp.where(above, edges[-1], log_s))
+        # the closed forms cost as much as the table and are rarely needed: evaluated only when some point is out
+        zeros = (jnp.zeros_like(t), jnp.zeros_like(t))
+        low = jax.lax.cond(jnp.any(below),
+                           lambda: asymptotic.small_s_differenced(jnp.minimum(log_s, edges[0]), b, ratio),
+                           lambda: zeros)
+        high = jax.lax.cond(jnp.any(above), lambda: asymptotic.large_s(jnp.maximum(log_s, edges[-1]), b, eps),
+                            lambda: zeros)
+        mid = _table_interpolant(table.gamma, series)(b, t)
+        return tuple(jnp.where(below, low[i], jnp.where(above, high[i], m)) for i, m in zip(series, mid, strict=True))
+
+    return evaluate
 
 
 def log_abs_i_fn(table: HTMPTable, b, *, with_phase: bool = False):
@@ -279,29 +305,18 @@ def log_abs_i_fn(table: HTMPTable, b, *, with_phase: bool = False):
     evaluating several sets of points (the tail quadrature of the CDF) pays for it once. Taking log s keeps x far
     below the bulk meaningful even where y = n_ s would underflow. G(s) = pi b - arg I(s) is the continuous phase
     whose ratio G / (pi b) is the CDF (SPEC section 2).
+
+    Meant to run inside a compiled program (`hteval.densities.htmp`'s functions are jitted): run eagerly, its
+    lax.cond branches would be compiled anew for every b.
     """
-    eps = b * (1 / table.gamma - 1)
-    edges = table.t_edges
+    evaluate = _evaluator(table, b, (LOG_ABS, PHASE) if with_phase else (LOG_ABS,))
+    return evaluate if with_phase else (lambda log_s: evaluate(log_s)[0])
 
-    def evaluate(log_s):
-        log_s = jnp.asarray(log_s)
-        below, above = log_s < edges[0], log_s > edges[-1]
-        t = jnp.where(below, edges[0], jnp.where(above, edges[-1], log_s))
-        # the closed forms cost as much as the table and are rarely needed: evaluated only when some point is out
-        zeros = (jnp.zeros_like(t), jnp.zeros_like(t))
-        ratio = 1 / table.gamma - 1  # eps / b
-        lo_l, lo_g = jax.lax.cond(jnp.any(below),
-                                  lambda: asymptotic.small_s_differenced(jnp.minimum(log_s, edges[0]), b, ratio),
-                                  lambda: zeros)
-        hi_l, hi_g = jax.lax.cond(jnp.any(above), lambda: asymptotic.large_s(jnp.maximum(log_s, edges[-1]), b, eps),
-                                  lambda: zeros)
-        mid = _table_interpolant(table.gamma, with_phase)(b, t)
-        log_abs = jnp.where(below, lo_l, jnp.where(above, hi_l, mid[0]))
-        if not with_phase:
-            return log_abs
-        return log_abs, jnp.where(below, lo_g, jnp.where(above, hi_g, mid[1]))
 
-    return evaluate
+def phase_fn(table: HTMPTable, b):
+    """For one scalar b, the function log s -> G(s) alone (the CDF is G / (pi b)); see `log_abs_i_fn`."""
+    evaluate = _evaluator(table, b, (PHASE,))
+    return lambda log_s: evaluate(log_s)[0]
 
 
 def log_abs_i(table: HTMPTable, log_s, b, *, with_phase: bool = False):
