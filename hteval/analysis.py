@@ -143,7 +143,7 @@ class Analysis:
 
 
 def analyze(source, out: str | Path | None = None, *, models: str | Sequence[str] = (names.DEFAULT_MODEL,),
-            layers=None, prob: float = 0.9, seed: int = 0, **options: Any) -> Analysis:
+            layers=None, prob: float = 0.9, seed: int = 0, restart: bool = False, **options: Any) -> Analysis:
     """Fit every layer of `source` and return the Analysis.
 
     source: a checkpoint path (safetensors, PyTorch, NumPy), a dict of arrays, a torch nn.Module (Hugging Face
@@ -151,6 +151,9 @@ def analyze(source, out: str | Path | None = None, *, models: str | Sequence[str
     per-layer files and report.md into as the run goes (resumable, as `hteval analyze --out`); None (the default)
     writes nothing. models: model names or "auto"; layers: a glob or a list of names. Other options are those of
     `hteval.network_analysis.analyze` (chains, draws, randomize, hierarchical, figures, workers, ...).
+
+    A folder that holds another run (another source, other options: its run.json) is refused with
+    RunMismatchError; restart=True replaces that run with this one (swapped in whole when this one finishes).
     """
     from hteval.frameworks import source_label
     from hteval.network_analysis import analyze as analyze_network
@@ -161,7 +164,7 @@ def analyze(source, out: str | Path | None = None, *, models: str | Sequence[str
     label = options.pop("label", None) or source_label(source)
     pooled: dict = {}
     table = analyze_network(source, out, models, layers, prob=prob, seed=seed, keep=kept, label=label,
-                            on_pooled=pooled.update, **options)
+                            on_pooled=pooled.update, restart=restart, **options)
     settings = {"seed": seed, "layers": layers, **{k: v for k, v in options.items() if _plain(v)}}
     analysis = Analysis(table=table, source=label, models=models, prob=prob, settings=settings,
                         folder=None if out is None else Path(out), pooled=pooled, _results=kept)

@@ -7,13 +7,14 @@ file, so a second run over the same DIR neither resubmits it nor duplicates its 
 resumed by its own analyze. At the end the training-dynamics view is drawn (`hteval.report.dynamics`).
 
 engine="local" deals whole checkpoints to `workers` spawned processes on this machine (a lone checkpoint gets
-analyze's own worker processes instead); engine="dask" submits one task per checkpoint to a Dask cluster: the
-scheduler at `scheduler` ("tcp://host:8786"), or else a LocalCluster of `workers` single-threaded processes bound
-to 127.0.0.1. Either way each task's analyze runs with one process (the pool or cluster is the parallelism), and
-its worker keeps its compiled programs for the next checkpoint. A remote cluster must see DIR at the same path (a
-shared file system); the rows come back to this process in any case. The run holds DIR's lock (`hteval.run_lock`)
-and each checkpoint's analyze the lock of its own folder, so a second run on DIR is refused while this one's
-tasks go on.
+analyze's own worker processes instead); each task's analyze runs with one process (the pool is the parallelism),
+and its worker keeps its compiled programs for the next checkpoint. engine="dask" spreads (checkpoint, layer) over
+a Dask cluster: the scheduler at `scheduler` ("tcp://host:8786"), or else a LocalCluster of `workers`
+single-threaded processes bound to 127.0.0.1. Each tensor's singular values are a task that reads the tensor from
+the checkpoint's path on its worker (`hteval.dask_layers`), and this process analyzes the checkpoints in step order,
+fitting and writing every row itself, while the next checkpoints' tasks run; the workers must see the checkpoints
+at the same paths, and never write. The run holds DIR's lock (`hteval.run_lock`) and each checkpoint's analyze the
+lock of its own folder, so a second run on DIR is refused while this one goes on.
 
 Each layer's random key depends on the seed and the layer's name only, so a checkpoint's rows are the same
 whichever engine or worker computed them (tests/test_checkpoints.py checks the Dask run against the local one).
@@ -32,12 +33,15 @@ import pandas as pd
 
 from hteval import names
 from hteval.errors import InputError, OutputError
+from hteval.interrupts import setup_worker, stop_pool
 from hteval.io.checkpoint_set import Checkpoint, checkpoint_set
-from hteval.network_analysis import LAYER_TABLE, analyze, read_layer_table, table_columns
+from hteval.network_analysis import LAYER_TABLE, analyze, finished_layers, read_layer_table, table_columns
 from hteval.parallel import apply_jax_options, jax_options, worker_count
 from hteval.report.dynamics import write_dynamics
 from hteval.rowfile import RowFile, in_order, read_table
+from hteval.run_identity import check, claiming, run_identity, widened, with_defaults
 from hteval.run_lock import holding, writing_to
+from hteval.run_restart import restartable
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +51,20 @@ ENGINES = ("local", "dask")
 _FINISHED = ".finished"
 
 
+@restartable
 def analyze_checkpoints(spec, out: str | Path, models: Sequence[str] = (names.DEFAULT_MODEL,), layers=None, *,
                         engine: str = "local", scheduler: str | None = None, workers: int | None = None,
                         on_checkpoint: Callable[[Checkpoint, int, int], None] | None = None,
-                        **options: Any) -> pd.DataFrame:
+                        restart: bool = False, **options: Any) -> pd.DataFrame:
     """Analyze every checkpoint of `spec` (a directory, glob, list file or list of paths: `checkpoint_set`);
     returns DIR/checkpoints.csv in step order. `options` go to `analyze` (prob, seed, chains, draws, warmup,
     max_draws, randomize, hierarchical, figures). on_checkpoint(checkpoint, done, total) is called as each
-    checkpoint's rows are written."""
+    checkpoint's rows are written.
+
+    DIR records the models and options of its run (`hteval.run_identity`), and each checkpoint's sub-folder the
+    checkpoint's fingerprint: a run with other options, or over a checkpoint whose content changed since its
+    sub-folder was written, is refused before anything is written; restart=True replaces DIR's run
+    (`hteval.run_restart`). Checkpoints may come and go between runs: the rows of those no longer in `spec` stay."""
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
     if scheduler is not None and engine != "dask":
@@ -63,9 +73,15 @@ def analyze_checkpoints(spec, out: str | Path, models: Sequence[str] = (names.DE
     checkpoints = checkpoint_set(spec)
     rows = RowFile(out / CHECKPOINT_TABLE, [names.CHECKPOINT, names.STEP, *table_columns(models)],
                    key=(names.CHECKPOINT, names.NAME, names.MODEL, names.RANDOMIZED))
-    with holding(out, rows):  # its checkpoints' analyze runs hold their own sub-folders
+    number_options = with_defaults(options)
+    identity = run_identity("checkpoints", None, models, layers, **number_options)
+    # its checkpoints' analyze runs hold their own sub-folders
+    with holding(out, rows), claiming(out, identity, rows) as earlier:
+        _check_checkpoint_folders(out, checkpoints, models, layers, number_options)
         done = rows.finished()
-        pending = [c for c in checkpoints if not (_checkpoint_dir(out, c) / _FINISHED).exists()]
+        # a wider layer filter: the finished checkpoints resume too, to add the newly selected layers
+        pending = [c for c in checkpoints
+                   if widened(earlier, identity) or not (_checkpoint_dir(out, c) / _FINISHED).exists()]
         workers = worker_count(workers)
         task = (tuple(models), layers, options, jax_options())
         with rows.appending() as write:
@@ -99,6 +115,22 @@ def analyze_checkpoints(spec, out: str | Path, models: Sequence[str] = (names.DE
         return table
 
 
+def _check_checkpoint_folders(out: Path, checkpoints: list[Checkpoint], models, layers,
+                              number_options: dict[str, Any]) -> None:
+    """Refuse (RunMismatchError) where a checkpoint's sub-folder holds a run of other content than the checkpoint
+    has now, before any checkpoint's task starts (a task's own refusal would be that checkpoint's error row)."""
+    for checkpoint in checkpoints:
+        folder = _checkpoint_dir(out, checkpoint)
+        if not folder.is_dir():
+            continue
+        try:
+            identity = run_identity("analyze", checkpoint.path, models, layers, **number_options)
+        except InputError:  # unreadable now: its task gives its error row
+            continue
+        check(folder, identity, RowFile(folder / LAYER_TABLE, table_columns(models),
+                                        key=(names.NAME, names.MODEL, names.RANDOMIZED)))
+
+
 def _run_one(checkpoint: Checkpoint, out: Path, models, layers, options, jax_settings,
              workers: int) -> list[dict[str, Any]]:
     """One checkpoint's analyze; its rows, or one error row when the checkpoint cannot be read at all.
@@ -123,11 +155,15 @@ def _run_in_processes(pending: list[Checkpoint], out: Path, task: tuple, workers
     layer shape once rather than once per checkpoint (benchmarks/bench_checkpoints.py: 3.7x faster than
     analyze's per-checkpoint workers on 8 small checkpoints)."""
     context = multiprocessing.get_context("spawn")  # JAX's threads do not survive a fork
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    # the workers ignore Ctrl-C and end with this process (`hteval.interrupts.setup_worker`)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=setup_worker) as pool:
         futures = {pool.submit(_run_one, c, out, *task, 1): c for c in pending}
         try:
             for future in as_completed(futures):
                 _gather_outcome(futures[future], future, gather)
+        except KeyboardInterrupt:
+            stop_pool(pool)  # interrupted: no checkpoint goes on (each resumes from its own rows)
+            raise
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)  # a full disk fails them all: start no more
             raise
@@ -149,29 +185,41 @@ def _gather_outcome(checkpoint: Checkpoint, future, gather) -> None:
 
 def _run_on_dask(pending: list[Checkpoint], out: Path, task: tuple, scheduler: str | None, workers: int,
                  gather: Callable[[Checkpoint, list[dict[str, Any]]], None]) -> None:
-    try:
-        from dask.distributed import Client, LocalCluster
-        from dask.distributed import as_completed as dask_completed
-    except ImportError as err:
-        raise InputError("engine='dask' needs Dask: pip install 'hteval[distributed]'") from err
+    """Each checkpoint analyzed here in step order, its singular values computed on the cluster one task per tensor
+    or group of small tensors (`hteval.dask_layers`). The next checkpoints' tasks are submitted while this one's
+    are fitted, up to twice the cluster's threads of them, so that the workers do not wait between checkpoints and
+    the scheduler does not hold the tasks of a whole long run at once."""
+    from hteval.dask_layers import layer_cluster
+
     if not pending:
         return
-    if scheduler is None:
-        # loopback only, no dashboard: nothing listens beyond this machine
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None, silence_logs=logging.WARNING)
-        client = Client(cluster)
-    else:
-        cluster, client = None, Client(scheduler)
+    models, layers, options, _ = task
+    with layer_cluster(scheduler, workers) as cluster:
+        for i, checkpoint in enumerate(pending):
+            # this checkpoint first: tasks submitted earlier run first
+            for later in pending[i:]:
+                if cluster.waiting >= 2 * cluster.threads:
+                    break
+                _prefetch(cluster, later, out, models, layers, options)
+            gather(checkpoint, _run_one(checkpoint, out, models, layers,
+                                        {**options, "engine": "dask", "scheduler": cluster}, {}, workers))
+
+
+def _prefetch(cluster, checkpoint: Checkpoint, out: Path, models, layers, options: dict[str, Any]) -> None:
+    """Submit a checkpoint's tasks ahead of its analyze, with the request analyze will make (the defaults of
+    analyze's seed and svd; a request that differs only costs the work done ahead)."""
+    folder = _checkpoint_dir(out, checkpoint)
+    randomize = bool(options.get("randomize"))
     try:
-        futures = {client.submit(_run_one, c, out, *task, 1, pure=False, key=f"hteval-{c.name}"): c
-                   for c in pending}
-        for future in dask_completed(futures):
-            _gather_outcome(futures[future], future, gather)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        rows = RowFile(folder / LAYER_TABLE, table_columns(models), key=(names.NAME, names.MODEL, names.RANDOMIZED))
+        finished = finished_layers(rows.finished(), rows, models, randomize)
+    except (InputError, KeyError):  # models analyze resolves itself ("auto"), a table of other models: read all
+        finished = set()
+    try:
+        cluster.prefetch(checkpoint.path, layers=layers, randomize=options.get("seed", 0) if randomize else None,
+                         svd=options.get("svd", "auto"), finished=finished)
+    except InputError:
+        pass  # an unreadable checkpoint: its analyze gives its error row
 
 
 def _checkpoint_dir(out: Path, checkpoint: Checkpoint) -> Path:

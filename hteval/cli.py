@@ -5,7 +5,8 @@ command that never needs JAX never imports it). Each command imports what it nee
 loads neither JAX nor numpy. Errors print one line, `hteval: error: ...`, and exit 2 for input errors (1 for
 other hteval errors); --debug shows the traceback as well. A command over a whole file (esd, analyze, compare
 --layers) goes on past a layer that fails, gives it a row with status error and its reason, and exits 3 with one
-summary line (EXIT_STATUS).
+summary line (EXIT_STATUS). SIGINT and SIGTERM stop a command with one line too, and exit 130 or 143
+(`hteval.interrupts`).
 """
 
 import argparse
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from hteval import __version__, calibration, names
 from hteval.errors import HtevalError, InputError
+from hteval.interrupts import exit_now, handling_signals
 
 logger = logging.getLogger(__name__)
 
@@ -26,21 +28,33 @@ EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_PARTIAL = 0, 1, 2, 3
 EXIT_STATUS = ("exit status: 0 when every layer was read (a fit that did not converge is a result: status "
                "not_converged); 3 when esd, analyze or compare --layers went on past layers that failed (each has "
                "status error and its reason in the output, and one line on stderr counts them); 2 for bad input (an "
-               "unreadable file, a wrong option: one line 'hteval: error: ...'); 1 for other failures.")
+               "unreadable file, a wrong option: one line 'hteval: error: ...'); 130 when stopped by SIGINT (Ctrl-C) "
+               "and 143 by SIGTERM (one line says how far the run got; its finished rows are kept, and the same "
+               "command resumes); 1 for other failures.")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line (argv None: this process's own, as the `hteval` program); returns the exit status. The
+    program, stopped by a signal, ends with its status as soon as its command has stopped (`exit_now`)."""
     args = build_parser().parse_args(argv)
     _configure_logging(args.debug)
     _configure_jax()
-    try:
-        return args.run(args)
-    except HtevalError as err:
-        if args.debug:
-            traceback.print_exc()
-        print(f"hteval: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return EXIT_INPUT if isinstance(err, InputError) else EXIT_FAILED
+    # SIGTERM stops a run as Ctrl-C does: one line, exit status 130 or 143 (`hteval.interrupts`)
+    with handling_signals(lambda: "hteval: interrupted") as args.stop:
+        try:
+            return args.run(args)
+        except HtevalError as err:
+            if args.debug:
+                traceback.print_exc()
+            print(f"hteval: error: {' '.join(str(err).split())}", file=sys.stderr)
+            return EXIT_INPUT if isinstance(err, InputError) else EXIT_FAILED
+        except KeyboardInterrupt as interruption:  # the library has stopped its workers; its rows are whole
+            if args.debug:
+                traceback.print_exc()
+            status = args.stop.report(interruption)
+            if argv is None:  # the `hteval` program: what is left is the interpreter's teardown, skipped
+                exit_now(status)
+            return status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,12 +195,16 @@ def _add_compare(commands: argparse._SubParsersAction) -> None:
                         "one row per layer in DIR/comparisons.csv as each finishes (resumable), each layer's "
                         "comparison in DIR/layers/LAYER.comparison.json (default: none, one layer)")
     parser.add_argument("--workers", type=int, default=None,
-                        help="with --layers: processes comparing side by side (default: the CPU count, at most 4)")
+                        help="with --layers: processes comparing side by side (default: the CPU count, at most 4); "
+                        "with --engine dask and no --scheduler, also the local cluster's worker processes")
+    _add_engine_options(parser, "with --layers, where the singular values are computed: on this machine (local), "
+                        "or on a Dask cluster, one task per tensor")
     parser.add_argument("--full-posteriors", action="store_true",
                         help="write each model's whole posterior to posterior_MODEL.nc: with the pointwise "
                         "log-likelihood that PSIS-LOO reads (chains x draws x eigenvalues, about 12 MB a model on "
                         "384 eigenvalues) and the posterior predictive spectra (default: off, the parameter draws, "
                         "sampler statistics and observed spectrum only, well under 1 MB a model)")
+    _add_restart(parser, "with --layers: ")
     parser.set_defaults(run=cmd_compare)
 
 
@@ -199,6 +217,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     models = _model_list(args.models, at_least=2)
     if args.layers is not None:
         return _compare_every_layer(args, models)
+    if args.engine != "local" or args.scheduler:
+        raise InputError("--engine dask and --scheduler spread the layers of --layers; one --layer is compared here")
+    if args.restart:
+        raise InputError("--restart replaces the resumable run of --layers; one --layer is compared afresh anyway")
     source, layer = _source(args)
 
     def save(model, result):
@@ -248,6 +270,7 @@ def _compare_every_layer(args: argparse.Namespace, models: list[str]) -> int:
                          "--eigenvalues")
     args.path = _checkpoint_path(args)
     bar = work_bar(unit="layer", desc="layers")
+    _say_when_stopped(args, bar, "layer", args.out / COMPARISON_TABLE)
 
     def progress(row, done, total):
         bar.set_postfix_str(f"{row[names.NAME]} {row.get(names.BEST) or row[names.STATUS]}", refresh=False)
@@ -257,7 +280,8 @@ def _compare_every_layer(args: argparse.Namespace, models: list[str]) -> int:
         table = compare_layers(args.path, args.out, models, args.layers, prob=args.prob, seed=args.seed,
                                chains=args.chains, draws=args.draws, warmup=args.warmup,
                                max_draws=args.max_draws, workers=args.workers, on_row=progress,
-                               sampler=args.sampler)
+                               sampler=args.sampler, engine=args.engine, scheduler=args.scheduler,
+                               restart=args.restart)
     finally:
         bar.close()
     ranked = table[table[names.STATUS] == names.STATUS_OK] if len(table) else table
@@ -285,6 +309,28 @@ def _model_list(text: str, at_least: int) -> list[str]:
     return models
 
 
+def _add_restart(parser: argparse.ArgumentParser, when: str = "") -> None:
+    """--restart: replace the run that --out holds (`hteval.run_restart`)."""
+    parser.add_argument("--restart", action="store_true",
+                        help=f"{when}replace the run that --out holds (of another checkpoint, with other settings, "
+                        "or by an earlier hteval) with this one: it is written beside DIR and swapped in whole when "
+                        "it finishes, so DIR holds the old results or the new ones, never a mix; a restart cut "
+                        "short resumes with the same command (default: off: resume DIR's run, and refuse a DIR that "
+                        "holds another run)")
+
+
+def _add_engine_options(parser: argparse.ArgumentParser, where: str) -> None:
+    """--engine and --scheduler: where the singular values are computed (`hteval.dask_layers`)."""
+    parser.add_argument("--engine", choices=("local", "dask"), default="local",
+                        help=f"{where} that reads its tensor from PATH on its worker, while the fits and every "
+                        "file stay here (dask; needs the distributed extra; docs/cluster.md) (default: "
+                        "%(default)s)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="with --engine dask: a running Dask scheduler, e.g. tcp://10.0.0.5:8786, whose "
+                        "workers see PATH at the same path (default: none, a cluster of --workers processes on "
+                        "this machine, bound to 127.0.0.1)")
+
+
 def _add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
     """PATH or --bundled, resolved by _checkpoint_path (esd and analyze)."""
     parser.add_argument("path", nargs="?", type=Path, metavar="PATH",
@@ -303,7 +349,9 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
                                  "checkpoint; write DIR/layers.csv one row per layer and model as each fit "
                                  "finishes, DIR/layers/LAYER.MODEL.{json,draws.npz,esd.png}, and at the end "
                                  "DIR/report.md with forest plots of kappa (and alpha) across layers. Run again "
-                                 "with the same --out to resume: finished rows are kept and not refitted. "
+                                 "with the same --out to resume: finished rows are kept and not refitted (a --out "
+                                 "that holds another run, of another checkpoint or other settings, is refused; "
+                                 "--restart replaces it). "
                                  "Given many checkpoints (several PATHs, a directory of them, a quoted glob or a "
                                  ".txt list file), each is analyzed into DIR/checkpoints/NAME/, their rows are "
                                  "gathered into DIR/checkpoints.csv (indexed by checkpoint, step and layer) and "
@@ -329,15 +377,11 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
                         "(default: off)")
     parser.add_argument("--workers", type=int, default=None,
                         help="processes fitting side by side, each taking whole groups of same-shape layers "
-                        "(default: the CPU count, at most 4; 1: all in this process); with --engine dask, the "
-                        "local cluster's worker processes")
-    parser.add_argument("--engine", choices=("local", "dask"), default="local",
-                        help="many checkpoints: whole checkpoints dealt to --workers processes here (local), or "
-                        "one Dask task per checkpoint (dask; needs the distributed extra) on a local loopback "
-                        "cluster or on --scheduler (default: %(default)s)")
-    parser.add_argument("--scheduler", metavar="ADDRESS",
-                        help="with --engine dask: a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (DIR must "
-                        "be on a file system its workers share) (default: none, a local loopback cluster)")
+                        "(default: the CPU count, at most 4; 1: all in this process); with --engine dask and no "
+                        "--scheduler, also the local cluster's worker processes")
+    _add_engine_options(parser, "where the singular values are computed: on this machine (local; many checkpoints: "
+                        "whole checkpoints dealt to --workers processes), or on a Dask cluster, one task per "
+                        "tensor (per checkpoint and tensor with many)")
     parser.add_argument("--batched", action=argparse.BooleanOptionalAction, default=None,
                         help="fit each group of same-shape layers in one vmapped NUTS run, all chains of all "
                         "its layers as lanes (the accelerator path; no --max-draws run-on). Default: on when "
@@ -350,6 +394,7 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
                         "always drawn)")
     # NUTS's warm-up lighter than fit's; the convergence criteria are the same
     _add_sampler_options(parser, chains=4, draws=1000, warmup=500, max_draws=2400)
+    _add_restart(parser)
     parser.set_defaults(run=cmd_analyze)
 
 
@@ -364,12 +409,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     models = _model_list(args.models, at_least=1)
     options = dict(prob=args.prob, seed=args.seed, chains=args.chains, draws=args.draws, warmup=args.warmup,
                    max_draws=args.max_draws, randomize=args.randomize, hierarchical=args.hierarchical,
-                   figures=args.figures, batched=args.batched, svd=args.svd, sampler=args.sampler)
+                   figures=args.figures, batched=args.batched, svd=args.svd, sampler=args.sampler,
+                   restart=args.restart)
     if is_checkpoint_set(source):
         return _analyze_checkpoints(args, source, models, options)
-    if args.engine != "local" or args.scheduler:
-        raise InputError("--engine dask and --scheduler distribute many checkpoints; PATH names one")
     bar = work_bar(unit="fit", desc="fits")
+    _say_when_stopped(args, bar, "fit", args.out / LAYER_TABLE)
 
     def progress(row, done, total):
         bar.set_postfix_str(f"{row[names.NAME]} {row.get(names.MODEL) or ''} {row[names.STATUS]}", refresh=False)
@@ -380,7 +425,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     try:
         table = analyze(source, args.out, models, args.layers, workers=args.workers, on_row=progress,
-                        on_start=starting, label=_checkpoint_label(args), **options)
+                        on_start=starting, label=_checkpoint_label(args), engine=args.engine,
+                        scheduler=args.scheduler, **options)
     finally:
         bar.close()
     counts = table[names.STATUS].value_counts().to_dict() if len(table) else {}
@@ -388,6 +434,44 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     print(f"report: {args.out / REPORT}")
     _warn_censored(table, f"the notes of {args.out / REPORT}")
     return _table_status(table, args.out / LAYER_TABLE)
+
+
+def _say_when_stopped(args: argparse.Namespace, bar, noun: str, table: Path, parts: str | None = None) -> None:
+    """The one line of a run stopped by a signal (`hteval.interrupts`): how far its progress bar got, and where
+    its finished rows are kept for the same command to resume: `table` (in --out, or with --restart in the new
+    run's folder beside it, `hteval.run_restart`), or else the tables that match the glob `parts` beside it (the
+    checkpoints' own layers.csv, before the first checkpoint is gathered)."""
+
+    def line() -> str:
+        done, total = bar.n, bar.total
+        counted = f"after {done} of {total} {noun}{'s' * (total != 1)}" if total else f"before the first {noun}"
+        kept = _kept_rows(table, parts, restart=getattr(args, "restart", False))
+        if kept is not None:
+            return f"hteval: interrupted {counted}; rows kept in {kept}; run the same command to resume"
+        return f"hteval: interrupted {counted}; no rows written yet; run the same command to start again"
+
+    if hasattr(args, "stop"):
+        args.stop.describe = line
+
+
+def _kept_rows(table: Path, parts: str | None, *, restart: bool) -> Path | None:
+    """The table, or the glob of tables, that holds this run's rows; None while it has none."""
+    out = table.parent
+    folders = sorted(out.parent.glob(f"{out.name}.hteval-restart-*")) if restart else [out]
+    for folder in folders:
+        if _complete_rows(folder / table.name):
+            return folder / table.name
+        if parts is not None and any(_complete_rows(p) for p in folder.glob(parts)):
+            return folder / parts
+    return None
+
+
+def _complete_rows(table: Path) -> int:
+    """Complete rows (lines after the header) of a row file; 0 when there is none."""
+    try:
+        return max(table.read_bytes().count(b"\n") - 1, 0)
+    except OSError:
+        return 0
 
 
 def work_bar(*, unit: str, desc: str, **options):
@@ -428,10 +512,12 @@ def work_bar(*, unit: str, desc: str, **options):
 def _analyze_checkpoints(args: argparse.Namespace, source, models: list[str], options: dict) -> int:
     from tqdm.auto import tqdm
 
-    from hteval.checkpoints import CHECKPOINT_TABLE, analyze_checkpoints
+    from hteval.checkpoints import CHECKPOINT_DIR, CHECKPOINT_TABLE, analyze_checkpoints
+    from hteval.network_analysis import LAYER_TABLE
     from hteval.report.dynamics import DYNAMICS_REPORT
 
     bar = tqdm(unit="checkpoint", desc="checkpoints")
+    _say_when_stopped(args, bar, "checkpoint", args.out / CHECKPOINT_TABLE, f"{CHECKPOINT_DIR}/*/{LAYER_TABLE}")
 
     def progress(checkpoint, done, total):
         bar.total, bar.n = total, done

@@ -35,3 +35,13 @@ class OutputError(InputError):
         self.errno = errno
         self.rows = rows
         super().__init__(message)
+
+
+class RunMismatchError(OutputError):
+    """An output folder that holds another run's results (another checkpoint, other options, another hteval
+    version, or rows without a run record), which a run refuses to resume (`hteval.run_identity`). `differences`
+    lists what differs, each as "old, not new"."""
+
+    def __init__(self, message: str, *, path: str | None = None, differences: list[str] | None = None):
+        self.differences = list(differences or [])
+        super().__init__(message, path=path)

@@ -22,12 +22,15 @@ from typing import Any
 import pandas as pd
 
 from hteval import names
+from hteval.dask_layers import ClusterSpectra, check_engine
 from hteval.errors import HtevalError, InputError, OutputError
 from hteval.model_comparison import DEFAULT_MODELS, compare_fits, fit_models
 from hteval.network_analysis import LAYER_DIR, layer_file_stem
 from hteval.parallel import run_tasks, worker_count
 from hteval.rowfile import RowFile, atomic_write, in_order, read_table
+from hteval.run_identity import claiming, run_identity
 from hteval.run_lock import holding
+from hteval.run_restart import restartable
 from hteval.spectra import SkippedLayer, iter_spectra
 
 COMPARISON_TABLE = "comparisons.csv"
@@ -42,27 +45,44 @@ def comparison_columns(models: Sequence[str]) -> list[str]:
             names.SECONDS]
 
 
+@restartable
 def compare_layers(path: str | Path, out: str | Path, models: Sequence[str] = DEFAULT_MODELS, layers=None, *,
                    prob=0.9, seed=0, chains=4, draws=1000, warmup=1000, max_draws: int | None = None,
                    workers: int | None = None, sampler: str = "auto",
-                   on_row: Callable[[dict[str, Any], int, int], None] | None = None) -> pd.DataFrame:
+                   on_row: Callable[[dict[str, Any], int, int], None] | None = None, engine: str = "local",
+                   scheduler=None, restart: bool = False) -> pd.DataFrame:
     """Compare `models` on every eligible layer of a checkpoint; returns comparisons.csv in network order.
 
     `layers` selects tensors as in `iter_spectra` (a glob pattern or a list of names). A layer's fits use the
     same per-layer keys as `compare` on that layer alone, so its row does not depend on the other layers or on
     the worker that ran it. on_row(row, done, total) is called after each row is written. sampler: as in
-    `hteval.model_comparison.fit_models` ("auto": exact draws where a model has them).
+    `hteval.model_comparison.fit_models` ("auto": exact draws where a model has them). engine="dask": the
+    singular values on a Dask cluster, each tensor read on its worker (`hteval.dask_layers`; `scheduler` as in
+    `hteval.network_analysis.analyze`), the comparisons here in `workers` processes. out records what it is a
+    run of, and restart=True replaces its run, as in `hteval.network_analysis.analyze`.
     """
+    check_engine(path, engine, scheduler)
     if len(models) < 2:
         raise InputError("a comparison needs at least two models")
     workers = worker_count(workers)
     out = Path(out)
     rows = RowFile(out / COMPARISON_TABLE, comparison_columns(models), key=(names.NAME,))
+    identity = run_identity("compare", path, models, layers, prob=prob, seed=seed, chains=chains, draws=draws,
+                            warmup=warmup, max_draws=max_draws, sampler=sampler)
     # a checkpoint or pattern that gives nothing to compare leaves no empty output folder behind: the lock removes
     # the folder it made when the run stops before writing into it
-    with holding(out, rows):
+    with holding(out, rows), claiming(out, identity, rows):
         done = rows.finished()
-        items = list(iter_spectra(path, layers=layers, on_error="skip"))
+        if engine == "dask":  # layers compared before are not read again
+            source = ClusterSpectra(path, scheduler=scheduler, workers=workers, layers=layers, svd="host",
+                                    finished={key[0] for key in done})
+            items = list(source)
+            listed = source.names
+            position = {name: i for i, name in enumerate(listed)}
+            items.sort(key=lambda item: position.get(item.name, len(position)))  # checkpoint order, as here
+        else:
+            items = list(iter_spectra(path, layers=layers, on_error="skip"))
+            listed = [i.name for i in items]
         (out / LAYER_DIR).mkdir(parents=True, exist_ok=True)
         settings = {"prob": prob, "seed": seed, "chains": chains, "draws": draws, "warmup": warmup,
                     "max_draws": max_draws, "sampler": sampler}
@@ -78,7 +98,7 @@ def compare_layers(path: str | Path, out: str | Path, models: Sequence[str] = DE
                     tasks.append((item, models[0]))  # the model only groups layers by compiled program
             run_tasks(tasks, _compare_row, (tuple(models), settings, out), workers=workers,
                       on_start=lambda name, model: None, on_row=emit)
-        return in_order(read_table(rows.path, bool_columns=(names.DECISIVE,)), names.NAME, [i.name for i in items])
+        return in_order(read_table(rows.path, bool_columns=(names.DECISIVE,)), names.NAME, listed)
 
 
 def _compare_row(item, _model: str, models: tuple[str, ...], settings: dict[str, Any], out: Path) -> dict[str, Any]:

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from hteval import calibration, names
+from hteval.dask_layers import ClusterSpectra, check_engine
 from hteval.errors import HtevalError, InputError
 from hteval.evidence import model_probabilities
 from hteval.frameworks import source_label
@@ -41,7 +42,9 @@ from hteval.models import MODELS
 from hteval.parallel import RESULT_KEY, run_tasks, worker_count
 from hteval.result_files import DERIVED, DRAWS_SUFFIX, write_result
 from hteval.rowfile import RowFile, RowList, atomic_write, in_order, read_table
+from hteval.run_identity import claiming, run_identity
 from hteval.run_lock import holding
+from hteval.run_restart import restartable
 from hteval.schedule import program_key
 from hteval.spectra import SkippedLayer, iter_spectra
 from hteval.summary import median_and_interval
@@ -74,6 +77,18 @@ def table_columns(models: Sequence[str]) -> list[str]:
             names.DIVERGENCES, names.INTERVALS, names.STATUS, names.ERROR, names.SECONDS]
 
 
+def finished_layers(done: set[tuple[str, ...]], rows, models: Sequence[str], randomize: bool) -> set[str]:
+    """The layers all of whose rows are among `done` (keys of layers.csv): the one row of a skipped or unreadable
+    tensor, or a row per model, and per model for the shuffled copy too with randomize."""
+    copies = (False, True) if randomize else (False,)
+    finished = set()
+    for name in {key[0] for key in done}:
+        wanted = [{names.NAME: name, names.MODEL: m, names.RANDOMIZED: r} for m in models for r in copies]
+        if rows.key_of({names.NAME: name}) in done or all(rows.key_of(row) in done for row in wanted):
+            finished.add(name)
+    return finished
+
+
 def auto_models() -> list[str]:
     """`--models auto`: the fast models drawn exactly (names.AUTO_MODEL_LIST), htmp-exact first."""
     return list(names.AUTO_MODEL_LIST)
@@ -90,6 +105,7 @@ def _probability_columns(models: Sequence[str]) -> list[str]:
     return columns
 
 
+@restartable
 def analyze(path, out: str | Path | None, models: Sequence[str] = (names.DEFAULT_MODEL,), layers=None, *, prob=0.9,
             seed=0, chains=4, draws=1000, warmup=500, max_draws: int | None = 2400, randomize: bool = False,
             hierarchical: bool = False, figures: bool = True, workers: int | None = None,
@@ -97,7 +113,8 @@ def analyze(path, out: str | Path | None, models: Sequence[str] = (names.DEFAULT
             on_row: Callable[[dict[str, Any], int, int], None] | None = None,
             on_start: Callable[[str, str], None] | None = None, label: str | None = None,
             report: bool = True, keep: dict | None = None,
-            on_pooled: Callable[[dict], None] | None = None) -> pd.DataFrame:
+            on_pooled: Callable[[dict], None] | None = None, engine: str = "local",
+            scheduler=None, restart: bool = False) -> pd.DataFrame:
     """Fit `models` to every eligible layer of a checkpoint; returns layers.csv (this run's rows and earlier ones).
 
     Models drawn exactly (sampler "auto": htmp-exact, the power law) get chains x draws independent draws; the
@@ -123,7 +140,19 @@ def analyze(path, out: str | Path | None, models: Sequence[str] = (names.DEFAULT
     path may also be a model or a dict of arrays in memory (`hteval.frameworks`). out=None writes nothing: the table
     is kept in memory, without figures or report. keep: a dict that receives every FitResult of this run, keyed by
     (layer, model, randomized); on_pooled(pooled) receives the partial pooling's results (hierarchical=True).
+
+    engine="dask" computes the singular values on a Dask cluster, one task per tensor or group of small tensors,
+    each reading its tensors from `path` on its worker (`hteval.dask_layers`): the scheduler at `scheduler`
+    ("tcp://host:8786", or a `LayerCluster`), or else a loopback LocalCluster of `workers` processes. The fits,
+    the table and the files stay in this process, so the rows and resuming are those of engine="local"; layers this
+    folder has already are not read again.
+
+    out records what its rows are a run of (run.json: the checkpoint's fingerprint, the models and the options that
+    change the numbers, `hteval.run_identity`): a run over a folder that holds another run is refused with
+    RunMismatchError, before anything is read or written; a wider layer filter resumes. restart=True replaces the
+    folder's run instead: this run is written beside it and swapped in when it finishes (`hteval.run_restart`).
     """
+    check_engine(path, engine, scheduler)
     if models == names.AUTO_MODELS or list(models) == [names.AUTO_MODELS]:
         models = auto_models()
     unknown = [m for m in models if m not in MODELS]
@@ -136,16 +165,27 @@ def analyze(path, out: str | Path | None, models: Sequence[str] = (names.DEFAULT
     else:
         out = Path(out)
         rows = RowFile(out / LAYER_TABLE, table_columns(models), key=key)
-    with holding(out, rows):  # one run at a time per folder; a full or read-only disk stops it with a clear error
+    identity = None if out is None else run_identity(
+        "analyze", path, models, layers, prob=prob, seed=seed, chains=chains, draws=draws, warmup=warmup,
+        max_draws=max_draws, sampler=sampler, randomize=randomize, hierarchical=hierarchical)
+    # one run at a time per folder, and only the run the folder holds; a full or read-only disk stops it with a clear
+    # error
+    with holding(out, rows), claiming(out, identity, rows):
         if out is not None:
             (out / LAYER_DIR).mkdir(parents=True, exist_ok=True)
         done = rows.finished()
         exact = all(sampler != "nuts" and hasattr(MODELS[m], "posterior_draws") for m in models)
         accelerator = _accelerator() if (svd == "auto" or (batched is None and not exact)) else False
-        svd = ("device" if accelerator else "host") if svd == "auto" else svd
-        # singular values of several tensors at a time, ahead of the fits (which need little CPU on the exact path)
-        spectra = iter_spectra(path, layers=layers, on_error="skip", randomize=seed if randomize else None, svd=svd,
-                               threads=None)
+        if engine == "dask":  # each worker reads its tensors from `path`, and decides svd="auto" for itself
+            spectra = ClusterSpectra(path, scheduler=scheduler, workers=workers, layers=layers,
+                                     randomize=seed if randomize else None, svd=svd,
+                                     finished=finished_layers(done, rows, models, randomize))
+        else:
+            svd = ("device" if accelerator else "host") if svd == "auto" else svd
+            # singular values of several tensors at a time, ahead of the fits (which need little CPU on the exact
+            # path)
+            spectra = iter_spectra(path, layers=layers, on_error="skip", randomize=seed if randomize else None,
+                                   svd=svd, threads=None)
         settings = {"prob": prob, "seed": seed, "chains": chains, "draws": draws, "warmup": warmup,
                     "max_draws": max_draws, "sampler": sampler}
         order: list[str] = []
@@ -157,8 +197,9 @@ def analyze(path, out: str | Path | None, models: Sequence[str] = (names.DEFAULT
                 _fit_every_layer(spectra, models, rows, done, emit, exact, draw if exact else figures, settings, out,
                                  order=order, on_start=on_start or (lambda name, model: None), accelerator=accelerator,
                                  batched=batched, workers=workers)
-            # network order (the file keeps the order rows were written in)
-            order = network_order(order)
+            # network order (the file keeps the order rows were written in), with the layers finished before this
+            # run, which a run on a cluster does not read again
+            order = network_order([*order, *(key[0] for key in done)])
             result = in_order(rows.read(bool_columns=(names.RANDOMIZED,)), names.NAME, order)
             pooled = pool_layers(result, out, prob=prob, seed=seed, kept=keep) if hierarchical else {}
             if on_pooled is not None:
@@ -203,15 +244,18 @@ def _fit_every_layer(spectra, models, rows, done, emit, exact: bool, figures, se
     if exact:
         # a layer's rows are written together, once its models' evidence says which is best
         earlier = _earlier_evidence(rows.path) if len(models) > 1 and rows.path is not None else {}
-        for layer_tasks in _by_layer(tasks):
-            layer_rows = []
-            for item, model in layer_tasks:
-                on_start(item.name, model)
-                layer_rows.append(_fit_row(item, model, settings, out, figures))
-            if len(models) > 1:
-                _choose(layer_rows, earlier)
-            for row in layer_rows:
-                emit(row)
+        try:
+            for layer_tasks in _by_layer(tasks):
+                layer_rows = []
+                for item, model in layer_tasks:
+                    on_start(item.name, model)
+                    layer_rows.append(_fit_row(item, model, settings, out, figures))
+                if len(models) > 1:
+                    _choose(layer_rows, earlier)
+                for row in layer_rows:
+                    emit(row)
+        finally:
+            tasks.close()  # stopped by an interrupt or an error: the spectra being computed ahead are dropped
         return
     tasks = list(tasks)
     if accelerator if batched is None else batched:
@@ -223,23 +267,29 @@ def _fit_every_layer(spectra, models, rows, done, emit, exact: bool, figures, se
 
 def _pending(items, models, rows, done, emit, order: list[str]) -> Iterator[tuple[Any, str]]:
     """(layer, model) pairs still to fit; rows of skipped tensors written, finished pairs counted, every name
-    appended to `order` (network order) as it arrives."""
-    for item in items:
-        order.append(item.name)
-        emit.total += 1 if isinstance(item, SkippedLayer) else len(models)
-        if isinstance(item, SkippedLayer):
-            if rows.key_of({names.NAME: item.name}) in done:
-                emit.skip()
-            else:
-                emit({names.NAME: item.name, names.SHAPE: list(item.shape), names.STATUS: item.status,
-                      names.ERROR: item.reason})
-            continue
-        for model in models:
-            key = {names.NAME: item.name, names.MODEL: model, names.RANDOMIZED: item.randomized}
-            if rows.key_of(key) in done:
-                emit.skip()
-            else:
-                yield item, model
+    appended to `order` (network order) as it arrives. Closing it early closes `items` too (threads or a
+    cluster computing spectra ahead stop at once, not when the generator is garbage-collected)."""
+    items = iter(items)
+    try:
+        for item in items:
+            order.append(item.name)
+            emit.total += 1 if isinstance(item, SkippedLayer) else len(models)
+            if isinstance(item, SkippedLayer):
+                if rows.key_of({names.NAME: item.name}) in done:
+                    emit.skip()
+                else:
+                    emit({names.NAME: item.name, names.SHAPE: list(item.shape), names.STATUS: item.status,
+                          names.ERROR: item.reason})
+                continue
+            for model in models:
+                key = {names.NAME: item.name, names.MODEL: model, names.RANDOMIZED: item.randomized}
+                if rows.key_of(key) in done:
+                    emit.skip()
+                else:
+                    yield item, model
+    finally:
+        if hasattr(items, "close"):
+            items.close()
 
 
 def _by_layer(tasks) -> Iterator[list[tuple[Any, str]]]:
@@ -458,4 +508,4 @@ def _result_row(result) -> dict[str, Any]:
     return row
 
 
-__all__ = ["LAYER_TABLE", "analyze", "read_layer_table", "table_columns"]
+__all__ = ["LAYER_TABLE", "analyze", "finished_layers", "read_layer_table", "table_columns"]

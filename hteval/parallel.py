@@ -9,7 +9,9 @@ run stays resumable exactly as a single-process one. Each layer's random key dep
 only, so which worker fitted it does not change its numbers.
 
 A worker that dies (killed, out of memory) does not take the run with it: the parent fits what it left in its
-own process afterwards.
+own process afterwards. A run that is stopped (KeyboardInterrupt, or SIGTERM under the command line) ends its
+workers at once; a worker ignores SIGINT, which a Ctrl-C sends to the whole process group, and ends when its parent
+does (`hteval.interrupts`).
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import queue as queue_module
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from hteval.interrupts import setup_worker, stop_processes
 from hteval.schedule import partition
 
 logger = logging.getLogger(__name__)
@@ -55,33 +57,27 @@ def run_tasks(tasks: Sequence[tuple[Any, str]], fit_row: Callable[..., dict], ar
             on_row(fit_row(item, model, *args))
         return
     context = multiprocessing.get_context("spawn")
-    messages = context.Queue()
+    # one pipe per worker, not a Queue: nothing to wait for or leak when the run is stopped (a Queue has a feeder
+    # thread and named semaphores), and a worker that dies is an end of file here
+    pipes = [context.Pipe(duplex=False) for _ in bins]
     options = jax_options()
-    processes = [context.Process(target=_work, args=(i, b, fit_row, args, options, messages), daemon=True)
+    processes = [context.Process(target=_work, args=(i, b, fit_row, args, options, pipes[i][1]), daemon=True)
                  for i, b in enumerate(bins)]
     received = [0] * len(bins)
-    finished = set()
     try:
-        for p in processes:
-            p.start()
-        while len(finished) < len(processes):
-            try:
-                kind, worker, payload = messages.get(timeout=1.0)
-            except queue_module.Empty:
-                finished |= {i for i, p in enumerate(processes) if not p.is_alive() and messages.empty()}
-                continue
-            if kind == "start":
-                on_start(*payload)
-            elif kind == "row":
-                received[worker] += 1
-                on_row(payload)
-            else:
-                finished.add(worker)
+        for process, (_, writer) in zip(processes, pipes, strict=True):
+            process.start()
+            writer.close()  # the worker holds the only write end now
+        _gather({reader: i for i, (reader, _) in enumerate(pipes)}, received, on_start, on_row)
+    except BaseException:
+        stop_processes(processes)  # an error or an interrupt (KeyboardInterrupt, SIGTERM): no worker goes on
+        raise
     finally:
-        for p in processes:
-            if p.is_alive():
-                p.terminate()
-            p.join()
+        for reader, writer in pipes:
+            reader.close()
+            writer.close()
+    for process in processes:
+        process.join()
     for i, p in enumerate(processes):
         left = bins[i][received[i]:]
         if left:
@@ -110,12 +106,33 @@ def apply_jax_options(options: dict[str, Any]) -> None:
             jax.config.update(name, value)
 
 
+def _gather(readers: dict, received: list[int], on_start, on_row) -> None:
+    """Messages from every worker's pipe as they come, until each has said it is done or has gone."""
+    from multiprocessing.connection import wait
+
+    while readers:
+        for reader in wait(list(readers)):
+            worker = readers[reader]
+            try:
+                kind, payload = reader.recv()
+            except EOFError:  # the worker is gone (killed, out of memory): its fits left are done afterwards
+                kind = "done"
+            if kind == "start":
+                on_start(*payload)
+            elif kind == "row":
+                received[worker] += 1
+                on_row(payload)
+            else:
+                del readers[reader]
+
+
 def _work(worker: int, tasks, fit_row, args, options, messages) -> None:
+    setup_worker()
     apply_jax_options(options)
     for item, model in tasks:
-        messages.put(("start", worker, (item.name, model)))
+        messages.send(("start", (item.name, model)))
         row = fit_row(item, model, *args)
         if RESULT_KEY in row:
             row[RESULT_KEY].data  # noqa: B018 (built here: what builds it on first access is a closure, not picklable)
-        messages.put(("row", worker, row))
-    messages.put(("done", worker, None))
+        messages.send(("row", row))
+    messages.send(("done", None))

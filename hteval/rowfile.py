@@ -4,9 +4,10 @@ Whole-model runs (`hteval.network_analysis`, `hteval.layer_comparison`, `hteval.
 moment it exists, so a kill loses at most the fit in progress. A line goes to the file in one write call, so a kill,
 or a disk that fills or turns read-only mid-line, leaves at most one partial line at the end: reading ignores it,
 the next run that appends cuts it off before its first row, and its row is computed again. After a failed write a
-table takes no more rows from that run, so a partial line is never followed by another. Finished lines are never
-rewritten. A run over a table written with other columns (other models, another hteval version) is refused
-rather than mixed into it.
+table takes no more rows from that run, so a partial line is never followed by another. A stop (SIGINT, SIGTERM)
+that arrives while a line is written takes effect once it is whole (`hteval.interrupts.signals_deferred`).
+Finished lines are never rewritten. A run over a table written with other columns (other models, another hteval
+version) is refused rather than mixed into it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from hteval.errors import InputError, OutputError
+from hteval.interrupts import signals_deferred
 
 
 class RowFile:
@@ -207,8 +209,9 @@ class _Appender:
             raise write_error(self._table.path, self._failed, self._table) from self._failed
         data = _line(self._table.columns, row).encode("utf-8")
         try:
-            while data:
-                data = data[os.write(self._fd, data):]
+            with signals_deferred():  # a stop signal, or the command line's immediate exit, waits for the line
+                while data:
+                    data = data[os.write(self._fd, data):]
         except OSError as err:
             self._failed = err
             raise write_error(self._table.path, err, self._table) from err

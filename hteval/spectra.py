@@ -24,9 +24,8 @@ from typing import Any, Literal, overload
 
 import ml_dtypes
 import numpy as np
-import scipy.linalg
 
-from hteval import names
+from hteval import lapack, names
 from hteval.errors import InputError, LayerSkipped
 from hteval.frameworks import source_label
 from hteval.io import iter_tensors
@@ -214,10 +213,8 @@ def iter_spectra(path: str | Path, *, layers: str | Sequence[str] | None = None,
     label = source_label(path)
 
     def one(tensor: NamedTensor) -> list[LayerSpectrum | SkippedLayer]:
-        results = list(_layer_results(tensor, label, min_eigs, keep_slices, on_error, svd))
-        if randomize is not None and isinstance(results[0], LayerSpectrum):
-            results += _randomized(tensor, label, min_eigs, keep_slices, randomize, svd)
-        return results
+        return tensor_spectra(tensor, source=label, min_eigs=min_eigs, keep_slices=keep_slices, on_error=on_error,
+                              randomize=randomize, svd=svd)
 
     def chosen() -> Iterator[NamedTensor]:
         for tensor in iter_tensors(path):
@@ -237,16 +234,38 @@ def iter_spectra(path: str | Path, *, layers: str | Sequence[str] | None = None,
 
 def _in_threads(work: Callable, items: Iterator, threads: int) -> Iterator:
     """work(item) for every item, `threads` at a time with single-threaded BLAS, yielded in order (each result an
-    iterable). A failure is raised where its item's results would have been yielded."""
-    from concurrent.futures import ThreadPoolExecutor
+    iterable). A failure is raised where its item's results would have been yielded.
+
+    The threads are daemons, and closing the generator early (a stop, an error) drops the work not started without
+    waiting for the work running: a run that is interrupted ends at once rather than after the singular values of
+    its largest matrices, which are then discarded.
+    """
+    import queue
+    import threading
+    from concurrent.futures import Future
 
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads, "hteval-svd") as pool:
+    tasks: queue.SimpleQueue = queue.SimpleQueue()
+
+    def serve() -> None:
+        while (task := tasks.get()) is not None:
+            future, item = task
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(work(item))
+                except Exception as err:  # noqa: BLE001 - raised in the consumer's thread, by result()
+                    future.set_exception(err)
+
+    workers = [threading.Thread(target=serve, name=f"hteval-svd-{i}", daemon=True) for i in range(threads)]
+    with threadpool_limits(limits=1, user_api="blas"):
+        for worker in workers:
+            worker.start()
         pending: deque = deque()
         try:
             for item in items:
-                pending.append(pool.submit(work, item))
+                pending.append(Future())
+                tasks.put((pending[-1], item))
                 if len(pending) > threads:
                     yield from pending.popleft().result()
             while pending:
@@ -254,6 +273,8 @@ def _in_threads(work: Callable, items: Iterator, threads: int) -> Iterator:
         finally:
             for future in pending:  # the consumer stopped early or a tensor failed: drop what is not started
                 future.cancel()
+            for _ in workers:
+                tasks.put(None)
 
 
 def load_spectra(path: str | Path, *, layers: str | Sequence[str] | None = None, min_eigs: int = 16,
@@ -275,6 +296,36 @@ def load_spectra(path: str | Path, *, layers: str | Sequence[str] | None = None,
                        len(spectra) + len(failed), "; ".join(f"{r.name} ({r.reason})" for r in failed))
     logger.info("%s: %d layers, %d tensors skipped", path, len(spectra), len(results) - len(spectra))
     return spectra
+
+
+def list_tensors(path: str | Path, *,
+                 layers: str | Sequence[str] | None = None) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of each tensor that iter_spectra(path, layers=layers) reads, in checkpoint order, without
+    computing any spectrum; raises the InputErrors that iter_spectra raises for the checkpoint as a whole (a
+    selection that matches nothing, a name not found, no 2-D floating-point weight). A safetensors checkpoint is
+    listed from its headers and index alone; other formats are read as iter_spectra reads them."""
+    selected = _selector(layers)
+    tally = _Tally()
+    found = []
+    for tensor in iter_tensors(path):
+        tally.every_name.append(tensor.name)
+        if selected(tensor.name):
+            tally.add(tensor)
+            shape = tensor.shape if isinstance(tensor, SkippedTensor) else tensor.array.shape
+            found.append((tensor.name, tuple(int(d) for d in shape)))
+    tally.check(source_label(path), layers)
+    return found
+
+
+def tensor_spectra(tensor: NamedTensor | SkippedTensor, *, source: str, min_eigs: int = 16, keep_slices: bool = False,
+                   on_error: OnError = "raise", randomize: int | None = None,
+                   svd: str = "host") -> list[LayerSpectrum | SkippedLayer]:
+    """What iter_spectra yields for one tensor of a checkpoint (`hteval.io.iter_tensors`), with the same options;
+    `source` names the checkpoint in errors. No check of the checkpoint as a whole (`list_tensors` makes it)."""
+    results = list(_layer_results(tensor, source, min_eigs, keep_slices, on_error, svd))
+    if randomize is not None and isinstance(results[0], LayerSpectrum):
+        results += _randomized(tensor, source, min_eigs, keep_slices, randomize, svd)
+    return results
 
 
 def _spectrum(W: Any, name: str, *, dtype: Any, min_eigs: int, keep_slices: bool,
@@ -411,8 +462,9 @@ def _singular_values(matrix: np.ndarray) -> tuple[np.ndarray, float, bool]:
 def _lapack_svd(matrix: np.ndarray, driver: str) -> np.ndarray:
     # scipy's LAPACK, not np.linalg.svd: with numpy's bundled OpenBLAS the latter took 7.5 s instead of 0.4 s on
     # the 30522 x 384 MiniLM word embedding. The matrix is a Fortran-ordered float64 array of our own, so LAPACK
-    # works in it instead of on a copy.
-    return scipy.linalg.svd(matrix, compute_uv=False, check_finite=False, overwrite_a=True, lapack_driver=driver)
+    # works in it instead of on a copy. Called without holding the GIL (`hteval.lapack`), so that the reading
+    # threads run side by side and a stopped run does not wait for the matrix in progress.
+    return lapack.singular_values(matrix, driver)
 
 
 def _reduce(matrix: np.ndarray) -> tuple[np.ndarray, float, bool]:
@@ -452,9 +504,7 @@ def _fold(r: np.ndarray, block: np.ndarray) -> np.ndarray:
     """The triangular factor of the QR of [r; block], in r's memory (block's is overwritten)."""
     m = r.shape[1]
     nb = min(m, _TPQRT_NB_WIDE if m >= _TPQRT_WIDE else _TPQRT_NB)
-    r, _, _, info = scipy.linalg.lapack.dtpqrt(0, nb, r, block, overwrite_a=1, overwrite_b=1)
-    if info:
-        raise RuntimeError(f"dtpqrt rejected its argument {-info}")
+    lapack.tpqrt(r, block, nb)  # without holding the GIL, as _lapack_svd
     return r
 
 

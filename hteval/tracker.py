@@ -22,6 +22,12 @@ unfinished was cut short and is fitted again from the start.
 A Tracker holds out/'s lock (`hteval.run_lock`) from its first update until close(), so a second Tracker or run
 on the same folder is refused meanwhile; it reads the table again whenever it takes the lock. Making a Tracker
 takes no lock: a training script run on several processes makes one in each, and only one of them records.
+An update stopped by a KeyboardInterrupt keeps the rows appended so far; leaving a `with` block that way releases
+the lock without drawing the dynamics view.
+
+out/run.json records the models and options that change the numbers (`hteval.run_identity`): a Tracker with other
+settings is refused on that folder when it is made, before training starts. A wider layer filter goes on; the
+steps recorded before keep the layers they had, since their weights are gone.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from hteval.models import MODELS
 from hteval.network_analysis import analyze, auto_models, table_columns
 from hteval.report.dynamics import write_dynamics
 from hteval.rowfile import RowFile, read_table
+from hteval.run_identity import check, claim, run_identity, with_defaults
 from hteval.run_lock import RunLock, writing_to
 
 logger = logging.getLogger(__name__)
@@ -57,6 +64,8 @@ PLOT_EVERY = 60.0
 DEFAULTS = {"figures": False, "report": False, "workers": 1}
 _FINISHED = ".finished"  # the marker analyze_checkpoints leaves in a checkpoint's finished folder too
 _NAME = re.compile(r"step_(\d+)")
+#: what a Tracker refused a folder that holds another run can do (a tracked run cannot be redone by --restart)
+OTHER_FOLDER = "choose another folder, or delete this one to start again"
 
 
 class Tracker:
@@ -84,6 +93,10 @@ class Tracker:
         self.options = {**DEFAULTS, **options}
         self._rows = RowFile(self.out / CHECKPOINT_TABLE, [names.CHECKPOINT, names.STEP, *table_columns(self.models)],
                              key=(names.CHECKPOINT, names.NAME, names.MODEL, names.RANDOMIZED))
+        # a folder of another run (other settings, `hteval.run_identity`) is refused here, before training starts,
+        # and again under the lock at the first update
+        self._identity = run_identity("tracker", None, self.models, layers, **with_defaults(self.options))
+        check(self.out, self._identity, self._rows, OTHER_FOLDER)
         self._lock = RunLock(self.out)
         # released when the tracker is dropped unclosed: its process may go on for long after (a notebook)
         weakref.finalize(self, self._lock.release)
@@ -160,8 +173,11 @@ class Tracker:
     def __enter__(self) -> Tracker:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, *exc) -> None:
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            self._lock.release()  # stopped: no drawing (seconds) on the way out; the next close() or plot() draws
+        else:
+            self.close()
 
     def __repr__(self) -> str:
         steps = self.steps
@@ -172,6 +188,11 @@ class Tracker:
         """Take out/'s lock unless held; the table is read again under it (another run may have added steps)."""
         if not self._lock.held:
             self._lock.acquire()
+            try:
+                claim(self.out, self._identity, self._rows, OTHER_FOLDER)
+            except BaseException:
+                self._lock.release()
+                raise
             self._read_state()
 
     def _read_state(self) -> None:

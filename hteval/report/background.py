@@ -5,7 +5,8 @@ second process (one more core) takes them off the critical path. The worker come
 (`multiprocessing`'s "forkserver" context), so it never inherits the parent's threads, and the parent does not
 wait for it: the worker imports the figure code on its first figure while the parent reads its first tensors.
 Only what a figure needs crosses to it: the record, the eigenvalues and a few dozen parameter draws. Models whose
-ESD density needs JAX are drawn in this process instead.
+ESD density needs JAX are drawn in this process instead. A run that is interrupted ends the worker at once: the
+figures still queued are not drawn, and their layers' rows are kept.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+
+from hteval.interrupts import setup_worker, stop_pool
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +35,9 @@ class BackgroundFigures:
     """A callable draw(result, path) that queues the ESD figure for the worker; `close()` waits for them all."""
 
     def __init__(self):
-        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver"))
+        # the worker ignores Ctrl-C and ends with this process (`hteval.interrupts.setup_worker`)
+        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver"),
+                                         initializer=setup_worker)
         # start the worker now, and have it import the figure code before the first figure arrives
         self._warm_up = self._pool.submit(_warm_up)
         self._pending: list[tuple[str, dict, Future]] = []
@@ -69,8 +74,11 @@ class BackgroundFigures:
     def __enter__(self) -> BackgroundFigures:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, *exc) -> None:
+        if kind is not None and issubclass(kind, KeyboardInterrupt) and self._pool is not None:
+            stop_pool(self._pool)  # the run was stopped: the figures not drawn yet are dropped, none waited for
+        else:
+            self.close()
 
 
 def _payload(result, draws: int) -> dict:
