@@ -4,7 +4,7 @@ tasks' own times, each worker's peak memory.
 Run: .venv/bin/python benchmarks/bench_dask_layers.py [--blocks 4] [--dir DIR] [--workers 1,2] [--no-local]
      [--json FILE]
 
-The checkpoint is issue 9's synthetic Llama-style one (benchmarks/llm_checkpoint.py: bf16 shards with an index;
+The checkpoint is the synthetic Llama-style one (benchmarks/llm_checkpoint.py: bf16 shards with an index;
 --blocks 4 keeps the run to minutes on two cores: the embedding, 28 projections of 2048 x 2048, 5632 x 2048 and
 2048 x 5632, and the norms). For each worker count a fresh cluster (`hteval.dask_layers.layer_cluster`: one
 single-threaded worker process each, bound to 127.0.0.1) computes every spectrum as `hteval analyze --engine dask`

@@ -87,7 +87,7 @@ def _add_fit(commands: argparse._SubParsersAction) -> None:
 
 def _add_source_and_sampler_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by fit and compare: one layer (checkpoint + name, or raw eigenvalues) and the sampler."""
-    parser.add_argument("path", nargs="?", type=Path, help="checkpoint file or directory")
+    parser.add_argument("path", nargs="?", type=_checkpoint_argument, help="checkpoint file or directory")
     _add_bundled(parser)
     parser.add_argument("--layer", help="layer name, required when the checkpoint has several (`hteval esd PATH` "
                         "lists them) (default: the checkpoint's only layer; with --eigenvalues, the file's name)")
@@ -333,8 +333,9 @@ def _add_engine_options(parser: argparse.ArgumentParser, where: str) -> None:
 
 def _add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
     """PATH or --bundled, resolved by _checkpoint_path (esd and analyze)."""
-    parser.add_argument("path", nargs="?", type=Path, metavar="PATH",
-                        help="checkpoint: .safetensors, shard directory, .npy, .npz, .pt/.bin")
+    parser.add_argument("path", nargs="?", type=_checkpoint_argument, metavar="PATH",
+                        help="checkpoint: .safetensors, shard directory, .npy, .npz, .pt/.bin, or the URL of a "
+                        "safetensors checkpoint (s3://, gs://, https://: read with fsspec, docs/cluster.md)")
     _add_bundled(parser)
 
 
@@ -357,8 +358,9 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
                                  "gathered into DIR/checkpoints.csv (indexed by checkpoint, step and layer) and "
                                  "DIR/dynamics.{csv,md} and DIR/dynamics_*.png show kappa against the training "
                                  "step.")
-    parser.add_argument("path", nargs="*", type=Path, metavar="PATH",
-                        help="checkpoint (.safetensors, shard directory, .npy, .npz, .pt/.bin), or many: several "
+    parser.add_argument("path", nargs="*", type=_checkpoint_argument, metavar="PATH",
+                        help="checkpoint (.safetensors, shard directory, .npy, .npz, .pt/.bin, or the URL of a "
+                        "safetensors checkpoint: s3://, gs://, https://, read with fsspec), or many: several "
                         "PATHs, a directory of checkpoints, a quoted glob ('run/step_*.safetensors') or a .txt "
                         "file listing one per line")
     _add_bundled(parser)
@@ -615,6 +617,13 @@ def cmd_esd(args: argparse.Namespace) -> int:
                        "the failed layers listed above")
 
 
+def _checkpoint_argument(text: str) -> str | Path:
+    """A PATH as typed: a Path, or a URL kept as its string (as a Path, s3://bucket/key would become s3:/bucket/key)."""
+    from hteval.io.remote_path import is_url
+
+    return text if is_url(text) else Path(text)
+
+
 def _checkpoint_label(args: argparse.Namespace) -> str:
     """The checkpoint as the user named it (reports): the bundled network by name, a PATH as typed."""
     if args.bundled:
@@ -622,7 +631,7 @@ def _checkpoint_label(args: argparse.Namespace) -> str:
     return " ".join(str(p) for p in args.path) if isinstance(args.path, list) else str(args.path)
 
 
-def _checkpoint_path(args: argparse.Namespace) -> Path | list[Path]:
+def _checkpoint_path(args: argparse.Namespace) -> str | Path | list[str | Path]:
     """PATH or --bundled; analyze's PATH takes several, returned as a list when there are."""
     paths = args.path if isinstance(args.path, list) else [] if args.path is None else [args.path]
     if args.bundled and paths:

@@ -3,12 +3,14 @@ its tensors from the checkpoint path on its worker.
 
 The client lists the checkpoint from its headers and shard index (no tensor values), then submits one task per
 tensor of at least GROUP_BYTES in float64 and one per group of smaller ones. A task opens the checkpoint path
-itself, memory-maps its tensors one at a time, computes their spectra as `iter_spectra` does and returns them (the
-eigenvalues: 8 bytes times the smaller dimension), or the SkippedLayer that says why a tensor has none. No tensor
-passes through the client. The client yields the spectra as their tasks finish to `analyze` or `compare_layers`,
-which fit and write them as on one machine: the client is the only writer, so resuming, error rows and the report
-are unchanged, and layers that a resumed run already has are not submitted. Checkpoints other than safetensors (a
-file, a sharded directory or an index) have no random access to one tensor, and are one task each.
+itself (a path its worker sees, or a URL of an object store that fsspec reaches: then it downloads the headers and
+its own tensors' byte ranges only), reads its tensors one at a time, computes their spectra as `iter_spectra` does
+and returns them (the eigenvalues: 8 bytes times the smaller dimension), or the SkippedLayer that says why a
+tensor has none. No tensor passes through the client. The client yields the spectra as their tasks finish to
+`analyze` or `compare_layers`, which fit and write them as on one machine: the client is the only writer, so
+resuming, error rows and the report are unchanged, and layers that a resumed run already has are not submitted.
+Checkpoints other than safetensors (a file, a sharded directory or an index) have no random access to one tensor,
+and are one task each.
 
 Costlier tasks get higher priority, so the largest matrices start first and a run does not end with one worker
 finishing a large matrix alone; across checkpoints (`LayerCluster.prefetch`) earlier checkpoints come first.
@@ -30,14 +32,13 @@ import os
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from hteval import names
 from hteval.errors import InputError
 from hteval.frameworks import is_path, source_label
 from hteval.io import iter_tensors
-from hteval.io.dispatch import SAFETENSORS, SAFETENSORS_DIR, SAFETENSORS_INDEX, detect_format
+from hteval.io.dispatch import SAFETENSORS_FORMATS, checkpoint_path, detect_format
 from hteval.parallel import worker_count
 from hteval.spectra import LayerSpectrum, SkippedLayer, iter_spectra, list_tensors, tensor_spectra
 
@@ -51,7 +52,7 @@ GROUP_BYTES = 8 << 20
 #: reruns of a task that raised (a transient read error on a network file system)
 RETRIES = 2
 #: formats whose tensors a task can read one at a time without reading the others
-_RANDOM_ACCESS = frozenset({SAFETENSORS, SAFETENSORS_DIR, SAFETENSORS_INDEX})
+_RANDOM_ACCESS = SAFETENSORS_FORMATS
 #: priorities of one checkpoint's tasks lie in [-order * stride, -order * stride + stride): earlier checkpoints first
 _PRIORITY_STRIDE = 1 << 32
 #: device files of an NVIDIA, TPU or AMD accelerator: without one JAX is not imported to ask
@@ -140,9 +141,9 @@ def group_spectra(path: str, selection: str | Sequence[str] | None, randomize: i
                                      threads=1))
         # named tensors of a checkpoint the client listed and checked: this group alone may hold no weight at all
         wanted, label, results = set(selection), source_label(path), []
-        for tensor in iter_tensors(path):
-            if tensor.name in wanted:
-                results += tensor_spectra(tensor, source=label, on_error="skip", randomize=randomize, svd=svd)
+        # by name before any byte is read: over a URL, each other tensor read would be a download
+        for tensor in iter_tensors(path, names=wanted):
+            results += tensor_spectra(tensor, source=label, on_error="skip", randomize=randomize, svd=svd)
         return results
 
 
@@ -167,7 +168,7 @@ class CheckpointTasks:
         self._client, self._path, self._layers = client, str(path), layers
         self._randomize, self._svd, self._finished = randomize, svd, frozenset(finished)
         self._base = -order * _PRIORITY_STRIDE
-        if detect_format(Path(path)) in _RANDOM_ACCESS:
+        if detect_format(checkpoint_path(path)) in _RANDOM_ACCESS:
             listing = list_tensors(path, layers=layers)
             self.names = list(dict.fromkeys(name for name, _ in listing))
             self._whole = False

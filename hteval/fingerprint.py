@@ -10,6 +10,8 @@ The rule, by what the source is:
 * **A sharded checkpoint** (a directory of shards, or a shard index): the sha256 over its files, each by the rule
   above, by name: a directory's `*.safetensors` and `*.safetensors.index.json` files, an index and the shards it
   names.
+* **A URL** (`hteval.io.remote_path`: s3://, gs://, file://, ...): the same rule, its bytes read as byte ranges, so
+  that a file has the same fingerprint by its URL as by its local path.
 * **A model or dict of arrays in memory** (`hteval.frameworks`): the sha256 over each tensor's name, dtype and
   shape and its bytes: whole up to SAMPLES x SAMPLE_BYTES (4 MiB, what the samples would read), beyond that the
   evenly spread samples, so that a Tracker's update of a large model hashes a few megabytes a tensor; a skipped
@@ -40,6 +42,7 @@ SAMPLES = 64
 SAMPLE_BYTES = 64 * 2**10
 #: bytes sampled at the start, middle and end of each tensor of a large safetensors file
 TENSOR_SAMPLE_BYTES = 4 * 2**10
+_URL_CHUNK = 8 * 2**20  # a file hashed whole by URL is downloaded in ranges of this size, not held all at once
 _INDEX_SUFFIX = ".safetensors.index.json"  # as hteval.io.safetensors_reader names shard indexes
 _HEADER_LIMIT = 100_000_000  # the safetensors format's own cap on its header
 
@@ -60,13 +63,14 @@ class Fingerprint:
 
 
 def fingerprint(source: Any) -> Fingerprint:
-    """The content fingerprint of a checkpoint path or of a model or dict of arrays in memory (the module's rule).
-    A path that does not exist is an InputError."""
+    """The content fingerprint of a checkpoint path or URL, or of a model or dict of arrays in memory (the module's
+    rule). A path that does not exist is an InputError."""
     from hteval.frameworks import is_path
+    from hteval.io.remote_path import RemotePath, is_url
 
     if not is_path(source):
         return _tensors_fingerprint(source)
-    path = Path(os.fsdecode(source))
+    path = RemotePath(source) if is_url(source) else Path(os.fsdecode(source))
     if not path.exists():
         raise InputError("no such file or directory", source=str(path))
     if path.is_dir():
@@ -85,7 +89,7 @@ def _indexed_shards(index: Path) -> list[Path]:
     try:
         weight_map = json.loads(index.read_bytes())["weight_map"]
         return sorted({index.parent / name for name in weight_map.values() if (index.parent / name).is_file()})
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, InputError):
         return []
 
 
@@ -99,27 +103,48 @@ def _files_fingerprint(files: list[Path]) -> Fingerprint:
     return Fingerprint(digest.hexdigest(), size, sampled)
 
 
-def _file_fingerprint(path: Path) -> Fingerprint:
+def _file_fingerprint(path) -> Fingerprint:
+    if not isinstance(path, Path):
+        return _url_file_fingerprint(path)
     try:
         with path.open("rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             if size <= FULL_HASH_BYTES:
                 return Fingerprint(hashlib.file_digest(handle, "sha256").hexdigest(), size, False)
-            ranges = _spread(0, size, SAMPLES, SAMPLE_BYTES) + _safetensors_ranges(handle, size)
-            return Fingerprint(_sampled(lambda start, length: os.pread(handle.fileno(), length, start), size,
-                                        ranges), size, True)
+
+            def read(start: int, length: int) -> bytes:
+                return os.pread(handle.fileno(), length, start)
+
+            ranges = _spread(0, size, SAMPLES, SAMPLE_BYTES) + _safetensors_ranges(read, size)
+            return Fingerprint(_sampled(read, size, ranges), size, True)
     except OSError as err:
         raise InputError(f"cannot read file: {err.strerror}", source=str(path)) from err
 
 
-def _safetensors_ranges(handle, size: int) -> list[tuple[int, int]]:
+def _url_file_fingerprint(path) -> Fingerprint:
+    """A file named by URL (a RemotePath), by the rule of a local file; its read errors are already InputErrors."""
+    size = path.stat().st_size
+
+    def read(start: int, length: int) -> bytes:
+        return path.read_range(start, start + length)
+
+    if size <= FULL_HASH_BYTES:
+        digest = hashlib.sha256()
+        for start in range(0, size, _URL_CHUNK):
+            digest.update(read(start, min(_URL_CHUNK, size - start)))
+        return Fingerprint(digest.hexdigest(), size, False)
+    ranges = _spread(0, size, SAMPLES, SAMPLE_BYTES) + _safetensors_ranges(read, size)
+    return Fingerprint(_sampled(read, size, ranges), size, True)
+
+
+def _safetensors_ranges(read: Callable[[int, int], bytes], size: int) -> list[tuple[int, int]]:
     """The header and the start, middle and end of every tensor's data, where the file is safetensors (none where
-    it is not, or its header does not parse: the reader reports that)."""
-    head = os.pread(handle.fileno(), 8, 0)
+    it is not, or its header does not parse: the reader reports that). read(start, length): the file's bytes."""
+    head = read(0, 8)
     length = int.from_bytes(head, "little") if len(head) == 8 else 0
     if not 2 <= length <= min(_HEADER_LIMIT, size - 8):
         return []
-    header = os.pread(handle.fileno(), length, 8)
+    header = read(8, length)
     try:
         entries = json.loads(header)
     except ValueError:

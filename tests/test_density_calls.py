@@ -28,9 +28,11 @@ from hteval.densities import correlated_mp, htmp, inverse_htmp, mp
 from hteval.densities.compiled import MIN_BUCKET, bucket_size
 
 GAMMA = 0.25
-CALLS = 80
-#: a leak of a megabyte a call would add 80 MB over CALLS calls (the eager conditionals kept 6 MB a call)
+CALLS = 40
+#: a leak of a megabyte a call would add 40 MB over CALLS calls (the eager conditionals kept 6 MB a call)
 RSS_BOUND_MB = 20.0
+#: parameter values the calls go through (kappa; nu of correlated MP from 0 to 1)
+GRID = 300
 X = np.geomspace(1e-3, 0.05, 50)
 Q = np.linspace(0.01, 0.99, 50)
 COMPILE = "/jax/core/compile/backend_compile_duration"
@@ -59,7 +61,7 @@ def rss_mb() -> float:
 
 
 def _kappa(i):
-    return float(np.geomspace(0.05, 200.0, CALLS)[i % CALLS])
+    return float(np.geomspace(0.05, 200.0, GRID)[i % GRID])
 
 
 def _scale(i):
@@ -102,20 +104,33 @@ def _family(name):
             "MarchenkoPastur.icdf": lambda i: mp_law(i).icdf(Q),
         },
         "correlated_mp": {
-            "correlated_mp_logpdf": lambda i: correlated_mp.correlated_mp_logpdf(X, GAMMA, i / CALLS, _scale(i), 300),
-            "correlated_mp_cdf": lambda i: correlated_mp.correlated_mp_cdf(X, GAMMA, i / CALLS, _scale(i), 300),
-            "correlated_mp_icdf": lambda i: correlated_mp.correlated_mp_icdf(Q, GAMMA, i / CALLS, _scale(i), 300),
+            "correlated_mp_logpdf": lambda i: correlated_mp.correlated_mp_logpdf(X, GAMMA, i / GRID, _scale(i), 300),
+            "correlated_mp_cdf": lambda i: correlated_mp.correlated_mp_cdf(X, GAMMA, i / GRID, _scale(i), 300),
+            "correlated_mp_icdf": lambda i: correlated_mp.correlated_mp_icdf(Q, GAMMA, i / GRID, _scale(i), 300),
         },
     }
     return families[name]
 
 
-@pytest.mark.parametrize("family", ["htmp", "inverse_htmp", "mp", "correlated_mp"])
+FAMILIES = ["htmp", "inverse_htmp", "mp", "correlated_mp"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_eager_loops_compile_once_and_hold_no_memory(family):
     """Each function: two warm-up calls, then CALLS calls (half as many for correlated MP) with new parameter
     values: no compilation, and the process grows by less than RSS_BOUND_MB over all of the family's calls."""
+    _eager_loops(family, CALLS // 2 if family == "correlated_mp" else CALLS)  # its quantiles: ~20 ms a call
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_eager_loops_of_hundreds_of_calls_hold_no_memory(family):
+    """As above with 300 calls of each function (150 of correlated MP's)."""
+    _eager_loops(family, 150 if family == "correlated_mp" else 300)
+
+
+def _eager_loops(family: str, calls: int) -> None:
     functions = _family(family)
-    calls = CALLS // 2 if family == "correlated_mp" else CALLS  # its quantiles cost ~20 ms a call
     for f in functions.values():
         for i in range(2):
             jax.block_until_ready(f(i))
@@ -212,7 +227,7 @@ def _layer(i):
     return np.random.default_rng(i).standard_t(4, size=(400, 100))
 
 
-@pytest.mark.parametrize("path", ["fit", "compare", "analyze"])
+@pytest.mark.parametrize("path", ["fit", pytest.param("compare", marks=pytest.mark.slow), "analyze"])
 def test_repeated_fits_compile_once_and_hold_no_memory(path):
     """The library's own loops over the densities (the iid HTMP drawn exactly calls its CDF and quantiles; compare
     fits two models and checks each; analyze reads and fits a small model in memory), repeated on new layers of

@@ -8,6 +8,8 @@ lines starting with # are ignored.
 
 A checkpoint's step is the last number in its name (`step_1000.safetensors`, `checkpoint-500`); the set is in
 step order when every name has one, else in name order.
+
+A URL (`hteval.io.remote_path`) is one checkpoint; many checkpoints are named by local paths.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from hteval.errors import InputError
 from hteval.io import safetensors_reader
 from hteval.io.dispatch import CHECKPOINT_SUFFIXES, SUPPORTED
+from hteval.io.remote_path import is_url
 
 LIST_SUFFIXES = (".txt", ".list")
 _GLOB_CHARACTERS = re.compile(r"[*?\[]")
@@ -41,6 +44,8 @@ def is_checkpoint_set(spec: str | Path | Sequence[str | Path]) -> bool:
     """Whether `spec` names several checkpoints (a list of paths, a glob, a list file, a directory of them)."""
     if not isinstance(spec, (str, Path)):
         return len(spec) > 1
+    if is_url(spec):
+        return False
     path = Path(spec)
     if not path.exists():
         return bool(_GLOB_CHARACTERS.search(str(spec)))
@@ -51,6 +56,9 @@ def is_checkpoint_set(spec: str | Path | Sequence[str | Path]) -> bool:
 
 def checkpoint_set(spec: str | Path | Sequence[str | Path]) -> list[Checkpoint]:
     """The checkpoints `spec` names, in step order (see the module docstring); InputError when it names none."""
+    urls = [p for p in ([spec] if isinstance(spec, (str, Path)) else spec) if is_url(p)]
+    if urls:
+        raise InputError(f"many checkpoints are named by local paths; analyze a URL on its own: {', '.join(urls)}")
     if not isinstance(spec, (str, Path)):
         paths = [Path(p) for p in spec]
         missing = [str(p) for p in paths if not p.exists()]

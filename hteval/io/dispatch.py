@@ -4,17 +4,22 @@ Rules: a recognised suffix whose format the header bytes confirm (or do not cont
 which then reports any corruption precisely; header bytes that clearly belong to another format win over a
 misleading suffix; a zip archive with an unknown suffix is told apart by its member names (.npy members vs
 torch's data.pkl).
+
+A checkpoint named by a URL (`hteval.io.remote_path`) is read only if it is safetensors (a file, a directory of
+shards or a shard index), by the same rules restricted to that format: the other formats have no random access to
+one tensor, and their readers need a local file.
 """
 
 import logging
 import string
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 from hteval.errors import InputError
 from hteval.io import numpy_reader, safetensors_reader, torch_reader
 from hteval.io.base import NamedTensor
+from hteval.io.remote_path import RemotePath, is_url
 
 logger = logging.getLogger(__name__)
 
@@ -34,23 +39,41 @@ _SUFFIXES = {".npy": NPY, ".npz": NPZ, ".safetensors": SAFETENSORS,
 #: file suffixes read as checkpoints
 CHECKPOINT_SUFFIXES = frozenset(_SUFFIXES)
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+#: formats read by URL, whose readers take `names`
+SAFETENSORS_FORMATS = frozenset({SAFETENSORS, SAFETENSORS_DIR, SAFETENSORS_INDEX})
 SUPPORTED = ".safetensors, a directory of .safetensors shards (with or without *.safetensors.index.json), " \
             ".npy, .npz, .pt/.pth/.bin/.ckpt (torch)"
 
 
-def iter_tensors(source) -> Iterator[NamedTensor]:
+def iter_tensors(source, *, names: Collection[str] | None = None) -> Iterator[NamedTensor]:
     """Yield (name, array, dtype) for each tensor of a checkpoint, in checkpoint order, one at a time. source: a
-    path, or a model or dict of arrays in memory (`hteval.frameworks`)."""
+    path, a URL of a safetensors checkpoint (s3://, gs://, https://, file://: whatever fsspec reaches), or a model
+    or dict of arrays in memory (`hteval.frameworks`). names: only the tensors of these names; a safetensors
+    checkpoint then reads no other tensor's bytes."""
     from hteval import frameworks
 
     if not frameworks.is_path(source):
-        return frameworks.named_tensors(source)
-    path = Path(source)
-    return _READERS[detect_format(path)](path)
+        tensors = frameworks.named_tensors(source)
+    else:
+        path = checkpoint_path(source)
+        found = detect_format(path)
+        if names is not None and found in SAFETENSORS_FORMATS:
+            return _READERS[found](path, names=frozenset(names))
+        tensors = _READERS[found](path)
+    if names is None:
+        return tensors
+    wanted = frozenset(names)
+    return (tensor for tensor in tensors if tensor.name in wanted)
 
 
-def detect_format(path: Path) -> str:
-    """The format of a checkpoint file or directory (one of this module's format constants)."""
+def checkpoint_path(source) -> Path | RemotePath:
+    """A checkpoint path as the readers take it: a RemotePath for a URL, else a Path."""
+    return RemotePath(source) if is_url(source) else Path(source)
+
+
+def detect_format(path: Path | RemotePath) -> str:
+    """The format of a checkpoint file or directory (one of this module's format constants); by URL (a RemotePath),
+    one of the safetensors formats, or an InputError."""
     if not path.exists():
         raise InputError("no such file or directory", source=str(path))
     if path.is_dir():
@@ -59,6 +82,8 @@ def detect_format(path: Path) -> str:
         return SAFETENSORS_INDEX
     by_suffix = _SUFFIXES.get(path.suffix.lower())
     by_bytes = _sniff(path)
+    if isinstance(path, RemotePath):
+        return _url_format(path, by_suffix, by_bytes)
     if by_suffix in by_bytes or (by_suffix and not by_bytes):
         return by_suffix
     if len(by_bytes) == 1:
@@ -67,6 +92,17 @@ def detect_format(path: Path) -> str:
     if by_bytes == (NPZ, TORCH):
         return _zip_format(path)
     raise InputError(_unknown_message(path), source=str(path))
+
+
+def _url_format(path: RemotePath, by_suffix: str | None, by_bytes: tuple[str, ...]) -> str:
+    """A file by URL: safetensors where its first bytes say so, or its suffix does and they say nothing else (its
+    corruption is then the reader's to report)."""
+    if by_bytes == (SAFETENSORS,) or (by_suffix == SAFETENSORS and not by_bytes):
+        return SAFETENSORS
+    found = by_bytes[0] if len(by_bytes) == 1 else by_suffix or "unrecognised"
+    raise InputError(f"over a URL hteval reads safetensors checkpoints (a .safetensors file, a directory of shards or "
+                     f"a *.safetensors.index.json; this one: {found}); copy other formats to a local path",
+                     source=str(path))
 
 
 def _directory_format(path: Path) -> str:
@@ -107,7 +143,7 @@ def _zip_format(path: Path) -> str:
 
 def _head(path: Path, n: int) -> bytes:
     try:
-        with open(path, "rb") as handle:
+        with path.open("rb") as handle:
             return handle.read(n)
     except OSError as err:
         raise InputError(f"cannot read file: {err.strerror}", source=str(path)) from err

@@ -11,13 +11,18 @@ Pages of a mapped file that were read count in the process's resident memory unt
 whole multi-GB checkpoint would leave all of it resident. So once the consumer asks for the next tensor, the pages
 of the previous one are dropped from this process (madvise MADV_DONTNEED; they stay in the page cache, and the
 array stays valid: touching it again reads them back).
+
+A checkpoint named by a URL (`hteval.io.remote_path`) is read the same way, its headers validated alike, but each
+tensor is one range read of its bytes instead of a view of a mapping. `names` limits what is read to those
+tensors: the others' bytes are never requested, so a task that computes a few tensors of a remote checkpoint
+downloads those and the headers only.
 """
 
 import json
 import logging
 import math
 import mmap
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -26,6 +31,7 @@ import numpy as np
 
 from hteval.errors import InputError
 from hteval.io.base import NamedTensor, printable_name, unreadable
+from hteval.io.remote_path import RemotePath
 
 logger = logging.getLogger(__name__)
 
@@ -67,30 +73,33 @@ class _Entry:
     problem: str | None = None
 
 
-def iter_file(path: Path) -> Iterator[NamedTensor]:
-    """Yield the tensors of one .safetensors file in file order (by data offset, not by header key order)."""
+def iter_file(path: Path | RemotePath, *, names: Collection[str] | None = None) -> Iterator[NamedTensor]:
+    """Yield the tensors of one .safetensors file in file order (by data offset, not by header key order); with
+    `names`, only the tensors of those names."""
     entries = read_header(path)
     data = _memmap(path)
     for entry in entries:
+        if names is not None and entry.name not in names:
+            continue
         yield _tensor(data, entry, path)
         _release(data, entry)
 
 
-def iter_directory(path: Path) -> Iterator[NamedTensor]:
-    """Yield the tensors of a sharded checkpoint directory.
+def iter_directory(path: Path | RemotePath, *, names: Collection[str] | None = None) -> Iterator[NamedTensor]:
+    """Yield the tensors of a sharded checkpoint directory (with `names`, only the tensors of those names).
 
     With a `*.safetensors.index.json` the order is that of its weight_map; without one, shards are read in
     file name order (model-00001-of-00003 first) and each shard in file order.
     """
     index = find_index(path)
     if index is not None:
-        yield from iter_index(index)
+        yield from iter_index(index, names=names)
         return
     for shard in sorted(p for p in path.glob("*.safetensors") if p.is_file()):
-        yield from iter_file(shard)
+        yield from iter_file(shard, names=names)
 
 
-def find_index(directory: Path) -> Path | None:
+def find_index(directory: Path | RemotePath) -> Path | RemotePath | None:
     """The directory's shard index, None without one; several indexes are ambiguous and raise InputError."""
     indexes = sorted(directory.glob("*" + INDEX_SUFFIX))
     if len(indexes) > 1:
@@ -100,10 +109,13 @@ def find_index(directory: Path) -> Path | None:
     return indexes[0] if indexes else None
 
 
-def iter_index(index: Path) -> Iterator[NamedTensor]:
-    """Yield the tensors listed in a shard index, in the order of its weight_map. A tensor its shard lacks is
-    that tensor's error; a shard that is missing or corrupt is an InputError before any tensor is read."""
+def iter_index(index: Path | RemotePath, *, names: Collection[str] | None = None) -> Iterator[NamedTensor]:
+    """Yield the tensors listed in a shard index, in the order of its weight_map (with `names`, only the tensors of
+    those names). A tensor its shard lacks is that tensor's error; a shard that is missing or corrupt is an
+    InputError before any tensor is read (with `names`, a shard that holds one of them)."""
     weight_map = _read_weight_map(index)
+    if names is not None:
+        weight_map = {name: shard for name, shard in weight_map.items() if printable_name(name) in names}
     shards = {shard: _open_shard(index.parent / shard) for shard in dict.fromkeys(weight_map.values())}
     for name, shard in weight_map.items():
         entries, data = shards[shard]
@@ -115,7 +127,7 @@ def iter_index(index: Path) -> Iterator[NamedTensor]:
         _release(data, entries[name])
 
 
-def read_header(path: Path) -> list[_Entry]:
+def read_header(path: Path | RemotePath) -> list[_Entry]:
     """Parse and validate a safetensors header; entries sorted by data offset. A header that cannot be parsed,
     byte ranges that overlap or run past the end of the file are InputErrors; an entry whose dtype or shape is
     wrong is kept with its problem, to be reported as that tensor's error."""
@@ -153,7 +165,7 @@ def _file_size(path: Path) -> int:
 
 def _read_json_header(path: Path, size: int) -> tuple[object, int]:
     try:
-        with open(path, "rb") as handle:
+        with path.open("rb") as handle:
             length = int.from_bytes(handle.read(8), "little")
             if size < 8 or length > min(size - 8, _HEADER_LIMIT):
                 raise InputError(f"truncated or corrupt safetensors file: header of {length} bytes in a file of "
@@ -214,11 +226,28 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _memmap(path: Path) -> np.ndarray:
+def _memmap(path: Path | RemotePath) -> "np.ndarray | _RangeBytes":
+    if isinstance(path, RemotePath):
+        return _RangeBytes(path)
     try:
         return np.memmap(path, dtype=np.uint8, mode="r")
     except (OSError, ValueError) as err:
         raise InputError(f"cannot memory-map file: {err}", source=str(path)) from err
+
+
+class _RangeBytes:
+    """A remote file's bytes as the reader slices a mapped file: `data[start:end]` is a read-only uint8 array of
+    those bytes, read when sliced (one range request), so only the tensors asked for are downloaded."""
+
+    def __init__(self, path: RemotePath):
+        self._path = path
+
+    def __getitem__(self, where: slice) -> np.ndarray:
+        raw = self._path.read_range(where.start, where.stop)
+        if len(raw) != where.stop - where.start:  # the object changed since its header was read
+            raise InputError(f"truncated safetensors file: bytes [{where.start}, {where.stop}) gave {len(raw)}",
+                             source=str(self._path))
+        return np.frombuffer(raw, dtype=np.uint8)
 
 
 def _release(data: np.memmap, entry: _Entry) -> None:
