@@ -6,7 +6,6 @@ duplicates and without reading finished layers again; compare --layers; the task
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from safetensors.numpy import save_file
+from checkpoint_files import write_shards
 
 from hteval import names
 from hteval.cli import main
@@ -47,12 +46,7 @@ def _write_checkpoint(folder: Path) -> Path:
     broken = rng.standard_normal((80, 48)).astype(np.float32)
     broken[5, 7] = np.nan
     second["model.layers.1.attn.weight"] = broken
-    shards = {"model-00001-of-00002.safetensors": first, "model-00002-of-00002.safetensors": second}
-    for shard, tensors in shards.items():
-        save_file(tensors, folder / shard)
-    weight_map = {name: shard for shard, tensors in shards.items() for name in tensors}
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    return folder
+    return write_shards(folder, {"model-00001-of-00002.safetensors": first, "model-00002-of-00002.safetensors": second})
 
 
 @pytest.fixture(scope="module")

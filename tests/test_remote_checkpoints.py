@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from safetensors.numpy import save, save_file
+from checkpoint_files import write_shards
+from safetensors.numpy import save
 
 from hteval import names
 from hteval.cli import main
@@ -42,14 +43,7 @@ def _tensors(seed: int = 1) -> dict[str, dict[str, np.ndarray]]:
 
 
 def _write(folder: Path, *, index: bool = True, seed: int = 1) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    shards = _tensors(seed)
-    for shard, tensors in shards.items():
-        save_file(tensors, folder / shard)
-    if index:
-        weight_map = {name: shard for shard, tensors in shards.items() for name in tensors}
-        (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    return folder
+    return write_shards(folder, _tensors(seed), index=index)
 
 
 @pytest.fixture(scope="module")
