@@ -34,6 +34,8 @@ _EXPORTS = {
     "mp_logpdf": "hteval.densities.mp",
     "HtevalError": "hteval.errors",
     "InputError": "hteval.errors",
+    "OutputError": "hteval.errors",
+    "RunMismatchError": "hteval.errors",
     "LayerSkipped": "hteval.errors",
     "FitResult": "hteval.infer",
     "fit": "hteval.infer",

@@ -85,10 +85,13 @@ class Analysis:
         folder = Path(folder)
         if self.folder is not None and folder.resolve() == self.folder.resolve():
             return folder
-        if self.folder is not None:
-            shutil.copytree(self.folder, folder, dirs_exist_ok=True)
-        else:
-            self._write(folder)
+        from hteval.run_lock import holding
+
+        with holding(folder):  # as a run's writes: one writer a folder at a time, a full disk one clear error
+            if self.folder is not None:
+                shutil.copytree(self.folder, folder, dirs_exist_ok=True)
+            else:
+                self._write(folder)
         self.folder = folder
         return folder
 
@@ -169,7 +172,10 @@ def analyze(source, out: str | Path | None = None, *, models: str | Sequence[str
     analysis = Analysis(table=table, source=label, models=models, prob=prob, settings=settings,
                         folder=None if out is None else Path(out), pooled=pooled, _results=kept)
     if out is not None:
-        _write_description(Path(out), analysis)
+        from hteval.run_lock import holding
+
+        with holding(Path(out)):  # a run that took the folder since is refused, not written over
+            _write_description(Path(out), analysis)
     return analysis
 
 

@@ -110,8 +110,8 @@ def _add_sampler_options(parser: argparse.ArgumentParser, chains: int = 4, draws
                         help="credible interval probability (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--sampler", choices=("auto", "exact", "nuts"), default="auto",
-                        help="auto: exact independent draws by quadrature where the model has them (htmp-exact, "
-                        "powerlaw), NUTS otherwise; nuts: NUTS for every model; exact: refuse models without "
+                        help="auto: exact independent draws by quadrature where the model has them (every "
+                        "built-in model), NUTS otherwise; nuts: NUTS for every model; exact: refuse models without "
                         "exact draws (default: %(default)s)")
     parser.add_argument("--chains", type=int, default=chains,
                         help="chains (exact draws: draws are laid out as chains x draws) (default: %(default)s)")

@@ -288,8 +288,8 @@ def fit(source, layer=None, model=names.DEFAULT_MODEL, gamma=None, prob=0.9, see
         scale_ref=None, sampler: str = "auto") -> FitResult:
     """Fit one ensemble model to one layer (float64). source: matrix, checkpoint path or eigenvalues.
 
-    sampler: "auto" (the default) draws the posterior exactly where the model can (`posterior_draws`: htmp-exact
-    and the power law, chains x draws independent draws, no warm-up) and runs NUTS otherwise; "nuts" runs NUTS for
+    sampler: "auto" (the default) draws the posterior exactly where the model can (`posterior_draws`: every
+    built-in model, chains x draws independent draws, no warm-up) and runs NUTS otherwise; "nuts" runs NUTS for
     any model; "exact" insists on exact draws. warmup and max_draws apply to NUTS only.
 
     log_likelihood=False leaves the pointwise log-likelihood (for LOO) out of the result, saving its computation;
