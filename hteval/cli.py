@@ -508,9 +508,6 @@ def work_bar(*, unit: str, desc: str, **options):
                 meter["rate"] = (self.n - self.first[0]) / elapsed if elapsed > 0 else 0.0
             return meter
 
-    # no bar until the first count or half a second: a run refused at once (folder locked, another run's folder)
-    # prints its one error line alone
-    options.setdefault("delay", 0.5)
     return WorkBar(unit=unit, desc=desc, **options)
 
 
