@@ -36,6 +36,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import pytest
+from checkpoint_files import safetensors_bytes
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -69,8 +70,6 @@ def _budget(test: str) -> list:
 
 # Valid checkpoints ------------------------------------------------------------------------------------------------
 
-_ST_CODES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
-             "int32": "I32", "bool": "BOOL", "uint8": "U8"}
 _ST_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "C64": 8, "I64": 8, "I32": 4,
                 "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1}
 
@@ -80,16 +79,7 @@ def _gaussian(*shape, dtype="float32", seed=0):
 
 
 def _safetensors_bytes(tensors) -> bytes:
-    entries, blobs, offset = {}, [], 0
-    for name, array in tensors:
-        raw = np.ascontiguousarray(array).tobytes()
-        entries[name] = {"dtype": _ST_CODES[array.dtype.name], "shape": list(array.shape),
-                         "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    header = json.dumps({"__metadata__": {"format": "pt"}, **entries}).encode()
-    header += b" " * (-len(header) % 8)
-    return len(header).to_bytes(8, "little") + header + b"".join(blobs)
+    return safetensors_bytes(tensors, metadata={"format": "pt"})
 
 
 def _torch_state():

@@ -7,6 +7,7 @@ from collections import Counter
 import ml_dtypes
 import numpy as np
 import pytest
+from checkpoint_files import safetensors_bytes
 from safetensors.numpy import save_file
 
 import hteval
@@ -14,22 +15,10 @@ from hteval.errors import InputError
 from hteval.io import bundled_checkpoint, iter_tensors, read_eigenvalues
 from hteval.spectra import LayerSpectrum, SkippedLayer, iter_spectra
 
-_CODES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
-          "int32": "I32", "bool": "BOOL", "uint8": "U8"}
-
 
 def write_safetensors(path, tensors, *, key_order=None):
     """Write a safetensors file by hand: data in the given order, header keys in `key_order`."""
-    entries, blobs, offset = {}, [], 0
-    for name, array in tensors:
-        raw = np.ascontiguousarray(array).tobytes()
-        entries[name] = {"dtype": _CODES[array.dtype.name], "shape": list(array.shape),
-                         "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    header = json.dumps({name: entries[name] for name in key_order or entries}).encode()
-    header += b" " * (-len(header) % 8)
-    path.write_bytes(len(header).to_bytes(8, "little") + header + b"".join(blobs))
+    path.write_bytes(safetensors_bytes(tensors, key_order=key_order))
     return path
 
 
