@@ -282,6 +282,9 @@ def _compare_every_layer(args: argparse.Namespace, models: list[str]) -> int:
                                max_draws=args.max_draws, workers=args.workers, on_row=progress,
                                sampler=args.sampler, engine=args.engine, scheduler=args.scheduler,
                                restart=args.restart)
+    except BaseException:
+        _erase_if_idle(bar)
+        raise
     finally:
         bar.close()
     ranked = table[table[names.STATUS] == names.STATUS_OK] if len(table) else table
@@ -429,6 +432,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         table = analyze(source, args.out, models, args.layers, workers=args.workers, on_row=progress,
                         on_start=starting, label=_checkpoint_label(args), engine=args.engine,
                         scheduler=args.scheduler, **options)
+    except BaseException:
+        _erase_if_idle(bar)
+        raise
     finally:
         bar.close()
     counts = table[names.STATUS].value_counts().to_dict() if len(table) else {}
@@ -474,6 +480,13 @@ def _complete_rows(table: Path) -> int:
         return max(table.read_bytes().count(b"\n") - 1, 0)
     except OSError:
         return 0
+
+
+def _erase_if_idle(bar) -> None:
+    """A run that ends in an error or a stop before its first fit leaves no bar behind: its one line (a refusal, an
+    input error, "interrupted before the first fit") then stands alone."""
+    if not bar.n:
+        bar.leave = False
 
 
 def work_bar(*, unit: str, desc: str, **options):
@@ -530,6 +543,9 @@ def _analyze_checkpoints(args: argparse.Namespace, source, models: list[str], op
         table = analyze_checkpoints(source, args.out, models, args.layers, engine=args.engine,
                                     scheduler=args.scheduler, workers=args.workers, on_checkpoint=progress,
                                     **options)
+    except BaseException:
+        _erase_if_idle(bar)
+        raise
     finally:
         bar.close()
     counts = table[names.STATUS].value_counts().to_dict() if len(table) else {}

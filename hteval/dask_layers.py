@@ -305,7 +305,10 @@ def layer_cluster(scheduler: str | LayerCluster | None = None, workers: int | No
         # terminal's process group (`hteval.interrupts.dask_setup`): this process stops the run and closes them
         cluster = LocalCluster(n_workers=worker_count(workers), threads_per_worker=1, processes=True,
                                host="127.0.0.1", dashboard_address=None, silence_logs=logging.WARNING,
-                               preload=["hteval.interrupts"])
+                               preload=["hteval.interrupts"],
+                               # the scheduler's health HTTP server: any free loopback port (its default, 8787,
+                               # is taken whenever two runs share a machine)
+                               scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
     try:
         client = Client(cluster if cluster is not None else scheduler)
     except BaseException:

@@ -224,7 +224,8 @@ def test_ctrl_c_to_the_group_stops_fits_in_worker_processes_and_the_same_command
     assert sorted(rows[names.NAME]) == sorted(f"{k}{i}.weight" for i in range(2) for k in "ab")
 
 
-def test_sigterm_to_the_parent_alone_ends_its_worker_processes(small, environment, tmp_path):
+@pytest.mark.slow  # in CI: SIGINT to the parent alone with worker processes (the notebook test) and SIGTERM to it
+def test_sigterm_to_the_parent_alone_ends_its_worker_processes(small, environment, tmp_path):  # alone (exact path)
     """SIGTERM to the first process only (`kill PID`, a batch scheduler; where the workers ran on for 40 s and the
     resource tracker reported leaked semaphores): its workers, which got no signal, end with it."""
     _stop_fits(small, environment, tmp_path, signal.SIGTERM, group=False)

@@ -57,9 +57,12 @@ def _siblings(out: Path) -> list[str]:
 
 
 def _refusal(capsys) -> str:
-    lines = capsys.readouterr().err.splitlines()
-    assert lines[-1].startswith("hteval: error: ")
-    return lines[-1]
+    """The refusal's line, the only line a terminal shows (a carriage return overwrites what precedes it on its
+    line: the progress bar, erased, leaves nothing)."""
+    shown = [line.split("\r")[-1] for line in capsys.readouterr().err.split("\n")]
+    shown = [line for line in shown if line.strip()]
+    assert len(shown) == 1 and shown[0].startswith("hteval: error: "), shown
+    return shown[0]
 
 
 def test_a_second_checkpoint_is_refused_and_the_folder_is_left_as_it_was(checkpoints, tmp_path, capsys):
@@ -67,6 +70,7 @@ def test_a_second_checkpoint_is_refused_and_the_folder_is_left_as_it_was(checkpo
     out = tmp_path / "out"
     assert main(["analyze", str(a), "--out", str(out), "--no-figures"]) == 0
     before = _files(out)
+    capsys.readouterr()  # the first run's own output
     assert main(["analyze", str(b), "--out", str(out), "--no-figures"]) == 2
     line = _refusal(capsys)
     sha_a, sha_b = fingerprint(a).short, fingerprint(b).short
