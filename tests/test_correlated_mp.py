@@ -135,12 +135,13 @@ def _log_smoothed_mp(x, gamma, theta):
 
         a = np.log(lo) if lo > 0 else np.log(1e-40)
         inner = [np.log(xi)] if a < np.log(xi) < np.log(hi) else None
-        return scipy.integrate.quad(integrand, a, np.log(hi), points=inner, limit=500, epsabs=0, epsrel=1e-10)[0] / xi
+        return scipy.integrate.quad(integrand, a, np.log(hi), points=inner, limit=500, epsabs=0, epsrel=1e-8)[0] / xi
 
     return np.array([one(xi) for xi in x])
 
 
-@pytest.mark.parametrize("gamma", [0.5, 1.0])
+# the square case in CI (its hard edge too), the other with the slow checks: adaptive quadrature per point
+@pytest.mark.parametrize("gamma", [pytest.param(0.5, marks=pytest.mark.slow), 1.0])
 def test_smoothing_is_the_log_space_convolution(gamma):
     """At nu = 0 the smoothed law is Marchenko-Pastur with log x convolved with the ray kernel (module
     docstring): checked against adaptive quadrature of that convolution, in the bulk, at the edges, beyond
@@ -183,7 +184,13 @@ def test_cdf_is_the_integral_of_the_density(gamma, nu):
         upper = lo + frac * (hi - lo)
         total, _, _ = density_integrals(gamma, nu, 384, upper=upper)
         assert cdf([upper], gamma, nu, 1.0, 384, smoothed=False)[0] == pytest.approx(total, abs=1e-7)
-    # the smoothed law: trapezoid in log x over (1e-14, 1e9), whose ends hold < 1e-8 of the mass
+
+
+# 400 solves of 512 points each: with the slow checks
+@pytest.mark.slow
+@pytest.mark.parametrize(("gamma", "nu"), [(0.5, 1.0), (1.0, 0.5), (0.25, 1.5)])
+def test_smoothed_cdf_is_the_integral_of_the_density(gamma, nu):
+    # trapezoid in log x over (1e-14, 1e9), whose ends hold < 1e-8 of the mass
     u = np.linspace(np.log(1e-14), np.log(1e9), 200_001)
     x = np.exp(u)
     f = np.concatenate([np.exp(logpdf(c, gamma, nu, 1.0, 384)) for c in np.array_split(x, -(-x.size // N_POINTS))])
@@ -230,6 +237,19 @@ def test_matches_simulated_spectra(nu):
     assert ks < 0.03
 
 
+def values_and_jacobian(x, gamma, nu, scale, m):
+    """(logpdf, cdf) at x and their derivatives in (nu, scale), as ((logpdf, cdf), ((dlogpdf/dnu, dlogpdf/dscale),
+    (dcdf/dnu, dcdf/dscale))), by eager forward mode over the public functions: one compiled program per
+    function and length, shared by every caller (values included)."""
+
+    def both(nu_, scale_):
+        return correlated_mp_logpdf(x, gamma, nu_, scale_, m), correlated_mp_cdf(x, gamma, nu_, scale_, m)
+
+    value, by_nu = jax.jvp(both, (float(nu), float(scale)), (1.0, 0.0))
+    _, by_scale = jax.jvp(both, (float(nu), float(scale)), (0.0, 1.0))
+    return value, tuple(zip(by_nu, by_scale, strict=True))
+
+
 @pytest.mark.parametrize(("gamma", "nu"), [(0.5, 0.7), pytest.param(1.0, 1.3, marks=pytest.mark.slow),
                                            pytest.param(0.25, 0.05, marks=pytest.mark.slow)])
 def test_gradients_match_finite_differences(gamma, nu):
@@ -238,45 +258,128 @@ def test_gradients_match_finite_differences(gamma, nu):
     # log-spaced across the support, away from its edges, where the derivatives blow up
     x = scale * np.geomspace(max(lo, 1e-3 * hi) * 1.05, 0.95 * hi, 12)
     xp, n = padded(x, 1.0)
-
-    def both(nu_, scale_):
-        return correlated_mp_logpdf(xp, gamma, nu_, scale_, m), correlated_mp_cdf(xp, gamma, nu_, scale_, m)
-
-    value = both(nu, scale)
+    value, jac = values_and_jacobian(xp, gamma, nu, scale, m)
     assert np.all(np.isfinite(np.asarray(value[0])[:n]))
-    jac = jax.jacfwd(both, argnums=(0, 1))(nu, scale)
     for which in range(2):
         for arg, h in ((0, 1e-5), (1, 1e-6)):
-            up = both(*(v + h if i == arg else v for i, v in enumerate((nu, scale))))[which]
-            down = both(*(v - h if i == arg else v for i, v in enumerate((nu, scale))))[which]
-            fd = (np.asarray(up) - np.asarray(down))[:n] / (2 * h)
+            up = values_and_jacobian(xp, gamma, *(v + h if i == arg else v for i, v in enumerate((nu, scale))), m)
+            down = values_and_jacobian(xp, gamma, *(v - h if i == arg else v for i, v in enumerate((nu, scale))), m)
+            fd = (np.asarray(up[0][which]) - np.asarray(down[0][which]))[:n] / (2 * h)
             ad = np.asarray(jac[which][arg])[:n]
             np.testing.assert_allclose(ad, fd, rtol=1e-4, atol=1e-6)
+
+
+def _assert_no_nan(x, n, gamma, nu, scale, m):
+    """Values and derivatives at x (the first n real, x[0] = 0) carry no NaN; log f is -inf at 0 only."""
+    (lp, f), (g_lp, g_f) = values_and_jacobian(x, gamma, nu, scale, m)
+    for arr in (lp, f, *g_lp, *g_f):
+        assert not np.any(np.isnan(np.asarray(arr))), (gamma, nu, scale)
+    for arr in (*g_lp, *g_f):
+        assert np.all(np.isfinite(np.asarray(arr))), (gamma, nu, scale)
+    lp = np.asarray(lp)[:n]
+    assert np.isneginf(lp[0]) and np.all(np.isfinite(lp[1:]))  # x = 0, then the smoothed law
 
 
 def test_no_nan_anywhere():
     x = np.concatenate([[0.0], np.geomspace(1e-300, 1e12, 120), np.linspace(1e-4, 20.0, 100)])
     xp, n = padded(x, 0.0)
-
-    @jax.jit
-    def run(gamma, nu, scale):
-        def f(nu_, scale_):
-            xs = xp * scale
-            return correlated_mp_logpdf(xs, gamma, nu_, scale_, 384), correlated_mp_cdf(xs, gamma, nu_, scale_, 384)
-
-        return f(nu, scale), jax.jacfwd(
-            lambda a, b: jnp.stack([jnp.where(jnp.isfinite(v), v, 0.0) for v in f(a, b)]), argnums=(0, 1)
-        )(nu, scale)
-
     for gamma in (0.05, 0.5, 1.0):
         for nu in (0.0, 1e-3, 0.5, 1.0, 2.0, 3.0):
             for scale in (1e-6, 1.0, 1e6):
-                (lp, f), (g_nu, g_scale) = run(gamma, nu, scale)
-                for arr in (lp, f, g_nu, g_scale):
-                    assert not np.any(np.isnan(np.asarray(arr))), (gamma, nu, scale)
-                assert np.all(np.isfinite(np.asarray(g_nu))) and np.all(np.isfinite(np.asarray(g_scale)))
-                lp = np.asarray(lp)[:n]
-                assert np.isneginf(lp[0]) and np.all(np.isfinite(lp[1:]))  # x = 0, then the smoothed law
+                _assert_no_nan(xp * scale, n, gamma, nu, scale, 384)
+
+
+def _far_tails(x, gamma, nu, m, tabulated):
+    """log f and F at x (scale 2), by the node table (x padded to the tabulated tests' length: their programs)
+    or point by point."""
+    padding = np.geomspace(1e-3, 10.0, cmp._TABULATE - x.size) if tabulated else np.zeros(0)
+    points = np.concatenate([x, padding])
+    return (np.asarray(correlated_mp_logpdf(points, gamma, nu, 2.0, m))[:x.size],
+            np.asarray(correlated_mp_cdf(points, gamma, nu, 2.0, m))[:x.size])
+
+
+# CI: the point-by-point solve; the table (its own programs, ~15 s to compile) with the slow checks
+@pytest.mark.parametrize("tabulated", [False, pytest.param(True, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(("gamma", "nu", "m"), [(0.25, 0.5, 384), (1.0, 0.0, 384), (0.5, 2.0, 50)])
+def test_far_tails_are_the_smoothing_power_laws(gamma, nu, m, tabulated):
+    """From far below the support to the ends of float64: finite log f and F (F = 1 at infinity), the tails'
+    power laws (f ~ x^-2 above; f flat and F ~ x below, f ~ x^-1/2 and F ~ x^1/2 at gamma = 1); the table gives
+    the point-by-point solve's numbers."""
+    x = np.concatenate([np.geomspace(1e-300, 1e-100, 9), np.geomspace(1e6, 1e300, 12), [np.inf]])
+    log_f, cdf_ = _far_tails(x, gamma, nu, m, tabulated)
+    assert not np.isnan(log_f).any() and not np.isnan(cdf_).any()
+    assert log_f[-1] == -np.inf and cdf_[-1] == 1.0
+    low, high = slice(0, 9), slice(11, 21)
+    np.testing.assert_allclose(np.diff(log_f[low]) / np.diff(np.log(x[low])), -0.5 if gamma == 1.0 else 0.0,
+                               atol=1e-6)
+    np.testing.assert_allclose(np.diff(np.log(cdf_[low])) / np.diff(np.log(x[low])), 0.5 if gamma == 1.0 else 1.0,
+                               atol=1e-6)
+    np.testing.assert_allclose(np.diff(log_f[high]) / np.diff(np.log(x[high])), -2.0, atol=1e-6)
+    if tabulated:
+        direct_f, direct_cdf = _far_tails(x, gamma, nu, m, False)
+        np.testing.assert_allclose(log_f[:-1], direct_f[:-1], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(cdf_, direct_cdf, rtol=1e-9, atol=1e-12)
+
+
+TABULATED = cmp._TABULATE  # inputs this long are read off the node table
+
+
+def tabulated_points(gamma, nu, m, scale, inner):
+    """TABULATED points: ``inner`` first, then the law's own quantiles, log-uniform points over 1e-6..1e6 times
+    the support, points within 10% of both edges, and 0 and the extremes of float64 (checked for NaN only)."""
+    lo, hi = (float(v) for v in correlated_mp_support(gamma, nu, m))
+    lo = max(lo, 1e-6 * hi)
+    quantiles = np.asarray(correlated_mp_icdf(padded((np.arange(N_POINTS) + 0.5) / N_POINTS, 0.5)[0], gamma, nu,
+                                              scale, m)) / scale
+    rng = np.random.default_rng(1)
+    rest = TABULATED - inner.size - N_POINTS - 4
+    spread = np.exp(rng.uniform(np.log(1e-6 * lo), np.log(1e6 * hi), rest // 2))
+    edges = np.concatenate([lo * np.exp(rng.uniform(-0.1, 0.1, rest // 4)),
+                            hi * np.exp(rng.uniform(-0.1, 0.1, rest - rest // 2 - rest // 4))])
+    checked = scale * np.concatenate([inner, quantiles, spread, edges])
+    return np.concatenate([checked, [0.0, 1e-300, 1e18 * scale, 1e12 * scale]]), checked.size
+
+
+def check_tabulated(gamma, nu, m, scale, log_f_tol, cdf_tol, gradients):
+    """The tabulated path against the direct one (chunks of N_POINTS), its derivatives in (nu, scale) against
+    central differences of the direct path, and no NaN."""
+    lo, hi = (float(v) for v in correlated_mp_support(gamma, nu, m))
+    inner = np.geomspace(max(lo, 1e-3 * hi) * 1.05, 0.95 * hi, 12)
+    x, n = tabulated_points(gamma, nu, m, scale, inner)
+    assert x.size == TABULATED
+    (lp, f), (g_lp, g_f) = values_and_jacobian(x, gamma, nu, scale, m)
+    lp, f = np.asarray(lp), np.asarray(f)
+    assert not np.any(np.isnan(lp)) and not np.any(np.isnan(f))
+    assert all(np.all(np.isfinite(np.asarray(g))) for g in (*g_lp, *g_f))
+    assert np.isneginf(lp[n]) and np.all(np.isfinite(lp[:n])) and f[n] == 0.0 and f[-2] == pytest.approx(1.0)
+    chunks = np.array_split(x[:n], -(-n // N_POINTS))
+    direct_lp = np.concatenate([logpdf(c, gamma, nu, scale, m) for c in chunks])
+    direct_f = np.concatenate([cdf(c, gamma, nu, scale, m) for c in chunks])
+    np.testing.assert_allclose(lp[:n], direct_lp, rtol=0, atol=log_f_tol)
+    np.testing.assert_allclose(f[:n], direct_f, rtol=0, atol=cdf_tol)
+    if not gradients:
+        return
+    x_in = x[:inner.size]
+    for arg, h in ((0, 1e-5), (1, 1e-6 * scale)):
+        shifted = [[v + sign * h if i == arg else v for i, v in enumerate((nu, scale))] for sign in (1, -1)]
+        for g, direct in ((g_lp, logpdf), (g_f, cdf)):
+            fd = (direct(x_in, gamma, *shifted[0], m) - direct(x_in, gamma, *shifted[1], m)) / (2 * h)
+            np.testing.assert_allclose(np.asarray(g[arg])[:inner.size], fd, rtol=1e-4, atol=1e-6 / scale ** arg)
+
+
+# where the direct solve itself is exact to rounding (module docstring, accuracy); a few cases in CI
+_TABULATED_CASES = [(g, nu, m, scale) for g in (0.05, 0.25, 0.5, 1.0) for nu in (0.0, 0.05, 0.5, 1.0, 2.0)
+                    for m in (50, 384, 4096, 100_000) for scale in (1e-3, 1.0)
+                    if (nu <= 0.5 or (nu == 1.0 and m <= 384) or (nu == 2.0 and m <= 50))]
+_TABULATED_CI = [(0.25, 0.5, 4096, 1e-3), (1.0, 1.0, 384, 1.0), (0.05, 2.0, 50, 1.0)]
+
+
+@pytest.mark.parametrize(("gamma", "nu", "m", "scale"),
+                         [c if c in _TABULATED_CI else pytest.param(*c, marks=pytest.mark.slow)
+                          for c in _TABULATED_CASES])
+def test_tabulated_path_matches_the_direct_one(gamma, nu, m, scale):
+    in_ci = (gamma, nu, m, scale) in _TABULATED_CI
+    check_tabulated(gamma, nu, m, scale, log_f_tol=2e-7, cdf_tol=1e-9, gradients=in_ci)
 
 
 def test_m_is_traced_without_recompiling():
@@ -304,13 +407,9 @@ def test_sampler_shapes_scaling_and_validation():
         sample_correlated_spectrum(100, 0, 1.0)
 
 
-def test_batches_and_their_tables_agree_with_the_density():
-    """The exact posterior's batch program (rows of nu, fixed shapes) against correlated_mp_logpdf and _cdf, and
-    the tables it interpolates (`hteval.models.correlated_mp`): at the grid's step in t, and between nu nodes
-    spaced as a posterior grid spaces them, log f within 2e-4 of direct solves, the fine structure of the
-    upper bulk (the population cells' smoothed kinks) and both edges included."""
+def test_batches_agree_with_the_density():
+    """The exact posterior's batch program (rows of nu, fixed shapes) against correlated_mp_logpdf and _cdf."""
     from hteval.densities.correlated_mp import log_density_of_log_batch
-    from hteval.models.correlated_mp import T_STEP, _Tables
 
     gamma, m = 0.5, 200.0
     x = np.exp(np.linspace(-4.5, 2.5, 60))
@@ -321,6 +420,17 @@ def test_batches_and_their_tables_agree_with_the_density():
         assert np.allclose(batch_cdf[k], cdf(x, gamma, nu[k], 1.0, m), rtol=0, atol=1e-9)
         low, high = correlated_mp_support(gamma, nu[k], m)
         assert np.allclose(edges[k], np.log([float(low), float(high)]), rtol=0, atol=1e-10)
+
+
+@pytest.mark.slow
+def test_model_tables_agree_with_the_density():
+    """The tables `hteval.models.correlated_mp` interpolates from the batches: at the grid's step in t, and
+    between nu nodes spaced as a posterior grid spaces them, log f within 2e-4 of direct solves, the fine
+    structure of the upper bulk (the population cells' smoothed kinks) and both edges included."""
+    from hteval.densities.correlated_mp import log_density_of_log_batch
+    from hteval.models.correlated_mp import T_STEP, _Tables
+
+    gamma, m = 0.5, 200.0
     nodes = 1.0 + 0.004 * np.arange(-8, 9)
     t_low, t_high = -5.0, 3.0
     tables = _Tables(gamma, m, nodes, t_low, t_high, int(np.ceil((t_high - t_low) / T_STEP)))

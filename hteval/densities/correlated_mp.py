@@ -48,20 +48,42 @@ exponent; inside the bulk the density moves by O(theta); at the soft edges the s
 Root finding. A table along the limiting curve (Chebyshev-Lobatto nodes in a = Re w on [a_0, t_min], in log a
 on [t_min, t_max] and on [t_max, a_top]; at each node b^2 = s solves Im z / b = 0, i.e. h(s) = 1, where
 h(s) = gamma int dH t^2 / ((a - t)^2 + s) is a Stieltjes function of s, so 1/h is concave and Newton from the
-left climbs to its root) gives each point a start by linear interpolation in x, lifted by i theta x; complex
-Newton on z(w) = zeta (z' does not vanish off the real axis) polishes it; points outside the support start
-from the real root continued past the edge.
+left climbs to its root) gives each point a start by linear interpolation in x, lifted by i theta x; points
+outside the support start from the real root continued past the edge; near either edge, where z is quadratic in
+w (z ~ x_e + z''(a_e) (w - a_e)^2 / 2) and linear pieces are poor, from the root of that quadratic. Complex
+Newton on z(w) = zeta (z' does not vanish off the real axis) polishes it: 6 steps and a last one reach the
+root to rounding over gamma in (0, 1], nu in [0, 3], m up to 4096 and x from 1e-6 times the lower edge to 1e6
+times the upper (where the sums below keep their digits).
 
 CDF. Phi(zeta) = Psi(w(zeta)) + ((1 - gamma) / gamma) log zeta, Psi(w) = -int dH log(t - w)
 - ((1 - gamma) / gamma) log w + 1 - w S(w), is a primitive of m_F (on the real axis Im Psi / pi is the limiting
 CDF), so along the ray F(x) = Im Phi(x e^(i theta)) / (pi - theta): 0 at x = 0, 1 as x grows.
 
-Gradients. Newton runs on stop-gradient values; one more Newton step on the differentiable residual then
-carries the implicit-function derivative (exact at a converged root), so nothing is differentiated through the
+Gradients. Newton runs on stop-gradient values; its last step, on the differentiable residual, carries the
+implicit-function derivative (exact at a converged root), so nothing is differentiated through the
 iterations. Edges and table are stop-gradient: they only start Newton.
 
-Accuracy: the density integrates to 1 and the CDF matches its integral to ~1e-9 (tests); Newton converges to
-~1e-7 or better in log f (8 steps). Cost: ~8-12 ms for the value and gradient over 384 points on one CPU core.
+Tabulated path. From 4096 points on (`_TABULATE`: a table costs about as much as 2000 points solved one by one)
+log f and F are read off nodes in t = log(x / scale): psi(t) = log f(e^t) + t and F for scale 1, each with its
+first and second derivative in t exact from the root (w' = zeta / z'(w); F' = e^psi), by quintic Hermite
+interpolation. The nodes (2216, stop-gradient) cluster where psi bends on the smoothing's scale: at both edges
+and at the image of each cell endpoint on the limiting curve (the population law's kinks, a pair of bends
+about Im w / e_j apart); a bulk grid and geometric runs cover the rest, 40 e-folds below the lower edge (80
+below the hard edge at gamma = 1) and 15 above the upper one (beyond, psi is continued linearly, with the
+exact slope -1 of the x^-2 tail above, F and 1 - F exponentially). The point-by-point solve holds to the same
+reach: above it, and below 1e-150 scale, both paths continue the tails' power laws (`_standardised`). Node
+values depend on nu, and points on scale through t, so gradients in both are those of the interpolant. Against
+the point-by-point solve,
+over gamma in {0.05, 0.25, 0.5, 1}, nu in {0, 0.05, 0.5, 1, 2}, m in {50, 384, 4096, 1e5}, scale in {1e-3, 1}
+and points from the law's quantiles and over 1e-6..1e6 times the support: at most 1.1e-7 in log f and 1.6e-10
+in F, wherever that solve is itself exact (nu <= 0.5; nu = 1 up to M = 384; nu = 2 at M = 50; below).
+Quantiles invert the table's F (Newton on one quintic piece, exponential tails beyond the nodes) at any size.
+
+Accuracy: the density integrates to 1 and the CDF matches its integral to ~1e-9 (tests). The telescoped sums
+cancel as nu log M grows (the cell weights grow as 1 / width): at M = 4096 log f is good to ~2e-7 at nu = 1 and
+~3e-3 at nu = 2, and at M = 1e5 Newton does not converge for nu >= 2 (both paths then return meaningless,
+if finite, values). Cost (2026-12-07, two-core CPU, eager calls): about 9-10 ms at 1000 points (logpdf or
+cdf), about 20 ms at 1e5; quantiles 14-19 ms and 25 ms.
 
 Calls: the three public functions are jitted programs; eager calls run on size buckets
 (`hteval.densities.compiled`), so a loop over (nu, scale) compiles nothing after its first call.
@@ -85,10 +107,9 @@ _CELLS = 40
 _NU_MIN = 1e-4
 _BISECTION_STEPS = 60
 _TABLE_STEPS = 10
-_NEWTON_STEPS = 8
+_NEWTON_STEPS = 6
 # smoothing width in log x (module docstring)
 _THETA = 0.01
-_QUANTILE_STEPS = 24
 # series far from the population range (|w| > 4 t_max) and near 0 (|w| < t_min / 4): error 4^-25 < 1e-15
 _SERIES_RADIUS = 4.0
 _SERIES_TERMS = 24
@@ -183,44 +204,64 @@ def _regions(w, cells):
     return far, near, w_far, w / e[0]
 
 
-def _sums(w, cells):
-    """S(w) and S'(w) for complex w (any shape): telescoped over the endpoints in real arithmetic, and by the
-    series far away (S = sum mu_k r^k / w) and near 0 (S = -sum iota_k r0^k / t_min)."""
+def _series(mask, series, plain):
+    """series() where mask, plain elsewhere; series() is skipped when no point needs it (a condition on the whole
+    array: under vmap both run)."""
+    def chosen():
+        return tuple(jnp.where(mask, a, b) for a, b in zip(series(), plain, strict=True))
+
+    return lax.cond(jnp.any(mask), chosen, lambda: plain)
+
+
+def _sums(w, cells, second=False, mean_log=False):
+    """S(w), S'(w), then S''(w) if ``second`` and Im int dH log(t - w) if ``mean_log``, for complex w (any
+    shape): telescoped over the endpoints in real arithmetic, and by the series far away (S = sum mu_k r^k / w)
+    and near 0 (S = -sum iota_k r0^k / t_min).
+
+    Im int dH log(t - w) telescopes to -Im sum c_j (e_j - w) log(e_j - w) (principal logs: t - w stays in the
+    lower half plane), from the same logarithms as S; far away it is Im log(-w) - Im sum_k mu_k r^k / k, near 0
+    -Im sum_k iota_k-1 r0^k / k."""
     e, c, mu, iota = cells
     a, b = jnp.real(w)[..., None], jnp.imag(w)[..., None]
     d = a - e
     q = d * d + b * b
-    s = 0.5 * jnp.sum(c * jnp.log(q), axis=-1) + 1j * jnp.sum(c * jnp.arctan2(b, d), axis=-1)
-    ds = jnp.sum(c * d / q, axis=-1) - 1j * jnp.sum(c * b / q, axis=-1)
+    cq = c / q
+    log_q, angle = jnp.log(q), jnp.arctan2(b, d)
+    out = (0.5 * jnp.sum(c * log_q, axis=-1) + 1j * jnp.sum(c * angle, axis=-1),
+           jnp.sum(cq * d, axis=-1) - 1j * jnp.sum(cq * b, axis=-1))
+    if second:
+        out += (-jnp.sum(cq * (d * d - b * b) / q, axis=-1) + 2j * jnp.sum(cq * d * b / q, axis=-1),)
+    if mean_log:
+        # Im((e - w) log(e - w)) with log(e - w) = log|w - e| + i (arg(w - e) - pi)
+        out += (jnp.sum(c * (d * (angle - jnp.pi) + 0.5 * b * log_q), axis=-1),)
     far, near, w_far, r0 = _regions(w, cells)
     k = jnp.arange(mu.size)
-    r = e[-1] / w_far
-    s_far = _horner(mu, r) / w_far
-    ds_far = -_horner((k + 1) * mu, r) / w_far**2
-    s_near = -_horner(iota, r0) / e[0]
-    ds_near = -_horner(k[1:] * iota[1:], r0) / e[0] ** 2
-    s = jnp.where(far, s_far, jnp.where(near, s_near, s))
-    ds = jnp.where(far, ds_far, jnp.where(near, ds_near, ds))
-    return s, ds
+
+    def far_series():
+        r = e[-1] / w_far
+        terms = (_horner(mu, r) / w_far, -_horner((k + 1) * mu, r) / w_far**2)
+        if second:
+            terms += (_horner((k + 1) * (k + 2) * mu, r) / w_far**3,)
+        if mean_log:
+            series = _horner(jnp.concatenate([jnp.zeros(1), mu[1:] / k[1:]]), r)
+            terms += (jnp.imag(jnp.log(-w_far) - series),)
+        return terms
+
+    def near_series():
+        terms = (-_horner(iota, r0) / e[0], -_horner(k[1:] * iota[1:], r0) / e[0] ** 2)
+        if second:
+            terms += (-_horner(k[2:] * k[1:-1] * iota[2:], r0) / e[0] ** 3,)
+        if mean_log:
+            terms += (-jnp.imag(_horner(jnp.concatenate([jnp.zeros(1), iota[:-1] / k[1:]]), r0)),)
+        return terms
+
+    return _series(near, near_series, _series(far, far_series, out))
 
 
 def _z(w, gamma, cells):
     """z(w) and z'(w)."""
     s, ds = _sums(w, cells)
     return (1.0 - gamma) * w + gamma * w * w * s, (1.0 - gamma) + gamma * (2.0 * w * s + w * w * ds)
-
-
-def _im_mean_log(w, cells):
-    """Im int dH log(t - w): telescoped, -Im sum c_j (e_j - w) log(e_j - w) (principal logs: t - w stays in the
-    lower half plane); far away Im log(-w) - Im sum_k mu_k r^k / k; near 0 -Im sum_k iota_k-1 r0^k / k."""
-    e, c, mu, iota = cells
-    v = e - w[..., None]
-    value = -jnp.sum(c * jnp.imag(v * jnp.log(v)), axis=-1)
-    far, near, w_far, r0 = _regions(w, cells)
-    k = jnp.arange(1, mu.size)
-    series_far = jnp.imag(jnp.log(-w_far) - _horner(jnp.concatenate([jnp.zeros(1), mu[1:] / k]), e[-1] / w_far))
-    series_near = -jnp.imag(_horner(jnp.concatenate([jnp.zeros(1), iota[:-1] / k]), r0))
-    return jnp.where(far, series_far, jnp.where(near, series_near, value))
 
 
 def _bisect(pred, lo, hi):
@@ -251,7 +292,8 @@ def _edges(gamma, cells):
 
 def _solve_s(a, gamma, cells):
     """s > 0 with h(a, s) = 1 at table nodes a inside the support, by Newton on 1/h - 1 (concave in s)."""
-    s0 = (1e-6 * (jnp.abs(a) + cells[0][-1])) ** 2
+    # not much smaller: dh/ds below is a difference of O(1) terms over 2 s
+    s0 = (1e-4 * (jnp.abs(a) + cells[0][-1])) ** 2
 
     def step(_, s):
         b = jnp.sqrt(s)
@@ -300,9 +342,21 @@ def _root(zeta, w, gamma, cells):
     return lax.fori_loop(0, _NEWTON_STEPS, step, w)
 
 
-def _start(x, table, theta):
+def _edge_models(gamma, cells, table):
+    """Per edge (lower, upper): a_e, x_e, z''(a_e) / 2 and the radius in w within which z(w) ~ x_e + (z''/2)
+    (w - a_e)^2 starts Newton better than the table (half the distance to the population range)."""
+    x_tab, a_tab, _ = table
+    e = cells[0]
+    a_e = jnp.stack([a_tab[0], a_tab[-1]])
+    s, ds, d2s = _sums(a_e + 0j, cells, second=True)
+    half = 0.5 * gamma * jnp.real(2.0 * s + 4.0 * a_e * ds + a_e * a_e * d2s)
+    return a_e, jnp.stack([x_tab[0], x_tab[-1]]), half, 0.5 * jnp.stack([e[0] - a_tab[0], a_tab[-1] - e[-1]])
+
+
+def _start(x, table, theta, edges):
     """Starting w for z(w) = x e^(i theta): inside the support the table's curve, interpolated in x and lifted;
-    below and above it the real root continued from the edge (z' -> 1 - gamma at 0 and -> 1 far above)."""
+    below and above it the real root continued from the edge (z' -> 1 - gamma at 0 and -> 1 far above); near
+    either edge, where z is quadratic in w and the table's linear pieces are poor, the root of that quadratic."""
     x_tab, a_tab, s_tab = table
     k = jnp.clip(jnp.searchsorted(x_tab, x), 1, x_tab.size - 1)
     x_a, x_b = x_tab[k - 1], x_tab[k]
@@ -312,69 +366,253 @@ def _start(x, table, theta):
     s = jnp.maximum(s_tab[k - 1] + lam * (s_tab[k] - s_tab[k - 1]), 0.0)
     below = jnp.where(x_tab[0] > 0, a_tab[0] * x / jnp.where(x_tab[0] > 0, x_tab[0], 1.0), a_tab[0])
     a = jnp.where(x <= x_tab[0], below, jnp.where(x >= x_tab[-1], a_tab[-1] + (x - x_tab[-1]), a))
-    return a + 1j * (jnp.sqrt(s) + theta * x)
+    w = a + 1j * (jnp.sqrt(s) + theta * x)
+    zeta = x * (jnp.cos(theta) + 1j * jnp.sin(theta))
+    for a_e, x_e, half, radius in zip(*edges, strict=True):
+        r = jnp.sqrt((zeta - x_e) / half)
+        r = jnp.where(jnp.imag(r) >= 0, r, -r)
+        w = jnp.where(jnp.abs(r) < radius, a_e + r, w)
+    return w
 
 
-def _smoothed(x_std, gamma, cells, table, theta):
+def _smoothed(x_std, gamma, cells, table, edges, theta, second=False, mean_log=False):
     """Per point x_std > 0 (standardised, differentiable): w(zeta) at zeta = x_std e^(i theta), with the
-    implicit-function derivative (Newton on stop-gradient values, then one differentiable step)."""
+    implicit-function derivative (Newton on stop-gradient values, its last step on the differentiable residual),
+    zeta, z'(w) and the sums of `_sums` at that root.
+
+    The sums are those of the last step's start, S and Im int dH log(t - w) carried to its end to first order
+    (their derivatives in w are S' and S): the step is below 1e-7 of w there, so what that neglects is below
+    1e-14."""
     cells_c = tuple(lax.stop_gradient(c) for c in cells)
     zeta = x_std * (jnp.cos(theta) + 1j * jnp.sin(theta))
-    w = _root(lax.stop_gradient(zeta), _start(lax.stop_gradient(x_std), table, theta), gamma, cells_c)
-    z, dz = _z(w, gamma, cells)
-    return w - (z - zeta) / dz, zeta
+    start = _start(lax.stop_gradient(x_std), table, theta, edges)
+    w = lax.stop_gradient(_root(lax.stop_gradient(zeta), start, gamma, cells_c))
+    sums = _sums(w, cells, second, mean_log)
+    s, ds = sums[:2]
+    z = (1.0 - gamma) * w + gamma * w * w * s
+    dz = (1.0 - gamma) + gamma * (2.0 * w * s + w * w * ds)
+    step = -(z - zeta) / dz
+    carried = (s + ds * step,) + sums[1:]
+    if mean_log:
+        carried = carried[:-1] + (sums[-1] + jnp.imag(s * step),)
+    return w + step, zeta, dz, carried
 
 
-def _density(w, x_std, cells, theta):
+def _density(w, x_std, s, theta):
     """Im(zeta m_F(zeta)) / ((pi - theta) x) = -Im(w S(w)) / ((pi - theta) x), since zeta m_F = (1 - gamma
     - zeta / w) / gamma and zeta / w = 1 - gamma + gamma w S(w) at the root: no cancellation against 1 - gamma."""
-    s, _ = _sums(w, cells)
     return jnp.maximum(-jnp.imag(w * s) / ((jnp.pi - theta) * x_std), jnp.finfo(float).tiny)
 
 
-def _cdf_at(w, gamma, cells, theta):
+def _cdf_at(w, s, im_mean_log, gamma, theta):
     """Im Phi(zeta) / (pi - theta), Phi = Psi(w) + ((1 - gamma) / gamma) log zeta, where arg zeta - arg w is
-    taken as arg(zeta / w) = arg(1 - gamma + gamma w S) (no cancellation near w = 0)."""
-    ws = w * _sums(w, cells)[0]
-    im_psi = -_im_mean_log(w, cells) - jnp.imag(ws)
+    taken as arg(zeta / w) = arg(1 - gamma + gamma w S) (no cancellation near w = 0); ``im_mean_log`` is
+    Im int dH log(t - w)."""
+    ws = w * s
+    im_psi = -im_mean_log - jnp.imag(ws)
     return (im_psi + (1.0 - gamma) / gamma * jnp.angle(1.0 - gamma + gamma * ws)) / (jnp.pi - theta)
 
 
 def _prepare(gamma, nu, m):
     gamma = jnp.asarray(gamma, dtype=float)
     cells = _law(nu, m)
-    return gamma, cells, _table(gamma, cells)
+    table = _table(gamma, cells)
+    edges = _edge_models(gamma, tuple(lax.stop_gradient(c) for c in cells), table)
+    return gamma, cells, table, edges
 
 
-def _root_at(x, gamma, nu, scale, m, theta):
-    """The Silverstein root at each x (standardised by scale), and where x > 0 (the laws are 0 elsewhere)."""
-    x = jnp.asarray(x, dtype=float)
-    gamma, cells, table = _prepare(gamma, nu, m)
+def _standardised(x, scale, gamma, x_max):
+    """x / scale held inside [_X_MIN, x_max], where the laws are evaluated, and the power-law continuations
+    beyond: (x_std, the log-density's and the log-CDF's increments from x_std to x, where x > 0).
+
+    Below 1e-150 scale (far under any floor of float64 data) 1/w^2 would overflow in the gradient; far above
+    the support Im(w S) is a vanishing part of w S (about theta / x of it) and the sums lose its digits (from
+    ~1e12 times the upper edge). Out there the smoothing's kernel alone sets the tails: the density of log x falls
+    as E[1/lambda] x at the bottom (f flat, F ~ x) and as E[lambda] / x at the top (f ~ x^-2, to e^-15 relative
+    from x_max = e^15 times the upper edge on); at gamma = 1, where E[1/lambda] is infinite, the hard edge's
+    x^(-1/2) carries through (f ~ x^(-1/2), F ~ x^(1/2))."""
     positive = x > 0.0
-    # below 1e-150 scale (far under any floor of float64 data) 1/w^2 would overflow in the gradient
-    x_std = jnp.maximum(jnp.where(positive, x, scale) / scale, _X_MIN)
-    w, _ = _smoothed(x_std, gamma, cells, table, theta)
-    return w, x_std, positive, gamma, cells
+    raw = jnp.where(positive, x, scale) / scale
+    x_std = jnp.clip(raw, _X_MIN, x_max)
+    excess = jnp.where(jnp.isfinite(raw), jnp.log(raw) - jnp.log(x_std), jnp.inf)
+    below, above = jnp.minimum(excess, 0.0), jnp.maximum(excess, 0.0)
+    hard = gamma >= 1.0
+    log_f = jnp.where(hard, -0.5, 0.0) * below - 2.0 * above
+    # F scales by e^(p below) under the range and 1 - F by e^(-above) over it
+    return x_std, log_f, (jnp.where(hard, 0.5, 1.0) * below, above), positive
+
+
+def _root_at(x, gamma, nu, scale, m, theta, mean_log=False):
+    """The Silverstein root at each x (standardised by scale), the sums there (`_smoothed`), the continuations
+    beyond the evaluated range (`_standardised`), and where x > 0 (the laws are 0 elsewhere)."""
+    x = jnp.asarray(x, dtype=float)
+    gamma, cells, table, edges = _prepare(gamma, nu, m)
+    x_std, log_f, log_cdf, positive = _standardised(x, scale, gamma, table[0][-1] * np.exp(_TOP_REACH))
+    w, _, _, sums = _smoothed(x_std, gamma, cells, table, edges, theta, mean_log=mean_log)
+    return w, sums, x_std, (log_f, log_cdf), positive, gamma
 
 
 def _logpdf(x, gamma, nu, scale, m, theta):
-    w, x_std, positive, _, cells = _root_at(x, gamma, nu, scale, m, theta)
-    value = jnp.log(_density(w, x_std, cells, theta)) - jnp.log(scale)
+    w, (s, _), x_std, (beyond, _), positive, _ = _root_at(x, gamma, nu, scale, m, theta)
+    value = jnp.log(_density(w, x_std, s, theta)) - jnp.log(scale) + beyond
     return jnp.where(positive, value, -jnp.inf)
 
 
 def _cdf(x, gamma, nu, scale, m, theta):
-    w, _, positive, gamma, cells = _root_at(x, gamma, nu, scale, m, theta)
-    return jnp.where(positive, jnp.clip(_cdf_at(w, gamma, cells, theta), 0.0, 1.0), 0.0)
+    w, (s, _, im_mean_log), _, (_, beyond), positive, gamma = _root_at(x, gamma, nu, scale, m, theta,
+                                                                      mean_log=True)
+    value = jnp.clip(_cdf_at(w, s, im_mean_log, gamma, theta), 0.0, 1.0)
+    under, over = beyond
+    value = jnp.where(over > 0, 1.0 - (1.0 - value) * jnp.exp(-over), value * jnp.exp(under))
+    return jnp.where(positive, value, 0.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tabulated path (inputs of at least _TABULATE points): psi(t) = log f(e^t) + t and F(e^t) for scale 1 at a fixed
+# number of nodes in t = log(x / scale), each with its first and second derivative in t, read off by quintic
+# Hermite interpolation.
+# ---------------------------------------------------------------------------------------------------------------
+
+#: inputs of at least this many points are read off the node table, shorter ones solved point by point
+_TABULATE = 4096
+# node clusters t_f + width sinh(u), u uniform: at the two edges (width 0.004) and at the image of each cell
+# endpoint (width 0.5 (Im w / e_j + theta): psi bends there), and a bulk grid with geometric runs beyond it; the
+# counts hold the interpolation to ~1e-7 in psi at the sharpest kinks (measured; 32 a kink gave 4.5e-7)
+_EDGE_NODES, _EDGE_WIDTH, _EDGE_REACH = 96, 0.004, 3.0
+_KINK_NODES, _KINK_WIDTH, _KINK_REACH = 40, 0.5, 0.5
+_BULK_NODES, _TAIL_NODES = 192, 96
+# below the lower edge the table reaches 40 e-folds (F falls as e^t there, as e^(t/2) below the hard edge at
+# gamma = 1, whose table reaches 80), above the upper edge 15 e-folds, where Im(w S) is ~theta e^-15 of |w S|
+# and still holds 8 digits; beyond either end psi is continued linearly (above with the tail's slope -1), F and
+# 1 - F exponentially
+_TAIL_REACH, _TOP_REACH = 40.0, 15.0
+# Newton on one quintic piece from its linear interpolant
+_INVERSION_STEPS = 6
+
+
+def _hermite_basis(tau):
+    """The quintic Hermite basis on [0, 1]: value, first and second derivative at 0, then at 1."""
+    t2 = tau * tau
+    t3 = t2 * tau
+    t4, t5 = t3 * tau, t3 * t2
+    return (1.0 - 10.0 * t3 + 15.0 * t4 - 6.0 * t5, tau - 6.0 * t3 + 8.0 * t4 - 3.0 * t5,
+            0.5 * (t2 - 3.0 * t3 + 3.0 * t4 - t5), 10.0 * t3 - 15.0 * t4 + 6.0 * t5,
+            -4.0 * t3 + 7.0 * t4 - 3.0 * t5, 0.5 * (t3 - 2.0 * t4 + t5))
+
+
+def _cluster(center, width, reach, count):
+    u = jnp.linspace(-1.0, 1.0, count) * jnp.arcsinh(reach / width)
+    return center + width * jnp.sinh(u)
+
+
+def _node_positions(gamma, cells, table):
+    """Sorted node positions in t (stop-gradient), covering the tails' reach."""
+    x_tab, a_tab, _ = table
+    e = cells[0]
+    # the images of the cell endpoints on the limiting curve, where psi has its kinks
+    s = _solve_s(e, gamma, cells)
+    t_kink = jnp.log(jnp.maximum(jnp.real(_z(e + 1j * jnp.sqrt(s), gamma, cells)[0]), _X_MIN))
+    t_hi = jnp.log(x_tab[-1])
+    # a kink is a pair of bends about Im w / e_j apart in t, each theta wide
+    width = _KINK_WIDTH * (jnp.sqrt(s) / e + _THETA)
+    hard = x_tab[0] <= 0.0
+    t_lo = jnp.where(hard, t_kink[0], jnp.log(jnp.where(hard, 1.0, x_tab[0])))
+    bulk_lo, bulk_hi = t_lo - 1.0, t_hi + 1.0
+    lowest = t_lo - jnp.where(hard, 2.0, 1.0) * _TAIL_REACH
+    highest = t_hi + _TOP_REACH
+    # geometric runs from 0.1 past the bulk grid: the tails are smooth on the scale of their distance from it
+    run = jnp.linspace(0.0, 1.0, _TAIL_NODES)
+    nodes = jnp.concatenate([
+        jnp.linspace(bulk_lo, bulk_hi, _BULK_NODES),
+        bulk_lo - 0.1 * jnp.maximum(10.0 * (bulk_lo - lowest), 1.0) ** run,
+        bulk_hi + 0.1 * jnp.maximum(10.0 * (highest - bulk_hi), 1.0) ** run,
+        _cluster(t_lo, _EDGE_WIDTH, _EDGE_REACH, _EDGE_NODES), _cluster(t_hi, _EDGE_WIDTH, _EDGE_REACH, _EDGE_NODES),
+        jax.vmap(_cluster, (0, 0, None, None))(t_kink, width, _KINK_REACH, _KINK_NODES).ravel()])
+    return lax.stop_gradient(jnp.sort(jnp.clip(nodes, lowest, highest)))
+
+
+def _node_values(t, gamma, cells, table, edges, with_cdf):
+    """psi, psi', psi'' at nodes t (differentiable through cells), and F, F', F'' if ``with_cdf``.
+
+    With g = w S(w) and w' = dw/dt = zeta / z'(w) (zeta = e^(t + i theta)): psi = log(-Im g) - log(pi - theta),
+    psi' = Im g' / Im g, psi'' = Im g'' / Im g - psi'^2, g' = (S + w S') w',
+    g'' = (2 S' + w S'') w'^2 + (S + w S') w'', w'' = w' (1 - z''(w) w' / z'(w)); F' = e^psi, F'' = F' psi'."""
+    x = jnp.exp(t)
+    w, zeta, _, _ = _smoothed(x, gamma, cells, table, edges, _THETA)
+    # the sums again at the differentiable root: S' and S'' carry dw/dnu into psi' and psi''
+    sums = _sums(w, cells, True, with_cdf)
+    s, ds, d2s = sums[:3]
+    dz = (1.0 - gamma) + gamma * (2.0 * w * s + w * w * ds)
+    d2z = gamma * (2.0 * s + 4.0 * w * ds + w * w * d2s)
+    dw = zeta / dz
+    d2w = dw * (1.0 - d2z * dw / dz)
+    g_w = s + w * ds
+    g_t = g_w * dw
+    g_tt = (2.0 * ds + w * d2s) * dw * dw + g_w * d2w
+    # Im g < 0; where it underflows (hundreds of e-folds into the tails) psi is floored like the direct path's
+    im_g = jnp.minimum(jnp.imag(w * s), -jnp.finfo(float).tiny)
+    psi = jnp.log(-im_g) - jnp.log(jnp.pi - _THETA)
+    d1 = jnp.imag(g_t) / im_g
+    d2 = jnp.imag(g_tt) / im_g - d1 * d1
+    # where rounding has broken the solve (module docstring, accuracy) a node still must not spread NaN
+    d1, d2 = (jnp.where(jnp.isfinite(v), v, 0.0) for v in (d1, d2))
+    out = (psi, d1, d2)
+    if with_cdf:
+        f = jnp.exp(psi)
+        out += (jnp.clip(_cdf_at(w, s, sums[3], gamma, _THETA), 0.0, 1.0), f, f * d1)
+    return out
+
+
+def _interpolate(nodes, values, t):
+    """Quintic Hermite through (value, first, second derivative) at the nodes, at t (clamped to the nodes)."""
+    k = jnp.clip(jnp.searchsorted(nodes, t, side="right"), 1, nodes.size - 1)
+    t0, t1 = nodes[k - 1], nodes[k]
+    h = t1 - t0
+    h = jnp.where(h > 0, h, 1.0)
+    basis = _hermite_basis(jnp.clip((t - t0) / h, 0.0, 1.0))
+    y, d1, d2 = values
+    data = (y[k - 1], h * d1[k - 1], h * h * d2[k - 1], y[k], h * d1[k], h * h * d2[k])
+    return sum(b * v for b, v in zip(basis, data, strict=True))
+
+
+def _tabulated(x, gamma, nu, scale, m, with_cdf):
+    """(log f, F or None) at x by the node table; x <= 0 as the direct path."""
+    x = jnp.asarray(x, dtype=float)
+    gamma, cells, table, edges = _prepare(gamma, nu, m)
+    positive = x > 0.0
+    # below 1e-150 scale as the direct path (its continuation); above, the table's own tail continues
+    raw = jnp.where(positive, x, scale) / scale
+    t = jnp.log(jnp.maximum(raw, _X_MIN))
+    _, low_f, (low_cdf, _), _ = _standardised(raw, 1.0, gamma, jnp.inf)
+    nodes = _node_positions(gamma, tuple(lax.stop_gradient(c) for c in cells), table)
+    values = _node_values(nodes, gamma, cells, table, edges, with_cdf)
+    below, above = t < nodes[0], t > nodes[-1]
+    under, over = jnp.where(below, t - nodes[0], 0.0), jnp.where(above, t - nodes[-1], 0.0)
+    psi = jnp.where(below, values[0][0] + values[1][0] * under,
+                    jnp.where(above, values[0][-1] - over, _interpolate(nodes, values[:3], t)))
+    logpdf = jnp.where(positive, psi - t - jnp.log(scale) + low_f, -jnp.inf)
+    if not with_cdf:
+        return logpdf, None
+    tiny = jnp.finfo(float).tiny
+    lower, upper = jnp.maximum(values[3][0], tiny), jnp.maximum(1.0 - values[3][-1], tiny)
+    cdf = jnp.where(below, lower * jnp.exp(values[4][0] / lower * under),
+                    jnp.where(above, 1.0 - upper * jnp.exp(-values[4][-1] / upper * over),
+                              _interpolate(nodes, values[3:], t)))
+    cdf = jnp.where(positive, jnp.clip(cdf, 0.0, 1.0) * jnp.exp(low_cdf), 0.0)
+    return logpdf, cdf
 
 
 @jax.jit
 def _smoothed_logpdf(x, gamma, nu, scale, m):
+    if jnp.size(x) >= _TABULATE:
+        return _tabulated(x, gamma, nu, scale, m, with_cdf=False)[0]
     return _logpdf(x, gamma, nu, scale, m, _THETA)
 
 
 @jax.jit
 def _smoothed_cdf(x, gamma, nu, scale, m):
+    if jnp.size(x) >= _TABULATE:
+        return _tabulated(x, gamma, nu, scale, m, with_cdf=True)[1]
     return _cdf(x, gamma, nu, scale, m, _THETA)
 
 
@@ -382,7 +620,8 @@ def correlated_mp_logpdf(x: ArrayLike, gamma: ArrayLike, nu: ArrayLike, scale: A
     """Log-density of the correlated Marchenko-Pastur law (population spectrum t_i ~ i^-nu, scale ``scale``),
     with log x smoothed over 1% (module docstring).
 
-    -inf at x <= 0 only. Never NaN; gradients with respect to nu and scale are finite everywhere.
+    -inf at x <= 0 only. Never NaN; gradients with respect to nu and scale are finite everywhere. From 4096
+    points on read off a node table (module docstring, tabulated path), to ~1e-7 in log f.
 
     Compiled once per length bucket: called eagerly, the points run padded to the next power-of-two length, at
     least 64 (`hteval.densities.compiled`); gamma, nu, scale and m are traced, so new values never recompile.
@@ -431,45 +670,56 @@ def correlated_mp_cdf(x: ArrayLike, gamma: ArrayLike, nu: ArrayLike, scale: Arra
     return elementwise(_smoothed_cdf, (x, gamma, nu, scale, m))
 
 
+def _invert(nodes, values, u):
+    """t with the quintic Hermite F(t) = u inside the nodes (bisection-safeguarded Newton on the piece holding u,
+    F nondecreasing there), and beyond them the exponential tails F ~ F_0 e^(a (t - t_0)) and
+    1 - F ~ (1 - F_n) e^(-b (t - t_n)) matched to F' at the end nodes."""
+    f, d1, d2 = values
+    f = lax.cummax(f)
+    k = jnp.clip(jnp.searchsorted(f, u, side="right"), 1, nodes.size - 1)
+    t0, h = nodes[k - 1], nodes[k] - nodes[k - 1]
+    data = (f[k - 1], h * d1[k - 1], h * h * d2[k - 1], f[k], h * d1[k], h * h * d2[k])
+    span = f[k] - f[k - 1]
+    tau = jnp.clip(jnp.where(span > 0, (u - f[k - 1]) / jnp.where(span > 0, span, 1.0), 0.5), 0.0, 1.0)
+
+    def step(_, state):
+        tau, lo, hi = state
+        value = sum(b * v for b, v in zip(_hermite_basis(tau), data, strict=True))
+        slope = jax.jvp(lambda x: sum(b * v for b, v in zip(_hermite_basis(x), data, strict=True)), (tau,),
+                        (jnp.ones_like(tau),))[1]
+        below = value < u
+        lo, hi = jnp.where(below, tau, lo), jnp.where(below, hi, tau)
+        new = tau - (value - u) / jnp.where(slope > 0, slope, 1.0)
+        # a converged step lands on the bracket's end it just set: keep it
+        return jnp.where((new >= lo) & (new <= hi) & (slope > 0), new, 0.5 * (lo + hi)), lo, hi
+
+    tau = lax.fori_loop(0, _INVERSION_STEPS, step, (tau, jnp.zeros_like(tau), jnp.ones_like(tau)))[0]
+    t = t0 + tau * h
+    tiny = jnp.finfo(float).tiny
+    low = nodes[0] + jnp.log(jnp.maximum(u, tiny) / f[0]) * f[0] / jnp.maximum(d1[0], tiny)
+    upper = jnp.maximum(1.0 - f[-1], tiny)
+    high = nodes[-1] - jnp.log(jnp.maximum(1.0 - u, tiny) / upper) * upper / jnp.maximum(d1[-1], tiny)
+    return jnp.where(u < f[0], low, jnp.where(u > f[-1], high, t))
+
+
 @jax.jit
 def _quantiles(u, gamma, nu, scale, m):
     u = jnp.asarray(u, dtype=float)
-    gamma, cells, table = _prepare(gamma, nu, m)
-
-    def cdf_and_density(x):
-        w, _ = _smoothed(x, gamma, cells, table, _THETA)
-        return _cdf_at(w, gamma, cells, _THETA), _density(w, x, cells, _THETA)
-
-    x_tab = jnp.maximum(table[0], 1e-300)
-    f_tab = lax.cummax(cdf_and_density(x_tab)[0])
-    k = jnp.clip(jnp.searchsorted(f_tab, u), 1, x_tab.size - 1)
-    # below the table the hard edge at gamma = 1 puts F ~ sqrt(x): the bracket then spans decades
-    lo = jnp.where(u <= f_tab[0], 1e-300, x_tab[k - 1])
-    # beyond the top 1 - F ~ (theta / pi) E[x] / x, and E[x] = 1 before smoothing
-    tail = 4.0 * _THETA / (jnp.pi * jnp.maximum(1.0 - u, 1e-300))
-    hi = jnp.where(u >= f_tab[-1], jnp.maximum(2.0 * x_tab[-1], tail), x_tab[k])
-    x = jnp.where(hi > 4.0 * lo, jnp.sqrt(lo * hi), 0.5 * (lo + hi))
-
-    def step(_, state):
-        x, lo, hi = state
-        f_x, density = cdf_and_density(x)
-        below_u = f_x < u
-        lo, hi = jnp.where(below_u, x, lo), jnp.where(below_u, hi, x)
-        new = x - (f_x - u) / density
-        middle = jnp.where(hi > 4.0 * lo, jnp.sqrt(lo * hi), 0.5 * (lo + hi))
-        new = jnp.where((new >= lo) & (new <= hi), new, middle)  # a converged step lands on its bracket end
-        return new, lo, hi
-
-    x, _, _ = lax.fori_loop(0, _QUANTILE_STEPS, step, (x, lo, hi))
-    return scale * x
+    gamma, cells, table, edges = _prepare(gamma, nu, m)
+    cells = tuple(lax.stop_gradient(c) for c in cells)
+    # the nodes span the tails' reach, wherever u lies
+    nodes = _node_positions(gamma, cells, table)
+    values = _node_values(nodes, gamma, cells, table, edges, with_cdf=True)[3:]
+    return scale * jnp.exp(_invert(nodes, values, u))
 
 
 def correlated_mp_icdf(u: ArrayLike, gamma: ArrayLike, nu: ArrayLike, scale: ArrayLike, m: ArrayLike) -> jax.Array:
     """Quantiles of the smoothed correlated Marchenko-Pastur law, for drawing spectra (not differentiable).
 
-    The CDF at the table's nodes places u between two of them (or in the tails beyond the support's edges,
-    where 1 - F ~ theta E[x] / (pi x)); safeguarded Newton steps on F(x) = u (bisection inside the bracket
-    when a step leaves it) refine it.
+    Inverts the tabulated CDF (module docstring, tabulated path): u is placed between two nodes, and
+    safeguarded Newton steps on that piece's quintic (bisection when a step leaves its bracket) solve F = u;
+    beyond the nodes the tails are exponential in log x, matched to F and F' at the end nodes. F(x) matches u
+    to ~1e-9.
 
     Compiled once per length bucket: called eagerly, the points run padded to the next power-of-two length, at
     least 64 (`hteval.densities.compiled`); gamma, nu, scale and m are traced, so new values never recompile.
@@ -525,13 +775,13 @@ BATCH_POINTS = 512
 def _batch_row(nu, t, gamma, m):
     """psi(t) = log f(e^t) + t (the log-density of log x for scale 1) and the CDF at points t for one nu, and the
     log of the unsmoothed support's edges (the lower one -inf at gamma = 1)."""
-    gamma, cells, table = _prepare(gamma, nu, m)
+    gamma, cells, table, edges = _prepare(gamma, nu, m)
     x = jnp.maximum(jnp.exp(t), _X_MIN)
-    w, _ = _smoothed(x, gamma, cells, table, _THETA)
-    psi = jnp.log(_density(w, x, cells, _THETA)) + jnp.log(x)
+    w, _, _, (s, _, im_mean_log) = _smoothed(x, gamma, cells, table, edges, _THETA, mean_log=True)
+    psi = jnp.log(_density(w, x, s, _THETA)) + jnp.log(x)
     edges = jnp.stack([table[0][0], table[0][-1]])
     log_edges = jnp.log(jnp.where(edges > 0, edges, 1.0)) + jnp.where(edges > 0, 0.0, -jnp.inf)
-    return psi, jnp.clip(_cdf_at(w, gamma, cells, _THETA), 0.0, 1.0), log_edges
+    return psi, jnp.clip(_cdf_at(w, s, im_mean_log, gamma, _THETA), 0.0, 1.0), log_edges
 
 
 @jax.jit
