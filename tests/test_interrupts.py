@@ -86,13 +86,20 @@ class Stopped:
     left: list[str]  # processes of the session 5 s after the signal (their command lines)
 
 
+def _as_a_shell_starts_it() -> None:
+    """A program started from a shell takes Ctrl-C at its default; a test process may have inherited SIGINT
+    ignored, and a child that inherits that takes no KeyboardInterrupt (Python installs its handler only over the
+    default), so each run under test starts with the default disposition."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _run(argv: list[str], environment: dict, folder: Path) -> subprocess.Popen:
     """`hteval ARGV` in a session of its own; stdout and stderr to files, so that waiting for it never waits for a
     process it left behind holding a pipe."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "stdout", "wb") as out, open(folder / "stderr", "wb") as err:
         return subprocess.Popen([sys.executable, "-m", "hteval.cli", *argv], stdout=out, stderr=err,
-                                env=environment, start_new_session=True)
+                                env=environment, start_new_session=True, preexec_fn=_as_a_shell_starts_it)
 
 
 def _stop(process: subprocess.Popen, folder: Path, ready, signum: int, *, group: bool, again: bool = False,
@@ -289,7 +296,7 @@ def test_a_signal_the_main_thread_does_not_take_up_ends_the_process_after_stop_s
     script.write_text(textwrap.dedent(STUCK))
     with open(tmp_path / "stdout", "wb") as stdout, open(tmp_path / "stderr", "wb") as stderr:
         process = subprocess.Popen([sys.executable, str(script)], stdout=stdout, stderr=stderr, env=environment,
-                                   start_new_session=True)
+                                   start_new_session=True, preexec_fn=_as_a_shell_starts_it)
     stopped = _stop(process, tmp_path, lambda: bool(_text(tmp_path, "stdout").strip()), signum, group=False)
     assert stopped.status == 128 + signum, stopped.stderr
     assert STOP_SECONDS - 0.1 < stopped.seconds < STOP_LIMIT + 0.5
@@ -496,7 +503,8 @@ def test_a_notebook_interrupt_stops_the_python_api_and_the_next_call_works(small
     out = tmp_path / "out"
     with open(tmp_path / "stdout", "wb") as stdout, open(tmp_path / "stderr", "wb") as stderr:
         process = subprocess.Popen([sys.executable, str(script), str(small), str(out)], stdout=stdout,
-                                   stderr=stderr, env=environment, start_new_session=True)
+                                   stderr=stderr, env=environment, start_new_session=True,
+                                   preexec_fn=_as_a_shell_starts_it)
     deadline = time.monotonic() + 240
     while _rows(out / "layers.csv") < 1:
         assert process.poll() is None and time.monotonic() < deadline, _text(tmp_path, "stderr")
@@ -536,7 +544,8 @@ def test_a_training_script_with_a_tracker_stops_with_its_rows_whole(environment,
     out = tmp_path / "out"
     with open(tmp_path / "stdout", "wb") as stdout, open(tmp_path / "stderr", "wb") as stderr:
         process = subprocess.Popen([sys.executable, str(script), str(out)], stdout=stdout, stderr=stderr,
-                                   env=environment, start_new_session=True)
+                                   env=environment, start_new_session=True,
+                                   preexec_fn=_as_a_shell_starts_it)
     stopped = _stop(process, tmp_path, lambda: _rows(out / "checkpoints.csv") >= 3, signum, group=True)
     assert stopped.seconds < STOP_LIMIT and stopped.left == []
     if signum == signal.SIGINT:  # the script does not catch it: Python reports it and ends by SIGINT
