@@ -87,10 +87,11 @@ class Stopped:
 
 
 def _as_a_shell_starts_it() -> None:
-    """A program started from a shell takes Ctrl-C at its default; a test process may have inherited SIGINT
-    ignored, and a child that inherits that takes no KeyboardInterrupt (Python installs its handler only over the
-    default), so each run under test starts with the default disposition."""
+    """A program started from a shell takes Ctrl-C at its default, unblocked; a test process may have come to
+    ignore or block SIGINT, and a child that inherits that takes no KeyboardInterrupt (Python installs its handler
+    only over the default), so each run under test starts with the default disposition and no signal blocked."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def _run(argv: list[str], environment: dict, folder: Path) -> subprocess.Popen:
