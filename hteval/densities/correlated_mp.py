@@ -258,10 +258,14 @@ def _sums(w, cells, second=False, mean_log=False):
     return _series(near, near_series, _series(far, far_series, out))
 
 
+def _z_of_sums(w, s, ds, gamma):
+    """z(w) and z'(w) from S(w) and S'(w)."""
+    return (1.0 - gamma) * w + gamma * w * w * s, (1.0 - gamma) + gamma * (2.0 * w * s + w * w * ds)
+
+
 def _z(w, gamma, cells):
     """z(w) and z'(w)."""
-    s, ds = _sums(w, cells)
-    return (1.0 - gamma) * w + gamma * w * w * s, (1.0 - gamma) + gamma * (2.0 * w * s + w * w * ds)
+    return _z_of_sums(w, *_sums(w, cells), gamma)
 
 
 def _bisect(pred, lo, hi):
@@ -389,8 +393,7 @@ def _smoothed(x_std, gamma, cells, table, edges, theta, second=False, mean_log=F
     w = lax.stop_gradient(_root(lax.stop_gradient(zeta), start, gamma, cells_c))
     sums = _sums(w, cells, second, mean_log)
     s, ds = sums[:2]
-    z = (1.0 - gamma) * w + gamma * w * w * s
-    dz = (1.0 - gamma) + gamma * (2.0 * w * s + w * w * ds)
+    z, dz = _z_of_sums(w, s, ds, gamma)
     step = -(z - zeta) / dz
     carried = (s + ds * step,) + sums[1:]
     if mean_log:
@@ -542,7 +545,7 @@ def _node_values(t, gamma, cells, table, edges, with_cdf):
     # the sums again at the differentiable root: S' and S'' carry dw/dnu into psi' and psi''
     sums = _sums(w, cells, True, with_cdf)
     s, ds, d2s = sums[:3]
-    dz = (1.0 - gamma) + gamma * (2.0 * w * s + w * w * ds)
+    dz = _z_of_sums(w, s, ds, gamma)[1]
     d2z = gamma * (2.0 * s + 4.0 * w * ds + w * w * d2s)
     dw = zeta / dz
     d2w = dw * (1.0 - d2z * dw / dz)
@@ -579,11 +582,9 @@ def _tabulated(x, gamma, nu, scale, m, with_cdf):
     """(log f, F or None) at x by the node table; x <= 0 as the direct path."""
     x = jnp.asarray(x, dtype=float)
     gamma, cells, table, edges = _prepare(gamma, nu, m)
-    positive = x > 0.0
     # below 1e-150 scale as the direct path (its continuation); above, the table's own tail continues
-    raw = jnp.where(positive, x, scale) / scale
-    t = jnp.log(jnp.maximum(raw, _X_MIN))
-    _, low_f, (low_cdf, _), _ = _standardised(raw, 1.0, gamma, jnp.inf)
+    x_std, low_f, (low_cdf, _), positive = _standardised(x, scale, gamma, jnp.inf)
+    t = jnp.log(x_std)
     nodes = _node_positions(gamma, tuple(lax.stop_gradient(c) for c in cells), table)
     values = _node_values(nodes, gamma, cells, table, edges, with_cdf)
     below, above = t < nodes[0], t > nodes[-1]
