@@ -254,9 +254,11 @@ def _solve_sqrt(q: jax.Array, gamma: jax.Array, lo: jax.Array, hi: jax.Array) ->
         inside = jnp.isfinite(new) & (new >= t_lo - _BRACKET_SLACK) & (new <= t_hi + _BRACKET_SLACK)
         return jnp.where(inside, jnp.clip(new, t_lo, t_hi), 0.5 * (t_lo + t_hi)), t_lo, t_hi
 
-    # a loop: unrolled, the steps compiled (XLA, CPU) to a program whose results differed from the loop's by far
-    # more than rounding (1e-4 in F)
-    t, _, _ = lax.fori_loop(0, _QUANTILE_NEWTON_STEPS, step, (t_lo + frac * (t_hi - t_lo), t_lo, t_hi))
+    # unrolled: XLA fuses the steps into one pass over the points, where a loop makes a pass of each
+    state = (t_lo + frac * (t_hi - t_lo), t_lo, t_hi)
+    for i in range(_QUANTILE_NEWTON_STEPS):
+        state = step(i, state)
+    t = state[0]
     return lo + (hi - lo) * t**2
 
 
