@@ -10,6 +10,7 @@ summary line (EXIT_STATUS). SIGINT and SIGTERM stop a command with one line too,
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -276,17 +277,12 @@ def _compare_every_layer(args: argparse.Namespace, models: list[str]) -> int:
         bar.set_postfix_str(f"{row[names.NAME]} {row.get(names.BEST) or row[names.STATUS]}", refresh=False)
         bar.count(row, done, total)
 
-    try:
+    with _shown(bar):
         table = compare_layers(args.path, args.out, models, args.layers, prob=args.prob, seed=args.seed,
                                chains=args.chains, draws=args.draws, warmup=args.warmup,
                                max_draws=args.max_draws, workers=args.workers, on_row=progress,
                                sampler=args.sampler, engine=args.engine, scheduler=args.scheduler,
                                restart=args.restart)
-    except BaseException:
-        _erase_if_idle(bar)
-        raise
-    finally:
-        bar.close()
     ranked = table[table[names.STATUS] == names.STATUS_OK] if len(table) else table
     if len(ranked):
         print(ranked[[names.NAME, names.BEST, names.WEIGHT, names.RUNNER_UP, names.D_LOG_EVIDENCE, names.BEST_WIDE,
@@ -428,15 +424,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     def starting(name, model):
         bar.set_postfix_str(f"fitting {name} {model}")
 
-    try:
+    with _shown(bar):
         table = analyze(source, args.out, models, args.layers, workers=args.workers, on_row=progress,
                         on_start=starting, label=_checkpoint_label(args), engine=args.engine,
                         scheduler=args.scheduler, **options)
-    except BaseException:
-        _erase_if_idle(bar)
-        raise
-    finally:
-        bar.close()
     counts = table[names.STATUS].value_counts().to_dict() if len(table) else {}
     print(f"{len(table)} rows ({', '.join(f'{v} {k}' for k, v in counts.items())}) in {args.out / LAYER_TABLE}")
     print(f"report: {args.out / REPORT}")
@@ -482,11 +473,19 @@ def _complete_rows(table: Path) -> int:
         return 0
 
 
-def _erase_if_idle(bar) -> None:
-    """A run that ends in an error or a stop before its first fit leaves no bar behind: its one line (a refusal, an
-    input error, "interrupted before the first fit") then stands alone."""
-    if not bar.n:
-        bar.leave = False
+@contextlib.contextmanager
+def _shown(bar):
+    """The bar of the block's run, closed after it. A run that ends in an error or a stop before its first fit
+    leaves no bar behind: its one line (a refusal, an input error, "interrupted before the first fit") then stands
+    alone."""
+    try:
+        yield bar
+    except BaseException:
+        if not bar.n:
+            bar.leave = False
+        raise
+    finally:
+        bar.close()
 
 
 def work_bar(*, unit: str, desc: str, **options):
@@ -539,15 +538,10 @@ def _analyze_checkpoints(args: argparse.Namespace, source, models: list[str], op
         bar.set_postfix_str(checkpoint.name)
         bar.refresh()
 
-    try:
+    with _shown(bar):
         table = analyze_checkpoints(source, args.out, models, args.layers, engine=args.engine,
                                     scheduler=args.scheduler, workers=args.workers, on_checkpoint=progress,
                                     **options)
-    except BaseException:
-        _erase_if_idle(bar)
-        raise
-    finally:
-        bar.close()
     counts = table[names.STATUS].value_counts().to_dict() if len(table) else {}
     print(f"{len(table)} rows over {table[names.CHECKPOINT].nunique() if len(table) else 0} checkpoints "
           f"({', '.join(f'{v} {k}' for k, v in counts.items())}) in {args.out / CHECKPOINT_TABLE}")
