@@ -348,17 +348,18 @@ def _table(gamma, cells, kinks=False):
     return (table, (x[n:], s[n:])) if kinks else table
 
 
+def _newton_step(w, zeta, gamma, cells):
+    """One Newton step on z(w) = zeta (Im zeta > 0) from w in the upper half plane, and z'(w); a step that leaves
+    it is cut back (the root sought is the one with Im w > 0)."""
+    z, dz = _z(w, gamma, cells)
+    new = w - (z - zeta) / dz
+    new = jnp.where(jnp.isfinite(new), new, w)
+    return jnp.where(jnp.imag(new) > 0.0, new, jnp.real(new) + 0.5j * jnp.imag(w)), dz
+
+
 def _root(zeta, w, gamma, cells, steps=_NEWTON_STEPS):
-    """Newton on z(w) = zeta (Im zeta > 0) from w in the upper half plane; a step that leaves it is cut back
-    (the root sought is the one with Im w > 0)."""
-
-    def step(_, w):
-        z, dz = _z(w, gamma, cells)
-        new = w - (z - zeta) / dz
-        new = jnp.where(jnp.isfinite(new), new, w)
-        return jnp.where(jnp.imag(new) > 0.0, new, jnp.real(new) + 0.5j * jnp.imag(w))
-
-    return lax.fori_loop(0, steps, step, w)
+    """``steps`` Newton steps on z(w) = zeta from w (`_newton_step`)."""
+    return lax.fori_loop(0, steps, lambda _, w: _newton_step(w, zeta, gamma, cells)[0], w)
 
 
 def _edge_models(gamma, cells, table):
@@ -394,21 +395,20 @@ def _start(x, table, theta, edges):
     return w
 
 
-def _smoothed(x_std, gamma, cells, table, edges, theta, second=False, mean_log=False, start=None,
-              steps=_NEWTON_STEPS):
+def _smoothed(x_std, gamma, cells, table, edges, theta, second=False, mean_log=False, root=None):
     """Per point x_std > 0 (standardised, differentiable): w(zeta) at zeta = x_std e^(i theta), with the
     implicit-function derivative (Newton on stop-gradient values, its last step on the differentiable residual),
-    zeta, z'(w) and the sums of `_sums` at that root. Newton starts from `_start` unless given ``start`` (then
-    ``steps`` steps).
+    zeta, z'(w) and the sums of `_sums` at that root. Newton runs from `_start`, unless ``root`` gives the
+    stop-gradient root already (then only the last step is taken).
 
     The sums are those of the last step's start, S and Im int dH log(t - w) carried to its end to first order
     (their derivatives in w are S' and S): the step is below 1e-7 of w there, so what that neglects is below
     1e-14."""
     cells_c = tuple(lax.stop_gradient(c) for c in cells)
     zeta = x_std * (jnp.cos(theta) + 1j * jnp.sin(theta))
-    if start is None:
-        start = _start(lax.stop_gradient(x_std), table, theta, edges)
-    w = lax.stop_gradient(_root(lax.stop_gradient(zeta), start, gamma, cells_c, steps))
+    if root is None:
+        root = _root(lax.stop_gradient(zeta), _start(lax.stop_gradient(x_std), table, theta, edges), gamma, cells_c)
+    w = lax.stop_gradient(root)
     sums = _sums(w, cells, second, mean_log)
     s, ds = sums[:2]
     z, dz = _z_of_sums(w, s, ds, gamma)
@@ -576,10 +576,8 @@ def _node_starts(t, gamma, cells, table, edges):
     coarse = np.unique(np.r_[np.arange(0, n, _COARSE), n - 1])
     t_c = t[coarse]
     zeta_c = jnp.exp(t_c + 1j * _THETA)
-    w = _root(zeta_c, _start(jnp.exp(t_c), table, _THETA, edges), gamma, cells)
-    z, dz = _z(w, gamma, cells)
-    new = w - (z - zeta_c) / dz
-    w = jnp.where(jnp.isfinite(new) & (jnp.imag(new) > 0.0), new, w)
+    w, dz = _newton_step(_root(zeta_c, _start(jnp.exp(t_c), table, _THETA, edges), gamma, cells), zeta_c, gamma,
+                         cells)
     log_w, slope = jnp.log(w), zeta_c / (dz * w)
     k = np.minimum(np.arange(n) // _COARSE, coarse.size - 2)
     h = t_c[k + 1] - t_c[k]
@@ -600,17 +598,36 @@ def _node_roots(t, gamma, cells, table, edges):
     return _root(zeta, _node_starts(t, gamma, cells, table, edges), gamma, cells, _REFINE_STEPS), zeta
 
 
+def _slopes(w, s, ds, zeta, gamma):
+    """At the root w of a node zeta = e^(t + i theta), with g = w S(w): Im g (below 0; floored where it underflows,
+    hundreds of e-folds into the tails, like the direct path's density), z'(w), w' = dw/dt = zeta / z'(w),
+    g_w = S + w S' and psi' = Im(g_w w') / Im g (NaN where rounding has broken the solve)."""
+    im_g = jnp.minimum(jnp.imag(w * s), -jnp.finfo(float).tiny)
+    dz = _z_of_sums(w, s, ds, gamma)[1]
+    dw = zeta / dz
+    g_w = s + w * ds
+    return im_g, dz, dw, g_w, jnp.imag(g_w * dw) / im_g
+
+
+def _finite(v):
+    """v, 0 where it is not finite: a node where rounding has broken the solve (module docstring, accuracy) must
+    not spread NaN through the interpolant."""
+    return jnp.where(jnp.isfinite(v), v, 0.0)
+
+
+def _cdf_nodes(w, s, im_mean_log, im_g, d1, gamma):
+    """F, F' = f = e^psi and F'' = F' psi' at nodes, from `_slopes`."""
+    f = -im_g / (jnp.pi - _THETA)
+    return jnp.clip(_cdf_at(w, s, im_mean_log, gamma, _THETA), 0.0, 1.0), f, f * _finite(d1)
+
+
 def _node_cdf(t, gamma, cells, table, edges):
     """F, F' and F'' in t at nodes t, not differentiable (for quantiles): one evaluation of the sums at each
     converged root, where `_node_values` takes two for the implicit-function derivative."""
     w, zeta = _node_roots(t, gamma, cells, table, edges)
     s, ds, im_mean_log = _sums(w, tuple(lax.stop_gradient(c) for c in cells), mean_log=True)
-    dz = _z_of_sums(w, s, ds, gamma)[1]
-    im_g = jnp.minimum(jnp.imag(w * s), -jnp.finfo(float).tiny)
-    d1 = jnp.imag((s + w * ds) * zeta / dz) / im_g
-    f = -im_g / (jnp.pi - _THETA)
-    return (jnp.clip(_cdf_at(w, s, im_mean_log, gamma, _THETA), 0.0, 1.0), f,
-            f * jnp.where(jnp.isfinite(d1), d1, 0.0))
+    im_g, _, _, _, d1 = _slopes(w, s, ds, zeta, gamma)
+    return _cdf_nodes(w, s, im_mean_log, im_g, d1, gamma)
 
 
 def _node_values(t, gamma, cells, table, edges, with_cdf):
@@ -619,29 +636,20 @@ def _node_values(t, gamma, cells, table, edges, with_cdf):
     With g = w S(w) and w' = dw/dt = zeta / z'(w) (zeta = e^(t + i theta)): psi = log(-Im g) - log(pi - theta),
     psi' = Im g' / Im g, psi'' = Im g'' / Im g - psi'^2, g' = (S + w S') w',
     g'' = (2 S' + w S'') w'^2 + (S + w S') w'', w'' = w' (1 - z''(w) w' / z'(w)); F' = e^psi, F'' = F' psi'."""
-    start = _node_roots(t, gamma, cells, table, edges)[0]
-    w, zeta, _, _ = _smoothed(jnp.exp(t), gamma, cells, table, edges, _THETA, start=start, steps=0)
+    root = _node_roots(t, gamma, cells, table, edges)[0]
+    w, zeta, _, _ = _smoothed(jnp.exp(t), gamma, cells, table, edges, _THETA, root=root)
     # the sums again at the differentiable root: S' and S'' carry dw/dnu into psi' and psi''
     sums = _sums(w, cells, True, with_cdf)
     s, ds, d2s = sums[:3]
-    dz = _z_of_sums(w, s, ds, gamma)[1]
+    im_g, dz, dw, g_w, d1 = _slopes(w, s, ds, zeta, gamma)
     d2z = gamma * (2.0 * s + 4.0 * w * ds + w * w * d2s)
-    dw = zeta / dz
     d2w = dw * (1.0 - d2z * dw / dz)
-    g_w = s + w * ds
-    g_t = g_w * dw
     g_tt = (2.0 * ds + w * d2s) * dw * dw + g_w * d2w
-    # Im g < 0; where it underflows (hundreds of e-folds into the tails) psi is floored like the direct path's
-    im_g = jnp.minimum(jnp.imag(w * s), -jnp.finfo(float).tiny)
     psi = jnp.log(-im_g) - jnp.log(jnp.pi - _THETA)
-    d1 = jnp.imag(g_t) / im_g
     d2 = jnp.imag(g_tt) / im_g - d1 * d1
-    # where rounding has broken the solve (module docstring, accuracy) a node still must not spread NaN
-    d1, d2 = (jnp.where(jnp.isfinite(v), v, 0.0) for v in (d1, d2))
-    out = (psi, d1, d2)
+    out = (psi, _finite(d1), _finite(d2))
     if with_cdf:
-        f = jnp.exp(psi)
-        out += (jnp.clip(_cdf_at(w, s, sums[3], gamma, _THETA), 0.0, 1.0), f, f * d1)
+        out += _cdf_nodes(w, s, sums[3], im_g, d1, gamma)
     return out
 
 
