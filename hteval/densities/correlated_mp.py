@@ -510,8 +510,8 @@ _BULK_NODES, _TAIL_NODES = 192, 96
 # 1 - F exponentially
 _TAIL_REACH, _TOP_REACH = 40.0, 15.0
 # node roots: every _COARSE-th node from `_start` (6 steps), the rest from an interpolant through those, within
-# ~1e-3 of the root (measured: at most 7e-4 over gamma in {0.05, 0.25, 0.5, 1}, nu in {0, 0.05, 0.5, 1, 2}), so that
-# _REFINE_STEPS reach rounding
+# ~1e-3 of the root (at most 7.1e-4 over gamma in {0.05, 0.25, 0.5, 1}, nu in {0, 0.05, 0.5, 1, 2}:
+# benchmarks/correlated_roots.py), so that _REFINE_STEPS reach rounding
 _COARSE, _REFINE_STEPS = 8, 2
 # Newton on one quintic piece from its linear interpolant
 _INVERSION_STEPS = 6
